@@ -36,6 +36,7 @@ target grid; the official repos pass ``scale_factor=(n+0.1)/N`` (same output siz
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -113,6 +114,16 @@ def logit_scale_for(model: Any, variant: str) -> float:
     if isinstance(ls, int | float):  # LoadedModel exposes the float
         return float(ls)
     return float(_clip_module(model).logit_scale.detach().exp().item())
+
+
+def _autocast(model: Any) -> contextlib.AbstractContextManager:
+    """The ``LoadedModel``'s precision (autocast); nothing for a bare open_clip model."""
+    precision = getattr(model, "precision", None)
+    if precision is None:
+        return contextlib.nullcontext()
+    from clipkit.device import autocast
+
+    return autocast(model.device, precision)
 
 
 def _check_variant(variant: str) -> None:
@@ -254,9 +265,10 @@ def patch_embeddings(
     ph, pw = patch_grid(model)
     if pixels.ndim != 4 or pixels.shape[-2] % ph or pixels.shape[-1] % pw:
         raise UsageError(f"pixels must be [B, 3, H, W] with H, W multiples of the patch size {ph}x{pw}")
-    x, _, grid = visual_tokens(model, pixels)
-    x = _last_block(visual.transformer.resblocks[-1], x, variant, grid)
-    tokens = _project(visual, x)[:, 1:].float()
+    with _autocast(model):
+        x, _, grid = visual_tokens(model, pixels)
+        x = _last_block(visual.transformer.resblocks[-1], x, variant, grid)
+        tokens = _project(visual, x)[:, 1:].float()
     tokens = tokens.reshape(tokens.shape[0], grid[0], grid[1], -1)
     return F.normalize(tokens, dim=-1) if normalize else tokens
 

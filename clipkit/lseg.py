@@ -55,8 +55,8 @@ class LSegConfig:
 
     @staticmethod
     def default_hooks(layers: int) -> list[int]:
-        """``L/4-1, L/2-1, 3L/4-1, L-1`` (lang-seg's 2, 5, 8, 11 for 12 blocks), deduplicated, ascending."""
-        return sorted({max(0, round(layers * f) - 1) for f in (0.25, 0.5, 0.75, 1.0)})
+        """``L/4-1, L/2-1, 3L/4-1, L-1`` (lang-seg's 2, 5, 8, 11 for 12 blocks); repeats for towers under 4."""
+        return [max(0, round(layers * f) - 1) for f in (0.25, 0.5, 0.75, 1.0)]
 
 
 class _Readout(nn.Module):
@@ -141,17 +141,20 @@ def hooked_tokens(model: Any, pixels: torch.Tensor, hooks: list[int]) -> tuple[l
     """Outputs of the stock blocks ``hooks`` (the last block included) of the frozen tower, and the grid."""
     visual = dense._visual(model)
     last = len(visual.transformer.resblocks) - 1
-    x, inter, grid = dense.visual_tokens(model, pixels, [i for i in hooks if i < last])
+    early = sorted({i for i in hooks if i < last})
+    x, inter, grid = dense.visual_tokens(model, pixels, early)
+    outputs = dict(zip(early, inter, strict=True))
     if last in hooks:
-        inter.append(visual.transformer.resblocks[-1](x))
-    return inter, grid
+        outputs[last] = visual.transformer.resblocks[-1](x)
+    return [outputs[i] for i in hooks], grid
 
 
 def lseg_logits_crops(model: Any, head: LSegHead, crops: torch.Tensor,
                       text_emb: torch.Tensor) -> torch.Tensor:
     """LSeg logits ``[B, N, H, W]`` (crop resolution) = normalised pixel · normalised text / 0.07."""
-    with torch.no_grad():
+    with torch.no_grad(), dense._autocast(model):
         hooked, grid = hooked_tokens(model, crops, head.cfg.hooks)
+    hooked = [h.float() for h in hooked]
     pix = F.normalize(head(hooked, grid), dim=1)
     text = F.normalize(text_emb.float(), dim=-1)
     logits = torch.einsum("bchw,nc->bnhw", pix, text) / LSEG_TEMPERATURE
@@ -190,8 +193,6 @@ def new_head(model: Any, *, clip_model: str = "", features: int = 64,
     cfg = LSegConfig(width=visual.transformer.width, out_dim=int(out_dim), layers=layers,
                      hooks=LSegConfig.default_hooks(layers), features=features,
                      dims=dims or [32, 64, 128, 128], clip_model=clip_model)
-    if len(cfg.hooks) != 4:
-        raise ModelError(f"an LSeg head needs an image tower with at least 4 blocks (this one has {layers})")
     return LSegHead(cfg)
 
 
@@ -240,7 +241,8 @@ def load_head(spec: str | Path, model: Any | None = None) -> LSegHead:
         state = load_file(str(path / HEAD_WEIGHTS))
         head.load_state_dict({k: v.to(head.state_dict()[k].dtype) for k, v in state.items()})
     except (OSError, TypeError, KeyError, RuntimeError, ValueError) as exc:
-        raise ModelError(f"cannot load LSeg head from {path}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load LSeg head from {path}: {first}") from exc
     if model is not None:
         visual = dense._visual(model)
         out_dim = visual.proj.shape[1] if visual.proj is not None else visual.transformer.width

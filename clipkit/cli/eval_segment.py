@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from clipkit.cli.common import drop_none, model_options
 from clipkit.cli.options import (
     DeviceOpt,
@@ -21,7 +22,6 @@ from clipkit.cli.options import (
     ThreadsOpt,
     TrustOpt,
 )
-
 from clipkit.errors import UsageError
 
 SEG = "Segmentation"
@@ -78,10 +78,9 @@ def eval_segment(
 
       clipkit eval segment data/val --variant plain --limit 50
     """
+    from clipkit.evaluation.segmentation import evaluate_segment
     from clipkit.prompts import parse_labels
     from clipkit.registry import load_model
-
-    from clipkit.evaluation.segmentation import evaluate_segment
 
     fmt = format or ("table" if output is None and sys.stdout.isatty() else "json")
     if fmt not in ("table", "json"):

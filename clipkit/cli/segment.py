@@ -3,6 +3,7 @@
 from typing import Annotated
 
 import typer
+
 from clipkit.cli.common import drop_none, finish, model_options, open_sink, write_results
 from clipkit.cli.options import (
     DeviceOpt,
@@ -89,10 +90,9 @@ def segment(
       clipkit segment photo.jpg -m ViT-B-16 -p openai -l cat,dog --variant sclip --background sky,wall
     """
     from clipkit.images import expand_inputs
+    from clipkit.methods.segment import iter_segment
     from clipkit.prompts import parse_labels
     from clipkit.registry import load_model
-
-    from clipkit.methods.segment import iter_segment
 
     label_list = parse_labels(labels, labels_file)
     paths = expand_inputs(images or [], files_from)

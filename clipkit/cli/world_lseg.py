@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from clipkit.cli.common import drop_none
 from clipkit.cli.options import ModelOpt, QuietOpt, TemplatesOpt, ThreadsOpt
 

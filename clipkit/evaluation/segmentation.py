@@ -107,10 +107,9 @@ def evaluate_segment(
         IoUs include ``background``.
     """
     from clipkit.images import load_image
+    from clipkit.methods.segment import Segmenter
     from clipkit.runner import progress
     from clipkit.world.dataset import read_export
-
-    from clipkit.methods.segment import Segmenter
 
     export = read_export(data)
     categories = {int(k): str(v) for k, v in dict(export.categories).items()}

@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from clipkit import dense
+from clipkit.errors import UsageError
 from clipkit.images import Batch, as_pil, expand_inputs
 from clipkit.prompts import parse_labels, text_embeddings
 from clipkit.registry import LoadedModel, load_model
 from clipkit.results import ErrorRecord, Result, Segmentation
 from clipkit.runner import run_over_images
-
-from clipkit import dense
-from clipkit.errors import UsageError
 
 #: Background prompts used when none are given (the ClearCLIP/MaskCLIP convention of one "background" class).
 DEFAULT_BACKGROUND: tuple[str, ...] = ("background",)

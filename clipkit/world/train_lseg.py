@@ -94,13 +94,13 @@ def train_lseg(cfg: LSegTrainConfig, out: str | Path, *, quiet: bool = False,
 
     Returns the metrics dict also stored in the config's ``meta``.
     """
+    from clipkit.world.scenes import CATEGORIES
+
+    from clipkit import lseg
     from clipkit.device import set_threads
     from clipkit.prompts import text_embeddings
     from clipkit.registry import load_model
     from clipkit.runner import progress
-    from clipkit.world.scenes import CATEGORIES
-
-    from clipkit import lseg
 
     if cfg.steps < 1 or cfg.batch_size < 1:
         from clipkit.errors import UsageError
