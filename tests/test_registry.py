@@ -6,11 +6,11 @@ import time
 import open_clip
 import pytest
 import torch
+from conftest import TINY_CFG
 from safetensors.torch import load_file
 
 from clipkit import hub, registry
 from clipkit.errors import ModelError
-from conftest import TINY_CFG
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,12 @@ def test_folder_in_hub_layout_loads_frozen_eval_model_once(tiny_model_dir):
 
 def test_folder_without_weights_is_a_clear_error(tmp_path):
     (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG}))
-    with pytest.raises(ModelError, match="needs open_clip_config.json and open_clip_model.safetensors"):
+    with pytest.raises(ModelError, match=r"needs open_clip_config\.json and open_clip_model\.safetensors"):
         registry.load_model(str(tmp_path))
 
 
 def test_unknown_model_and_missing_weights_messages():
-    with pytest.raises(ModelError, match="unknown model 'ViT-Q-99'.*clipkit models"):
+    with pytest.raises(ModelError, match=r"unknown model .ViT-Q-99.*clipkit models"):
         registry.load_model("ViT-Q-99")
     with pytest.raises(ModelError, match=r"ViT-B-32 needs weights: --pretrained TAG \(.*openai"):
         registry.load_model("ViT-B-32")
