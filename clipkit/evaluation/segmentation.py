@@ -109,9 +109,12 @@ def evaluate_segment(
     from clipkit.images import load_image
     from clipkit.methods.segment import Segmenter
     from clipkit.runner import progress
-    from clipkit.world.dataset import read_export
+    from clipkit.world.dataset import ExportError, read_export
 
-    export = read_export(data)
+    try:
+        export = read_export(data)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
     categories = {int(k): str(v) for k, v in dict(export.categories).items()}
     label_list = list(labels) if labels else [categories[k] for k in sorted(categories)]
     unknown = [lb for lb in label_list if lb not in categories.values()]

@@ -70,10 +70,9 @@ def evaluate_head(model: Any, head: Any, *, n: int = 100, seed: int = 777, max_o
     ``labels_from="scene"``: each scene is segmented with all 48 category names (as ``eval segment
     --labels-from-data`` on an export).
     """
-    from clipkit.world.scenes import CATEGORIES, SceneConfig, generate_scene
-
     from clipkit.evaluation.segmentation import confusion_matrix, miou_from_confusion
     from clipkit.methods.segment import Segmenter
+    from clipkit.world.scenes import CATEGORIES, SceneConfig, generate_scene
 
     size = tuple(model.image_size)
     seg = Segmenter(model, list(CATEGORIES), head=head)
@@ -94,13 +93,12 @@ def train_lseg(cfg: LSegTrainConfig, out: str | Path, *, quiet: bool = False,
 
     Returns the metrics dict also stored in the config's ``meta``.
     """
-    from clipkit.world.scenes import CATEGORIES
-
     from clipkit import lseg
     from clipkit.device import set_threads
     from clipkit.prompts import text_embeddings
     from clipkit.registry import load_model
     from clipkit.runner import progress
+    from clipkit.world.scenes import CATEGORIES
 
     if cfg.steps < 1 or cfg.batch_size < 1:
         from clipkit.errors import UsageError
