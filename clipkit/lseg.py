@@ -6,7 +6,8 @@ Follows isl-org/lang-seg (``modules/models/lseg_net.py``, ``lseg_blocks.py``; re
   5, 11, 17, 23) — here ``L/4-1, L/2-1, 3L/4-1, L-1`` for an ``L``-block tower;
 * DPT "reassemble": readout ``project`` (each patch token concatenated with the CLS token → Linear → GELU),
   tokens → ``[width, h, w]``, a 1×1 conv to ``dims[i]`` and resampling (transposed conv up, strided conv
-  down) to ¼, ⅛, 1/16, 1/32 of the input resolution (ViT-L/16: 4×, 2×, 1×, ½× the patch grid), then a 3×3 conv to ``features`` channels;
+  down) to ¼, ⅛, 1/16, 1/32 of the input resolution (ViT-L/16: 4×, 2×, 1×, ½× the patch grid), then a
+  3×3 conv to ``features`` channels;
 * four RefineNet fusion blocks (two residual conv units with batch norm, bilinear ×2 with
   ``align_corners=True``, 1×1 output conv), deepest first;
 * the fused features end at half the input resolution; ``head1``: a 1×1 conv to the CLIP embedding dimension
