@@ -39,7 +39,7 @@ def test_captions_follow_flips(pool):
             continue
         for draw in range(4):
             it = ds.item(i, draw)
-            subj, rel, obj = pool.relations[i]
+            rel = pool.relations[i][1]
             names = pool.names[i]
             for r in ("left of", "right of", "above", "below"):
                 if f" {r} " in it["caption"]:
@@ -86,7 +86,7 @@ def test_train_is_deterministic_and_writes_loadable_folder(tmp_path):
 
     cfg = TrainClipConfig(name="clipkit-test-tiny", model_cfg=TINY, steps=3, batch_size=8, pool_size=24,
                           render_range=(32, 48), warmup=1, threads=1)
-    m1, tok, res, _ = train_clip(cfg, quiet=True)
+    m1, _, res, _ = train_clip(cfg, quiet=True)
     m2, _, _, _ = train_clip(cfg, quiet=True)
     assert res.steps == 3 and all(np.isfinite(res.losses))
     for (k, p1), p2 in zip(m1.state_dict().items(), m2.state_dict().values(), strict=True):

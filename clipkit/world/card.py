@@ -151,5 +151,30 @@ def build(out: str | Path, cfg: TrainClipConfig, *, command: str, evaluate: bool
     save_hub_folder(model, cfg.model_cfg, out, meta=META, card=card)
     (out / "train_log.json").write_text(json.dumps(
         {"config": asdict(cfg), "steps": res.steps, "train_seconds": res.seconds, "pool_seconds": pool_s,
-         "total_seconds": total_s, "losses": res.losses[::10], "metrics": metrics}, indent=1) + "\n")
+         "total_seconds": total_s, "losses": res.losses[::10], "final_loss": res.losses[-1],
+         "metrics": metrics}, indent=1) + "\n")
     return metrics
+
+
+def config_from_dict(d: dict) -> TrainClipConfig:
+    """Inverse of ``dataclasses.asdict`` for :class:`TrainClipConfig` (JSON lists back to tuples)."""
+    d = dict(d)
+    for k in ("object_probs", "render_range"):
+        if k in d:
+            d[k] = tuple(d[k])
+    return TrainClipConfig(**d)
+
+
+def refresh_card(folder: str | Path, metrics: dict) -> None:
+    """Rewrite ``folder``'s README.md and train_log.json with new ``metrics`` (e.g. after the dense variants
+    became available), keeping the recorded config, steps, times and command."""
+    folder = Path(folder)
+    logd = json.loads((folder / "train_log.json").read_text())
+    readme = (folder / "README.md").read_text()
+    command = readme.split("## Reproduce\n\n```\n", 1)[1].split("\n```", 1)[0]
+    cfg = config_from_dict(logd["config"])
+    card = model_card(cfg, steps_done=logd["steps"], train_s=logd["train_seconds"], pool_s=logd["pool_seconds"],
+                      metrics=metrics, command=command, final_loss=logd.get("final_loss", logd["losses"][-1]))
+    (folder / "README.md").write_text(card)
+    logd["metrics"] = metrics
+    (folder / "train_log.json").write_text(json.dumps(logd, indent=1) + "\n")

@@ -7,8 +7,8 @@ at random square sizes, and feed them through the model's own eval transform.
   colour-only / shape-only accuracy = the colour (shape) word of that top-1 prediction is right;
 - caption retrieval R@1 (image->text and text->image) among N 2-object scenes with their captions;
 - dense patch–text accuracy on 2-object scenes: for each object, does the patch under its centre score its own
-  label above the other object's label? Reported for plain patch tokens and, when ``clipkit.dense`` is
-  available, for its training-free variants.
+  label above the other object's label? Reported for plain patch tokens and for clipkit.dense's
+  training-free variants.
 """
 
 from __future__ import annotations
@@ -125,27 +125,27 @@ def dense_accuracy(model, tokenizer, preprocess, patch_fns: dict[str, PatchFn], 
     return {"dense_acc": out, "n": n}
 
 
-def dense_variants(model, loaded=None) -> dict[str, PatchFn]:
-    """Patch functions to compare: "plain" always; clipkit.dense's variants when it exists and ``loaded``
-    (a registry LoadedModel) is given."""
+def dense_variants(model) -> dict[str, PatchFn]:
+    """Patch functions to compare: "plain" always, plus clipkit.dense's training-free variants (NACLIP,
+    ClearCLIP, SCLIP, MaskCLIP) when that module is present."""
     fns: dict[str, PatchFn] = {"plain": lambda px: plain_patch_tokens(model, px)}
-    if loaded is None:
-        return fns
     try:
         from clipkit import dense
     except ImportError:
         return fns
     for v in dense.VARIANTS:
         if v != "plain":
-            fns[v] = (lambda px, v=v: dense.patch_embeddings(loaded, px, variant=v))
+            fns[v] = (lambda px, v=v: dense.patch_embeddings(model, px, variant=v))
     return fns
 
 
-def evaluate(model, tokenizer, preprocess, *, loaded=None, n_zero_shot: int = 480,
-             n_pairs: int = 200) -> dict:
+def evaluate(model, tokenizer, preprocess, *, n_zero_shot: int = 480, n_pairs: int = 200,
+             dense: bool = True) -> dict:
     """All model-card metrics (see module docstring)."""
     model.eval()
     res = {"zero_shot": zero_shot(model, tokenizer, preprocess, n=n_zero_shot),
            "retrieval": retrieval(model, tokenizer, preprocess, n=n_pairs),
-           "dense": dense_accuracy(model, tokenizer, preprocess, dense_variants(model, loaded), n=n_pairs)}
+           "dense": dense_accuracy(model, tokenizer, preprocess,
+                                    dense_variants(model) if dense else {"plain": dense_variants(model)["plain"]},
+                                    n=n_pairs)}
     return res
