@@ -15,10 +15,8 @@ app = typer.Typer(help="The synthetic shapes world: export datasets, train the b
 
 
 def _usage_error(msg: str) -> Exception:
-    try:
-        from clipkit.errors import UsageError
-    except ImportError:  # the core's error types are not merged yet
-        return typer.BadParameter(msg)
+    from clipkit.errors import UsageError
+
     return UsageError(msg)
 
 
