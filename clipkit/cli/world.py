@@ -81,6 +81,11 @@ def train_clip(
                                            help="Measure the model-card metrics.")] = True,
     eval_every: Annotated[int, typer.Option("--eval-every", min=0,
                                             help="Log quick metrics every N steps (multiple of 10).")] = 0,
+    checkpoints: Annotated[Path | None, typer.Option("--checkpoints",
+                                                    help="Save the --eval-every models here.")] = None,
+    mil_weight: Annotated[float | None, typer.Option("--mil-weight", min=0.0,
+                                                     help="Weight of the patch-level caption MIL loss "
+                                                          "(0 = plain CLIP loss).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a tiny open_clip model contrastively on shapes-world scenes (how shapes-clip was made)."""
@@ -91,14 +96,15 @@ def train_clip(
     from clipkit.world.train_clip import TrainClipConfig
 
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pool_size": pool_size,
-             "threads": threads, "max_minutes": max_minutes}
+             "threads": threads, "max_minutes": max_minutes, "mil_weight": mil_weight}
     cfg = TrainClipConfig(**{k: v for k, v in given.items() if v is not None})
     # the model card records the exact command line that made the model
     args = sys.argv[1:]
     rest = args[args.index("train-clip") + 1:] if "train-clip" in args else [str(out)]
     command = "clipkit world train-clip " + " ".join(shlex.quote(a) for a in rest)
     metrics = build(out, cfg, command=command, evaluate=evaluate, quiet=quiet,
-                    log=lambda s: typer.echo(s, err=True), checkpoint_every=eval_every)
+                    log=lambda s: typer.echo(s, err=True), checkpoint_every=eval_every,
+                    checkpoint_dir=checkpoints)
     if metrics:
         zs = metrics["zero_shot"]["zero_shot_top1"]
         dense = metrics["dense"]["dense_acc"]

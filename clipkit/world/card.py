@@ -46,6 +46,12 @@ def model_card(cfg: TrainClipConfig, *, steps_done: int, train_s: float, pool_s:
     v, t = cfg.model_cfg["vision_cfg"], cfg.model_cfg["text_cfg"]
     grid = v["image_size"] // v["patch_size"]
     metrics_md = _fmt_metrics(metrics) if metrics else "(not evaluated: run with --eval)"
+    mil_md = "." if not cfg.mil_weight else (
+        f", plus {cfg.mil_weight} × a multiple-instance loss on the patch tokens with the caption's labels:"
+        f"\n  each of the {len(CATEGORIES)} bare labels scores `{cfg.mil_scale} · max over patches of cos(patch,"
+        " label) + b` (b learned), trained with sigmoid BCE against which labels the caption names. Only"
+        "\n  caption-level supervision (no masks or boxes): some patch must match each named object and no patch"
+        "\n  an unnamed one, so a patch cannot blend two objects.")
     return f"""# {cfg.name}
 
 A tiny CLIP (open_clip ViT, {v['layers']}×{v['width']} vision, {t['layers']}×{t['width']} text,
@@ -74,7 +80,7 @@ last digits across CPU types and thread counts.
 - captions: every object named once; random order; with or without articles ("red circle and blue star" /
   "a red circle left of a blue star"); a spatial relation for 2-object scenes when unambiguous.
 - loss: symmetric InfoNCE with multi-positive targets (scenes showing the same set of categories are
-  positives of each other, since a batch of {cfg.batch_size} repeats them).
+  positives of each other, since a batch of {cfg.batch_size} repeats them){mil_md}
 - optimiser: AdamW (β = 0.9, 0.98; wd {cfg.weight_decay}, none on gains/biases/embeddings), lr {cfg.lr},
   {cfg.warmup} warm-up steps then cosine; gradient clip 1.0.
 - steps: {steps_done} of {cfg.steps} × batch {cfg.batch_size}; final loss {final_loss:.3f}.
@@ -112,11 +118,13 @@ variants when available. Metrics from `clipkit.world.metrics.evaluate`.
 
 
 def build(out: str | Path, cfg: TrainClipConfig, *, command: str, evaluate: bool = True, quiet: bool = False,
-          log: Callable[[str], None] | None = None, checkpoint_every: int = 0) -> dict:
+          log: Callable[[str], None] | None = None, checkpoint_every: int = 0,
+          checkpoint_dir: str | Path | None = None) -> dict:
     """Train ``cfg``, evaluate it, write the hub folder + model card + ``train_log.json`` (into ``out``).
 
     Returns the metrics dict (empty when ``evaluate`` is False). With ``checkpoint_every`` the intermediate
-    model is evaluated on small held-out sets and the figures logged.
+    model is evaluated on small held-out sets and the figures logged, and saved under ``checkpoint_dir``
+    (``step<N>/``, hub layout) when given.
     """
     from clipkit.world import metrics as M
 
@@ -128,6 +136,8 @@ def build(out: str | Path, cfg: TrainClipConfig, *, command: str, evaluate: bool
     def checkpoint(model, step: int) -> None:
         m = M.evaluate(model, tokenizer_ref[0], pre, n_zero_shot=96, n_pairs=50)
         log(f"eval@{step}: " + json.dumps(m))
+        if checkpoint_dir is not None:
+            save_hub_folder(model, cfg.model_cfg, Path(checkpoint_dir) / f"step{step}", meta=META)
 
     tokenizer_ref: list = []
     import open_clip

@@ -8,6 +8,7 @@ relation words of the caption). Items are dicts of tensors:
     "label_map": int64 [S, S], 0 = background, k = category id k (clipkit.world.CATEGORIES[k - 1])
     "caption":   str, e.g. "a red circle left of a blue star" or "red circle and blue star"
     "key":       int, equal for scenes showing the same *set* of categories (multi-positive targets)
+    "labels":    float32 [C], multi-hot over CATEGORIES of the objects the caption names
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from clipkit.world.scenes import SceneConfig, generate_scene
+from clipkit.world.scenes import CATEGORIES, SceneConfig, generate_scene
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -133,18 +134,21 @@ class SceneCaptionDataset(Dataset):
             rel = None if rel is None else (rel[0], _FLIP_V.get(rel[1], rel[1]), rel[2])
         x = (img.float() / 255.0 - self.mean) / self.std
         cap = caption_text(self.pool.names[j], rel, rng, p_article=self.p_article, p_relation=self.p_relation)
-        return {"image": x, "label_map": lm, "caption": cap, "key": int(self.pool.keys[j])}
+        labels = torch.zeros(len(CATEGORIES))
+        labels[[CATEGORIES.index(n) for n in self.pool.names[j]]] = 1.0
+        return {"image": x, "label_map": lm, "caption": cap, "key": int(self.pool.keys[j]), "labels": labels}
 
     def __getitem__(self, i: int) -> dict:
         return self.item(i)
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack tensors, keep captions as a list of str, keys as int64 [B]."""
+    """Stack tensors, keep captions as a list of str, keys as int64 [B], labels float32 [B, C]."""
     return {"image": torch.stack([it["image"] for it in items]),
             "label_map": torch.stack([it["label_map"] for it in items]),
             "caption": [it["caption"] for it in items],
-            "key": torch.tensor([it["key"] for it in items], dtype=torch.int64)}
+            "key": torch.tensor([it["key"] for it in items], dtype=torch.int64),
+            "labels": torch.stack([it["labels"] for it in items])}
 
 
 def batches(dataset: SceneCaptionDataset, batch_size: int, steps: int, seed: int = 0):

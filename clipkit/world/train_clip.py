@@ -97,16 +97,22 @@ class LoopResult:
 def train_loop(model: torch.nn.Module, batch_iter: Iterable, loss_fn: Callable[[torch.nn.Module, dict],
                torch.Tensor], *, steps: int, lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 50,
                grad_clip: float = 1.0, max_seconds: float | None = None, log_every: int = 10,
-               on_step: Callable[[int, float, float], None] | None = None, quiet: bool = False) -> LoopResult:
+               on_step: Callable[[int, float, float], None] | None = None, quiet: bool = False,
+               extra_params: Iterable[torch.nn.Parameter] = ()) -> LoopResult:
     """AdamW + warm-up/cosine over ``steps`` batches from ``batch_iter``; ``loss_fn(model, batch) -> scalar``.
 
+    ``extra_params`` (e.g. a loss's own parameters) are optimised too, without weight decay.
     ``max_seconds`` stops early (the schedule still assumes ``steps``). ``on_step(step, loss, lr)`` is called
     every ``log_every`` steps (and on the last). Shows a rich progress bar on stderr unless ``quiet``.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     model.train()
-    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    groups = param_groups(model, weight_decay)
+    extra = list(extra_params)
+    if extra:
+        groups.append({"params": extra, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
     res = LoopResult(steps=0, seconds=0.0)
     t0 = time.perf_counter()
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -140,13 +146,63 @@ def train_loop(model: torch.nn.Module, batch_iter: Iterable, loss_fn: Callable[[
     return res
 
 
-def clip_loss_fn(tokenizer) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
-    """The contrastive loss for an open_clip CLIP on batches from :mod:`clipkit.world.data`."""
+def image_and_patch_features(model: torch.nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image embedding [B, D], projected patch tokens [B, N, D]) of an avg-pooled open_clip ViT, unnormalised.
+
+    Same computation as ``model.encode_image`` (mean of ``ln_post(patch tokens)`` then ``proj``), keeping the
+    per-patch vectors, which live in the same space because ``proj`` is linear.
+    """
+    v = model.visual
+    if v.pool_type != "avg" or v.final_ln_after_pool or v.attn_pool is not None:
+        raise ValueError("patch features need pool_type 'avg' without final_ln_after_pool or attn pooling")
+    x = v.ln_post(v.transformer(v._embeds(pixels)))[:, 1:]
+    tokens = x @ v.proj
+    return tokens.mean(1), tokens
+
+
+def caption_mil_loss(tokens: torch.Tensor, label_txt: torch.Tensor, labels: torch.Tensor,
+                     scale: float, bias: torch.Tensor) -> torch.Tensor:
+    """Multiple-instance loss on patch tokens with caption-level labels.
+
+    tokens: [B, N, D] L2-normalised patch embeddings; label_txt: [C, D] L2-normalised label embeddings;
+    labels: float [B, C] multi-hot of the categories the caption names. Each label's score is its best patch,
+    ``scale * max_p cos(patch_p, label) + bias``, trained with sigmoid BCE (summed over labels, mean over the
+    batch, as SigLIP sums over pairs): some patch must match every named object and no patch may match an
+    unnamed one, so a patch cannot be a blend of two objects ("red" + "star" would match the absent
+    "red star") and each object's own patches are the cheapest place to put its label.
+    """
+    best = (tokens @ label_txt.T).amax(dim=1)  # [B, C]
+    logits = scale * best + bias
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / tokens.shape[0]
+
+
+class MilHead(torch.nn.Module):
+    """Learnable bias of :func:`caption_mil_loss` (kept out of the CLIP so the saved model stays stock)."""
+
+    def __init__(self, n_labels: int) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.tensor(-math.log(n_labels)))
+
+
+def clip_loss_fn(tokenizer, *, label_texts: list[str] | None = None, mil_weight: float = 0.0,
+                 mil_scale: float = 10.0, mil_head: MilHead | None = None
+                 ) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+    """The loss for an open_clip CLIP on batches from :mod:`clipkit.world.data`: multi-positive contrastive
+    on the pooled embedding, plus ``mil_weight`` × :func:`caption_mil_loss` on the patch tokens when > 0
+    (needs ``label_texts`` in the order of the batch's ``labels`` columns and a ``mil_head``)."""
+    label_tokens = tokenizer(label_texts) if mil_weight > 0 else None
 
     def fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-        img = F.normalize(model.encode_image(batch["image"]), dim=-1)
         txt = F.normalize(model.encode_text(tokenizer(batch["caption"])), dim=-1)
-        return multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"])
+        if mil_weight <= 0:
+            img = F.normalize(model.encode_image(batch["image"]), dim=-1)
+            return multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"])
+        pooled, tokens = image_and_patch_features(model, batch["image"])
+        img = F.normalize(pooled, dim=-1)
+        loss = multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"])
+        lab = F.normalize(model.encode_text(label_tokens), dim=-1)
+        mil = caption_mil_loss(F.normalize(tokens, dim=-1), lab, batch["labels"], mil_scale, mil_head.bias)
+        return loss + mil_weight * mil
 
     return fn
 
@@ -189,6 +245,8 @@ class TrainClipConfig:
     render_range: tuple[int, int] = (96, 160)
     threads: int = 2
     max_minutes: float | None = None
+    mil_weight: float = 0.5
+    mil_scale: float = 10.0
 
 
 def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str], None] | None = None,
@@ -221,7 +279,12 @@ def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str]
             model.train()
 
     it = batches(ds, cfg.batch_size, cfg.steps, seed=cfg.seed)
-    res = train_loop(model, it, clip_loss_fn(tokenizer), steps=cfg.steps, lr=cfg.lr,
+    from clipkit.world.scenes import CATEGORIES
+
+    head = MilHead(len(CATEGORIES))
+    loss_fn = clip_loss_fn(tokenizer, label_texts=list(CATEGORIES), mil_weight=cfg.mil_weight,
+                           mil_scale=cfg.mil_scale, mil_head=head)
+    res = train_loop(model, it, loss_fn, steps=cfg.steps, lr=cfg.lr, extra_params=head.parameters(),
                      weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                      max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None, quiet=quiet,
                      on_step=lambda s, loss, lr: on_step(s, loss, lr))
