@@ -91,24 +91,40 @@ def segment(
     bg_thresh: float | None = OFFICIAL_BG_THRESH,
     topk: int = OFFICIAL_TOPK,
 ) -> GroupSegmentation:
-    """Segment one image.
+    """Segment one image with a GroupViT.
 
     pixels: ``[1, 3, h, w]`` from :func:`preprocess`; text_emb: ``[N, D]`` L2-normalised label embeddings;
     size: ``(H, W)`` of the output (the original image); ``bg_thresh=None`` disables background.
     """
     image_x, group_x, out = model.encode_image_groups(pixels)
     maps = stage_maps(out, size)
+    return label_groups(maps, F.normalize(group_x[0], dim=-1), F.normalize(image_x[0], dim=-1), text_emb,
+                        model.logit_scale_value, bg_thresh=bg_thresh, topk=topk)
+
+
+def label_groups(
+    maps: list[Tensor],
+    groups: Tensor,
+    image: Tensor,
+    text_emb: Tensor,
+    scale: float,
+    *,
+    bg_thresh: float | None = OFFICIAL_BG_THRESH,
+    topk: int = OFFICIAL_TOPK,
+) -> GroupSegmentation:
+    """Steps 2-3 of the official rule (module docstring) for one image.
+
+    maps: per stage ``[1, G_i, H, W]`` cumulative soft assignments (last = final groups); groups: ``[G, D]`` and
+    image: ``[D]`` L2-normalised embeddings; text_emb: ``[N, D]`` L2-normalised; scale: the softmax scale.
+    """
     final = maps[-1][0]  # [G, H, W]
     g = final.shape[0]
     group_of_pixel = final.argmax(dim=0)  # [H, W]
-    groups = F.normalize(group_x[0], dim=-1)  # [G, D]
-    image = F.normalize(image_x[0], dim=-1)  # [D]
     n = text_emb.shape[0]
-    scale = model.logit_scale_value
-    affinity = groups @ text_emb.t() * scale  # [G, N]
+    affinity = groups.float() @ text_emb.float().t() * scale  # [G, N]
     pre = affinity.softmax(dim=-1)
-    image_aff = (image @ text_emb.t() * scale).softmax(dim=-1)  # [N]
-    keep = torch.zeros(n, dtype=torch.bool)
+    image_aff = (image.float() @ text_emb.float().t() * scale).softmax(dim=-1)  # [N]
+    keep = torch.zeros(n, dtype=torch.bool, device=affinity.device)
     keep[image_aff.topk(min(topk, n)).indices] = True
     group_aff = affinity.masked_fill(~keep, float("-inf")).softmax(dim=-1) * pre  # [G, N]
     best, best_idx = group_aff.max(dim=-1)  # [G]
@@ -120,17 +136,17 @@ def segment(
         group_label = torch.where(best < thresh, 0, best_idx + 1)
     else:
         group_label = best_idx + 1
-    used = torch.zeros(g, dtype=torch.bool)
+    used = torch.zeros(g, dtype=torch.bool, device=affinity.device)
     used[group_of_pixel.unique()] = True
     group_label = torch.where(used, group_label, 0)
     dtype = np.uint8 if n < 255 else np.uint16
     return GroupSegmentation(
-        label_map=label.numpy().astype(dtype),
-        scores=pix_scores.permute(2, 0, 1).float().numpy(),
-        group_maps=[m[0].argmax(dim=0).numpy().astype(np.int32) for m in maps],
-        group_label=group_label.numpy(),
-        group_score=best.float().numpy(),
-        image_scores=image_aff.float().numpy(),
+        label_map=label.cpu().numpy().astype(dtype),
+        scores=pix_scores.permute(2, 0, 1).float().cpu().numpy(),
+        group_maps=[m[0].argmax(dim=0).cpu().numpy().astype(np.int32) for m in maps],
+        group_label=group_label.cpu().numpy(),
+        group_score=best.float().cpu().numpy(),
+        image_scores=image_aff.float().cpu().numpy(),
     )
 
 
