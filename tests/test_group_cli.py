@@ -101,3 +101,19 @@ def test_eval_group_reports_miou_and_purity(groupvit_dir, tmp_path):
     result = json.loads(res.stdout)
     assert 0.0 <= result["miou"] <= 1.0 and "background" in result["per_class"]
     assert set(result["purity"]) == {"stage1", "stage2"} and result["n_images"] == 3
+
+
+def test_fallback_groups_with_a_plain_open_clip_model(tiny_model_dir, images, tmp_path):
+    """Any open_clip ViT works: training-free grouping of its dense patch embeddings, same outputs."""
+    out = tmp_path / "fb"
+    res = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(tiny_model_dir), "-l",
+                              "red circle,blue circle", "--groups", "8,3", "-d", str(out), "-f", "jsonl"])
+    assert res.exit_code == 0, res.output
+    [line] = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    assert line["method"].startswith("dense-grouping")
+    assert 1 <= line["stages"][1] <= 3 and line["stages"][1] <= line["stages"][0] <= 8
+    for suffix in ("", "_overlay", "_stage1", "_stage2"):
+        assert Image.open(out / f"scene0{suffix}.png").size == (64, 48)
+    bad = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(tiny_model_dir), "-l", "a,b",
+                              "--groups", "3,8"])
+    assert bad.exit_code == 2 and "--groups" in bad.stderr

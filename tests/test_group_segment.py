@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -63,16 +65,13 @@ def test_stage_maps_are_products_of_soft_assignments():
     a1 = torch.rand(1, 6, 16).softmax(dim=1)  # [B, G1, N] columns sum to 1 over groups
     a2 = torch.rand(1, 3, 6).softmax(dim=1)
 
-    class Out:
-        soft = [a1, a2]
-        grid = (4, 4)
-
-    maps = stage_maps(Out(), (4, 4))
+    out = SimpleNamespace(soft=[a1, a2], grid=(4, 4))
+    maps = stage_maps(out, (4, 4))
     assert [m.shape for m in maps] == [(1, 6, 4, 4), (1, 3, 4, 4)]
     expected = (a1.transpose(1, 2) @ a2.transpose(1, 2)).transpose(1, 2).reshape(1, 3, 4, 4)
     torch.testing.assert_close(maps[1], expected)
     torch.testing.assert_close(maps[1].sum(dim=1), torch.ones(1, 4, 4))
-    up = stage_maps(Out(), (8, 8))[1]
+    up = stage_maps(out, (8, 8))[1]
     torch.testing.assert_close(up.sum(dim=1), torch.ones(1, 8, 8))
 
 

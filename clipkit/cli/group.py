@@ -46,7 +46,7 @@ GroupsOpt = Annotated[str | None, typer.Option(
     show_default=False)]
 
 
-def parse_bg_thresh(value: str | None) -> float | None | str:
+def parse_bg_thresh(value: str | None) -> float | str | None:
     """'none' -> None (no background), a number -> float, unset -> 'default' (the model's own)."""
     from clipkit.errors import UsageError
 

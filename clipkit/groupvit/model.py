@@ -100,7 +100,7 @@ class VisionTransformer(nn.Module):
     def pos_embed_for(self, h: int, w: int) -> Tensor:
         """Positional embedding for an ``h x w`` grid: bicubic resize of the square training grid."""
         n = self.pos_embed.shape[1]
-        side = int(math.isqrt(n))
+        side = math.isqrt(n)
         if h * w == n and h == w:
             return self.pos_embed
         grid = self.pos_embed.reshape(1, side, side, -1).permute(0, 3, 1, 2)

@@ -212,7 +212,7 @@ def load_nvlabs_pth(path: str | Path, cfg: GroupViTConfig | None = None) -> Grou
         cfg = GroupViTConfig()
         pos = sd.get("img_encoder.pos_embed")
         if pos is not None:  # resolution from the checkpoint itself
-            cfg.vision.image_size = int(round(pos.shape[1] ** 0.5)) * cfg.vision.patch_size
+            cfg.vision.image_size = round(pos.shape[1] ** 0.5) * cfg.vision.patch_size
     return _load_into(GroupViT(cfg), sd, str(path))
 
 

@@ -119,7 +119,7 @@ class Grouper:
     """
 
     def __init__(self, model: GroupViTModel | LoadedModel, labels: Sequence[str], *,
-                 templates: str | Sequence[str] | None = None, bg_thresh: float | None | str = "default",
+                 templates: str | Sequence[str] | None = None, bg_thresh: float | str | None = "default",
                  topk: int = OFFICIAL_TOPK, short_side: int | None = None, variant: str = "naclip",
                  groups: Sequence[int] = fb.DEFAULT_GROUPS, iters: int = fb.DEFAULT_ITERS,
                  tau: float = fb.DEFAULT_TAU) -> None:
@@ -149,17 +149,31 @@ class Grouper:
             seg = segment(net, pixels, self.text, size, bg_thresh=self.bg_thresh, topk=self.topk)
             method = "groupvit"
         else:
-            from clipkit.dense import image_tensor, patch_embeddings
+            from clipkit.dense import patch_embeddings
 
-            pixels = image_tensor(self.model, image, short_side=self.short_side)
+            pixels = _fallback_pixels(self.model, image, self.short_side)
             patches = patch_embeddings(self.model, pixels, self.variant)[0]
             soft, group_emb = fb.group_patches(patches, self.groups, iters=self.iters, tau=self.tau)
             maps = fb.stage_maps_from(soft, patches.shape[:2], size)
-            image_emb = self.model.encode_image(pixels)[0]
+            # the image-level top-k filter uses the ordinary global embedding (model's own eval transform)
+            image_emb = self.model.encode_image(self.model.preprocess(image).unsqueeze(0))[0]
             seg = label_groups(maps, group_emb, image_emb, self.text, self.model.logit_scale,
                                bg_thresh=self.bg_thresh, topk=self.topk)
             method = f"dense-grouping ({self.variant})"
         return _result(path, self.labels, seg, method)
+
+
+def _fallback_pixels(model: LoadedModel, image: Image.Image, short_side: int | None) -> torch.Tensor:
+    """``[1, 3, H', W']`` for the dense tower: short side ``short_side`` (default: the model's input size), both
+    sides rounded to multiples of the patch size, the model's mean/std."""
+    from clipkit.dense import image_tensor, patch_grid
+
+    ph, pw = patch_grid(model)
+    s = short_side or min(model.image_size)
+    w, h = image.size
+    r = s / min(w, h)
+    size = (max(pw, round(w * r / pw) * pw), max(ph, round(h * r / ph) * ph))
+    return image_tensor(model, image.convert("RGB").resize(size, Image.Resampling.BICUBIC))
 
 
 def _result(path: str, labels: list[str], seg: Any, method: str) -> Segmentation:
@@ -173,7 +187,7 @@ def _result(path: str, labels: list[str], seg: Any, method: str) -> Segmentation
                        "fraction": round(float((final == g).sum() / total), 4)})
     extras: dict[str, Any] = {f"stage{i + 1}": m for i, m in enumerate(seg.group_maps)}
     extras["method"] = method
-    extras["stages"] = [int(len(np.unique(m))) for m in seg.group_maps]
+    extras["stages"] = [len(np.unique(m)) for m in seg.group_maps]
     extras["groups"] = sorted(groups, key=lambda d: -d["fraction"])
     return Segmentation(path, labels, seg.label_map, seg.scores, extras)
 
