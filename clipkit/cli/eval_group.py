@@ -10,6 +10,7 @@ import typer
 from clipkit.cli.common import drop_none, model_options
 from clipkit.cli.group import (
     BgThreshOpt,
+    GroupModelOpt,
     GroupsOpt,
     ShortSideOpt,
     TopKOpt,
@@ -21,7 +22,6 @@ from clipkit.cli.options import (
     DeviceOpt,
     LabelsFileOpt,
     LabelsOpt,
-    ModelOpt,
     OfflineOpt,
     OutputOpt,
     PrecisionOpt,
@@ -47,7 +47,7 @@ def eval_group(
     groups: GroupsOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N images.",
                                                  show_default=False, min=1)] = None,
-    model: ModelOpt = None,
+    model: GroupModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,

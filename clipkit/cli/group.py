@@ -12,7 +12,6 @@ from clipkit.cli.options import (
     Inputs,
     LabelsFileOpt,
     LabelsOpt,
-    ModelOpt,
     OfflineOpt,
     OutDirOpt,
     OutputOpt,
@@ -27,6 +26,12 @@ from clipkit.cli.options import (
 )
 
 GRP = "Grouping"
+
+GroupModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="A GroupViT: bundled name, Hugging Face GroupViT folder (config.json + "
+    "model.safetensors) or NVlabs .pth; or any open_clip model (bundled name, architecture such as "
+    "ViT-B-16:openai, hf-hub:org/repo, folder) for training-free grouping. Default: shapes-groupvit.",
+    rich_help_panel="Model", show_default=False)]
 
 BgThreshOpt = Annotated[str | None, typer.Option(
     "--bg-thresh", help="Background where a pixel's best label score is below this (0..1), or 'none' for no "
@@ -85,7 +90,7 @@ def group(
         "--overlay/--no-overlay", help="Write DIR/<stem>_overlay.png with a legend (default on).",
         rich_help_panel=GRP, show_default=False)] = None,
     out_dir: OutDirOpt = None,
-    model: ModelOpt = None,
+    model: GroupModelOpt = None,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
