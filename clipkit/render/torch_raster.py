@@ -108,6 +108,41 @@ def _candidate_pairs(
     return seg, py * width + px
 
 
+@torch.no_grad()
+def _nearest_pairs(
+    seg_a: torch.Tensor,
+    seg_b: torch.Tensor,
+    seg_stroke: torch.Tensor,
+    radius: torch.Tensor,
+    n: int,
+    height: int,
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For every (stroke, pixel) within ``radius`` of a stroke, its nearest segment (no autograd).
+
+    seg_a, seg_b: Tensor[M, 2] segment end points; seg_stroke: Tensor[M] stroke of each segment;
+    radius: Tensor[N] per-stroke cutoff distance. Returns (segment Tensor[K], flat pixel Tensor[K],
+    stroke Tensor[K], pixel centre Tensor[K, 2]), one row per (stroke, pixel) pair kept.
+    """
+    dtype, device = seg_a.dtype, seg_a.device
+    n_pix = height * width
+    seg_idx, pix = _candidate_pairs(seg_a, seg_b, radius[seg_stroke], height, width)
+    px = (pix % width).to(dtype) + 0.5
+    py = torch.div(pix, width, rounding_mode="floor").to(dtype) + 0.5
+    centres = torch.stack([px, py], dim=-1)
+    d = _point_segment_distance(centres, seg_a[seg_idx], seg_b[seg_idx])
+    stroke = seg_stroke[seg_idx]
+    key = stroke * n_pix + pix  # one slot per (stroke, pixel)
+    dmin = torch.full((n * n_pix,), float("inf"), dtype=dtype, device=device)
+    dmin.scatter_reduce_(0, key, d, reduce="amin")
+    # Keep, for each (stroke, pixel), the first candidate that attains the minimum and lies inside r.
+    cand = torch.nonzero((d <= dmin[key]) & (d < radius[stroke])).squeeze(1)
+    first = torch.full((n * n_pix,), cand.numel(), dtype=torch.long, device=device)
+    first.scatter_reduce_(0, key[cand], torch.arange(cand.numel(), device=device), reduce="amin")
+    chosen = cand[first[first < cand.numel()]]
+    return seg_idx[chosen], pix[chosen], stroke[chosen], centres[chosen]
+
+
 def render_alpha(
     points: torch.Tensor,
     widths: torch.Tensor | float,
@@ -149,27 +184,9 @@ def render_alpha(
     seg_stroke = torch.arange(n, device=device).repeat_interleave(n_seg)  # [M]
 
     with torch.no_grad():
-        seg_idx, pix = _candidate_pairs(
-            flat_a.detach(), flat_b.detach(), radius.detach()[seg_stroke], height, width
+        sel_seg, sel_pix, sel_stroke, sel_centres = _nearest_pairs(
+            flat_a.detach(), flat_b.detach(), seg_stroke, radius.detach(), n, height, width
         )
-        if seg_idx.numel() == 0:
-            return torch.zeros(height, width, dtype=dtype, device=device) + 0.0 * points.sum()
-        px = (pix % width).to(dtype) + 0.5
-        py = torch.div(pix, width, rounding_mode="floor").to(dtype) + 0.5
-        centres = torch.stack([px, py], dim=-1)
-        d = _point_segment_distance(centres, flat_a.detach()[seg_idx], flat_b.detach()[seg_idx])
-        stroke = seg_stroke[seg_idx]
-        key = stroke * n_pix + pix                                   # one slot per (stroke, pixel)
-        dmin = torch.full((n * n_pix,), float("inf"), dtype=dtype, device=device)
-        dmin.scatter_reduce_(0, key, d, reduce="amin")
-        # Keep, for each (stroke, pixel), the first candidate that attains the minimum and lies inside r.
-        is_min = (d <= dmin[key]) & (d < radius.detach()[stroke])
-        cand = torch.nonzero(is_min).squeeze(1)
-        first = torch.full((n * n_pix,), cand.numel(), dtype=torch.long, device=device)
-        first.scatter_reduce_(0, key[cand], torch.arange(cand.numel(), device=device), reduce="amin")
-        chosen = cand[first[first < cand.numel()]]
-        sel_seg, sel_pix, sel_stroke = seg_idx[chosen], pix[chosen], stroke[chosen]
-        sel_centres = centres[chosen]
 
     # Recompute only the chosen pairs with gradients flowing to the control points and widths.
     dist = _point_segment_distance(sel_centres, flat_a[sel_seg], flat_b[sel_seg])
