@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -157,3 +158,34 @@ def test_cli_bad_options_are_one_line_errors(tiny_model_dir, tmp_path, extra, me
     result = runner.invoke(app, ["sketch", str(img), *out_dir, "-m", str(tiny_model_dir), *extra])
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.fixture(scope="module")
+def tiny_resnet(tmp_path_factory):
+    """A random-init tiny open_clip ModifiedResNet CLIP (32 px), loaded through the registry."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from clipkit.registry import load_model
+
+    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+    folder = tmp_path_factory.mktemp("tiny-rn")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg}))
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors")
+    return load_model(str(folder), device="cpu")
+
+
+def test_resnet_loss_uses_layer2_and_layer3(tiny_resnet):
+    target = target_tensor(_disc_image(), 64)
+    loss_fn = SketchLoss(tiny_resnet, target, generator=torch.Generator().manual_seed(0))
+    assert loss_fn.is_resnet and loss_fn.layers == {2: 1.0, 3: 1.0}
+    feats, emb = loss_fn._features(loss_fn._clean(target))
+    v = tiny_resnet.model.visual
+    assert [f.shape[1] for f in feats] == [v.layer2[-1].conv3.out_channels, v.layer3[-1].conv3.out_channels]
+    assert emb.shape == (1, 16)
+    assert torch.allclose(F.normalize(emb, dim=-1), tiny_resnet.encode_image(loss_fn._clean(target)), atol=1e-5)
+    out = sketch_image(_disc_image(), tiny_resnet, SketchOptions(strokes=4, iterations=11, seeds=1, canvas=64))
+    assert out.points.shape == (4, 4, 2) and np.isfinite(out.loss)

@@ -153,14 +153,18 @@ class SketchLoss:
         """(intermediate activations at ``self.layers``, final embedding Tensor[B, D]) of normalised input."""
         idx = sorted(self.layers)
         if self.is_resnet:
-            out = self.visual.forward_intermediates(x, indices=idx)
-            feats = out["image_intermediates"]
-        else:
-            out = self.visual.forward_intermediates(
-                x, indices=idx, output_fmt="NLC", output_extra_tokens=True
-            )
-            prefix, tokens = out["image_intermediates_prefix"], out["image_intermediates"]
-            feats = [torch.cat([pre, tok], dim=1) for pre, tok in zip(prefix, tokens, strict=True)]
+            # Our own walk through the tower: open_clip 3.3's ModifiedResNet.forward_intermediates truncates the
+            # blocks after the last requested index even when stop_early is False, then feeds that to attnpool.
+            v = self.visual
+            feats, h = [], x
+            for i, block in enumerate((v.stem, v.layer1, v.layer2, v.layer3, v.layer4)):
+                h = block(h)
+                if i in self.layers:
+                    feats.append(h)
+            return feats, v.attnpool(h)
+        out = self.visual.forward_intermediates(x, indices=idx, output_fmt="NLC", output_extra_tokens=True)
+        prefix, tokens = out["image_intermediates_prefix"], out["image_intermediates"]
+        feats = [torch.cat([pre, tok], dim=1) for pre, tok in zip(prefix, tokens, strict=True)]
         return feats, out["image_features"]
 
     def _combine(
