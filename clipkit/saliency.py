@@ -3,13 +3,12 @@
 CLIPasso (yael-vinker/CLIPasso, ``models/painter_params.py``, ``interpret``) runs the target through CLIP
 ViT-B/32, takes every block's attention probabilities averaged over heads, keeps the CLS query's row over the
 patch keys (7×7 for ViT-B/32 at 224 px), averages those rows over all blocks, upsamples bicubically to
-the canvas
-and min–max normalises. (It also accumulates a relevance matrix ``R`` that it never uses; we skip it.)
+the canvas and min–max normalises. (It also accumulates a relevance matrix ``R`` that it never uses; we skip
+it.)
 
 Deviation: for an open_clip ViT pooled by averaging its patch tokens (``pool_type="avg"``, e.g. the bundled
 ``shapes-clip``) the CLS token does not feed the embedding, so the row used is the mean over the patch
-queries —
-the attention the pooled embedding pays to each patch — instead of the CLS row.
+queries — the attention the pooled embedding pays to each patch — instead of the CLS row.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 Coordinates are canvas pixels (x right, y down, origin at the top-left corner), the same as the renderers'
 (:mod:`clipkit.render`); ``stroke-width`` is the full width in pixels. Strokes are drawn black, with
-round caps
-and joins (the shape a distance-to-curve rasterizer draws), over a white background ``<rect>``.
+round caps and joins (the shape a distance-to-curve rasterizer draws), over a white background ``<rect>``.
 """
 
 from __future__ import annotations

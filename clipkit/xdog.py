@@ -1,8 +1,8 @@
 """XDoG edges (Winnemöller et al. 2012) with the parameters and binarisation of the official CLIPasso code.
 
 CLIPasso (yael-vinker/CLIPasso, ``models/painter_params.py``, class ``XDoG_``) multiplies its attention
-saliency
-map by ``1 − XDoG(image)`` so that stroke start points fall on edges. Its XDoG: grey = ``rgb2gray`` (Rec. 709
+saliency map by ``1 − XDoG(image)`` so that stroke start points fall on edges. Its XDoG: grey = ``rgb2gray``
+(Rec. 709
 luma weights), ``D = G_σ(grey) − γ·G_{kσ}(grey)`` with σ = 0.8, k = 10, γ = 0.98; soft threshold
 ``1`` where ``D < ε`` else ``1 + tanh(φ·D)`` with ε = −0.1, φ = 200; min–max normalised; binarised at Otsu's
 threshold (``>= t`` → 1). So the result is 1 on flat paper and 0 on the dark side of edges.

@@ -7,8 +7,7 @@ y down, origin at the canvas's top-left corner) and full stroke widths in pixels
 
 * ``"torch"`` — :class:`clipkit.render.torch_raster.TorchRenderer`, pure PyTorch, installs everywhere.
 * ``"diffvg"`` — :class:`clipkit.render.diffvg.DiffvgRenderer`, the renderer of the official CLIPasso
-  code, used
-  when ``pydiffvg`` is importable (it is on no package registry; build it from source to use it).
+  code, used when ``pydiffvg`` is importable (it is on no package registry; build it from source to use it).
 * ``"auto"`` — diffvg when importable, else torch.
 """
 
@@ -31,8 +30,7 @@ class Renderer(Protocol):
     def render(
         self, points: torch.Tensor, widths: torch.Tensor | float, height: int, width: int
     ) -> torch.Tensor:
-        """Ink coverage Tensor[height, width] in [0, 1] of black strokes ``points`` Tensor[N, 4, 2]
-        (pixels)."""
+        """Ink coverage Tensor[height, width] in [0, 1] of black strokes ``points`` Tensor[N, 4, 2]."""
         ...
 
 

@@ -3,8 +3,8 @@
 Used when ``pydiffvg`` is importable. diffvg is on no package registry; it has to be built from source. The
 scene is the one CLIPasso builds in ``models/painter_params.py``: one ``pydiffvg.Path`` per stroke
 (``num_control_points = [2]``, i.e. one cubic segment, ``is_closed=False``), one ``ShapeGroup`` per
-stroke with
-``fill_color=None`` and an opaque black ``stroke_color``, rendered at 2×2 samples per pixel with seed 0.
+stroke with ``fill_color=None`` and an opaque black ``stroke_color``, rendered at 2×2 samples per pixel with
+seed 0.
 
 diffvg's ``stroke_width`` is a **half**-width (the distance from the centre line to the stroke's edge), so the
 full widths used across clipkit are halved here: CLIPasso's ``--width 1.5`` is a 3-px line.

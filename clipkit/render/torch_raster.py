@@ -13,8 +13,8 @@ Method, per stroke:
    segment;
 3. coverage of a band of width ``w`` seen through a pixel-sized soft filter:
    ``c(d) = σ((w/2 − d)/s) − σ((−w/2 − d)/s)`` with softness ``s`` (≈ 0.3 px, which matches a 1-px box
-   filter's
-   edge ramp); the second term makes thin lines (w < 1 px) come out with the right, sub-unit coverage;
+   filter's edge ramp); the second term makes thin lines (w < 1 px) come out with the right, sub-unit
+   coverage;
 4. the strokes are united as diffvg's "over" compositing of black strokes does: ``α = 1 − Π_k (1 − c_k)``.
 
 Speed comes from two exact shortcuts:
@@ -25,13 +25,11 @@ Speed comes from two exact shortcuts:
   cutoff of 6), which makes it reach 0 at the cutoff instead of jumping;
 * the nearest segment of each (pixel, stroke) is found without autograd (``scatter_reduce`` amin), then only
   that one pair is recomputed with gradients. The gradient of a minimum is the gradient of its argmin, so
-  this is
-  the exact gradient almost everywhere, at a fraction of the memory and time.
+  this is the exact gradient almost everywhere, at a fraction of the memory and time.
 
 Coordinates: control points are in pixels of the canvas, x to the right, y down, origin at the top-left corner
 of the top-left pixel (the SVG / diffvg convention). Widths are full widths in pixels (diffvg's
-``stroke_width``
-is a half-width: diffvg 1.5 ≡ width 3.0 here).
+``stroke_width`` is a half-width: diffvg 1.5 ≡ width 3.0 here).
 """
 
 from __future__ import annotations

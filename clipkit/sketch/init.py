@@ -5,16 +5,14 @@ Official code (yael-vinker/CLIPasso, ``models/painter_params.py``: ``set_inds_cl
 * the attention map is min–max normalised and multiplied by ``1 − XDoG(target)`` (``xdog_intersec = 1``;
   XDoG of the CLIP-normalised target, ``k = 10``);
 * over the pixels where that product is > 0, probabilities are ``softmax(map / τ)`` with ``τ =
-  softmax_temp = 0.3``
-  (0 elsewhere), and ``num_paths`` start pixels are drawn **without replacement**;
+  softmax_temp = 0.3`` (0 elsewhere), and ``num_paths`` start pixels are drawn **without replacement**;
 * each stroke starts at its pixel (x = column / W, y = row / H in [0, 1]) and adds 3 more control points by a
   random walk with steps ``0.05 · (U(0, 1) − 0.5)`` per coordinate (radius 0.05), then is scaled to the
   canvas.
 
 Deviations: randomness comes from a seeded ``numpy.random.Generator`` (the official code uses the global
 ``random`` / ``numpy`` state), and when fewer pixels than strokes have non-zero probability the remaining
-start
-points are drawn uniformly over the canvas (the official code would fail).
+start points are drawn uniformly over the canvas (the official code would fail).
 """
 
 from __future__ import annotations
@@ -49,8 +47,7 @@ def start_probabilities(
 
 
 def sample_start_points(prob: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` distinct start pixels drawn from ``prob`` [H, W] → float64 [n, 2] normalised (x, y) =
-    (col/W, row/H)."""
+    """``n`` distinct start pixels drawn from ``prob`` [H, W] → float64 [n, 2], (x, y) = (col/W, row/H)."""
     h, w = prob.shape
     flat = prob.ravel()
     k = min(n, int((flat > 0).sum()))

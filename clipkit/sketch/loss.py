@@ -1,30 +1,25 @@
-"""CLIPasso's loss: geometric (intermediate CLIP activations) + semantic (final embedding), under
-augmentation.
+"""CLIPasso's loss: geometric (intermediate activations) + semantic (final embedding), under augmentation.
 
 As in the official code (yael-vinker/CLIPasso, ``models/loss.py``, ``CLIPConvLoss``, defaults from
 ``config.py``):
 
 * views: the clean sketch/target (resized to CLIP's input, normalised) plus ``num_aug_clip = 4``
-  augmented pairs,
-  each made by ``RandomPerspective(distortion_scale=0.5, p=1, fill=0)`` then
+  augmented pairs, each made by ``RandomPerspective(distortion_scale=0.5, p=1, fill=0)`` then
   ``RandomResizedCrop(224, scale=(0.8, 0.8), ratio=(1, 1))`` applied to ``cat([sketch, target])`` — the SAME
   parameters for sketch and target — then CLIP normalisation;
 * geometric loss: ``clip_conv_loss_type = "L2"``, the mean squared difference of intermediate activations with
   ``clip_conv_layer_weights = 0,0,1,1,0`` over ``[stem, layer1, layer2, layer3, layer4]`` of a ResNet
-  CLIP (i.e.
-  layer2 + layer3). For a ViT the official code hooks the outputs of the transformer blocks and zips the
-  same five
-  weights with them, i.e. blocks 2 and 3 (all tokens, class token included);
+  CLIP (i.e. layer2 + layer3). For a ViT the official code hooks the outputs of the transformer blocks and
+  zips the same five weights with them, i.e. blocks 2 and 3 (all tokens, class token included);
 * semantic loss: ``clip_fc_loss_weight = 0.1`` × mean(1 − cos) of the final image embeddings;
 * evaluation (``mode="eval"``): the same on the clean view only.
 
 Differences from the official code, none of which changes the value of the loss:
 the target's activations are computed without autograd (the official code builds, and discards, a graph
-for them),
-CLIP's weights are frozen, and augmentation parameters come from a seeded ``torch.Generator`` (the
-official code
-draws them from the global RNG) so runs are deterministic per seed. Models whose input is not 224 px get their
-crops resized to their own input size. A ViT shallower than 4 blocks uses its deepest blocks with index ≤ 3.
+for them), CLIP's weights are frozen, and augmentation parameters come from a seeded ``torch.Generator`` (the
+official code draws them from the global RNG) so runs are deterministic per seed. Models whose input is not
+224 px get their crops resized to their own input size. A ViT shallower than 4 blocks uses its deepest
+blocks with index ≤ 3.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""The CLIPasso optimisation: strokes → render → CLIP loss → Adam on the control points; best of several
-seeds.
+"""The CLIPasso optimisation: strokes → render → CLIP loss → Adam on the points; best of several seeds.
 
 Official code: yael-vinker/CLIPasso, ``painterly_rendering.py`` (the loop), ``config.py`` and
 ``run_object_sketching.py`` (defaults). Defaults here, all official unless noted:
@@ -18,9 +17,8 @@ seeds                  3            ``--num_sketches 3``, seeds 0, 1000, 2000; l
 =====================  ===========  ==============================================================
 
 The loss model is the loaded CLIP (the official code uses RN101 for the loss and ViT-B/32 for the
-saliency; here
-one model does both — saliency from its attention when it is a ViT; for a ResNet the saliency is uniform, so
-the start points are drawn over the XDoG edges alone). The best sketch is the one that was evaluated (the
+saliency; here one model does both — saliency from its attention when it is a ViT; for a ResNet the saliency
+is uniform, so the start points are drawn over the XDoG edges alone). The best sketch is the one that was evaluated (the
 official code evaluates the pre-step sketch but saves the post-step one). Adam's state and the augmentation
 generator are per seed, so a seed gives the same sketch whatever other seeds run.
 """
@@ -86,11 +84,9 @@ class SketchOutput:
     """A finished sketch.
 
     ``points`` float32 [N, 4, 2] cubic control points in canvas pixels (x, y); ``width`` the full stroke
-    width in
-    pixels; ``size`` the canvas (width, height); ``alpha`` float32 [H, W] the rendered ink coverage in [0, 1];
-    ``loss`` the best evaluation loss; ``iterations`` the iterations run for the winning seed; ``frames``
-    uint8
-    [H, W] renders (white paper = 255) every ``eval_interval`` steps of the winning seed when asked.
+    width in pixels; ``size`` the canvas (width, height); ``alpha`` float32 [H, W] the rendered ink coverage
+    in [0, 1]; ``loss`` the best evaluation loss; ``iterations`` the iterations run for the winning seed; ``frames``
+    uint8 [H, W] renders (white paper = 255) every ``eval_interval`` steps of the winning seed when asked.
     """
 
     points: np.ndarray
