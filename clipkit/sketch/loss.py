@@ -129,19 +129,27 @@ class SketchLoss:
         """Clean view Tensor[B, 3, h, w]: resized to the model's input and normalised (official eval view)."""
         return self._normalise(self._resize(x))
 
+    def _augment(self, x: torch.Tensor, start, end, crop) -> torch.Tensor:
+        """One augmentation with given parameters: perspective, resized crop, CLIP normalisation."""
+        out = TF.perspective(x, start, end, interpolation=InterpolationMode.BILINEAR, fill=[0.0] * 3)
+        out = TF.resized_crop(out, *crop, list(self.size), antialias=True)
+        return self._normalise(out)
+
     def _augment_pairs(self, sketch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``num_augs`` augmented (sketch, target) pairs with shared parameters → two Tensor[A, 3, h, w]."""
+        """``num_augs`` augmented (sketch, target) pairs with shared parameters → two Tensor[A, 3, h, w].
+
+        The official code augments ``cat([sketch, target])``; the target half is done here without autograd
+        (same parameters, same pixels), which halves the costly grid-sample backward.
+        """
         height, width = sketch.shape[-2:]
-        pair = torch.cat([sketch, self.target.to(sketch.device)])
+        target = self.target.to(sketch.device)
         xs, ys = [], []
         for _ in range(self.num_augs):
             start, end = perspective_params(width, height, DISTORTION, self.gen)
-            out = TF.perspective(pair, start, end, interpolation=InterpolationMode.BILINEAR, fill=[0.0] * 3)
-            top, left, ch, cw = crop_params(width, height, CROP_SCALE, self.gen)
-            out = TF.resized_crop(out, top, left, ch, cw, list(self.size), antialias=True)
-            out = self._normalise(out)
-            xs.append(out[:1])
-            ys.append(out[1:])
+            crop = crop_params(width, height, CROP_SCALE, self.gen)
+            xs.append(self._augment(sketch, start, end, crop))
+            with torch.no_grad():
+                ys.append(self._augment(target, start, end, crop))
         return torch.cat(xs), torch.cat(ys)
 
     def _features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
