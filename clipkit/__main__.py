@@ -1,0 +1,6 @@
+"""``python -m clipkit``."""
+
+from clipkit.cli.app import main
+
+if __name__ == "__main__":
+    main()

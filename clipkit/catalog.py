@@ -1,0 +1,25 @@
+"""The catalogue behind ``clipkit models``: bundled models plus every open_clip (architecture, tag) pair."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from clipkit import hub
+from clipkit.registry import bundled_models
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Rows ``{"model", "pretrained", "kind", "local"}``; ``local`` is True when no download is needed."""
+    import open_clip
+
+    rows: list[dict[str, Any]] = []
+    for name, folder in bundled_models().items():
+        meta_file = folder / "clipkit.json"
+        kind = json.loads(meta_file.read_text()).get("kind", "clip") if meta_file.is_file() else "clip"
+        rows.append({"model": name, "pretrained": "bundled", "kind": kind, "local": True})
+    for arch, tag in open_clip.list_pretrained():
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        rows.append({"model": arch, "pretrained": tag, "kind": "open_clip",
+                     "local": hub.cached_tag_weights(cfg) is not None})
+    return rows

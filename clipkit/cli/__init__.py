@@ -1,0 +1,1 @@
+"""clipkit's command line: Typer commands that parse options, call one library function and format results."""

@@ -1,0 +1,70 @@
+"""Options shared by every command, declared once.
+
+All default to ``None`` so that an unset option is dropped (``cli.common.drop_none``) and the library's own
+default applies: the CLI never holds a default of its own.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+MODEL = "Model"
+OUTPUT = "Output"
+RUN = "Run"
+
+Inputs = Annotated[
+    list[str] | None,
+    typer.Argument(help="Image files, folders (recursive), glob patterns, or '-' to read paths from stdin.",
+                   show_default=False),
+]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Bundled model name, open_clip architecture (ViT-B-32, also ViT-B-32:openai), "
+    "hf-hub:org/repo, or a folder with open_clip_config.json + open_clip_model.safetensors. "
+    "Default: shapes-clip.", rich_help_panel=MODEL, show_default=False)]
+PretrainedOpt = Annotated[str | None, typer.Option(
+    "--pretrained", "-p", help="Weights for an open_clip architecture: a tag (openai, laion2b_s34b_b79k…), "
+    "a .safetensors/.pt file, or 'random'.", rich_help_panel=MODEL, show_default=False)]
+DeviceOpt = Annotated[str | None, typer.Option(
+    "--device", help="auto, cpu, cuda, cuda:N or mps (default: $CLIPKIT_DEVICE, then cuda > mps > cpu).",
+    rich_help_panel=MODEL, show_default=False)]
+PrecisionOpt = Annotated[str | None, typer.Option(
+    "--precision", help="fp32, fp16 or bf16 (autocast). Default fp32.", rich_help_panel=MODEL, show_default=False)]
+OfflineOpt = Annotated[bool | None, typer.Option(
+    "--offline/--online", help="Never touch the network (also $CLIPKIT_OFFLINE=1 or $HF_HUB_OFFLINE=1).",
+    rich_help_panel=MODEL, show_default=False)]
+TrustOpt = Annotated[bool | None, typer.Option(
+    "--trust-checkpoint", help="Allow a .pt/.bin checkpoint to unpickle arbitrary Python objects "
+    "(can run code: only for sources you trust).", rich_help_panel=MODEL, show_default=False)]
+BatchSizeOpt = Annotated[int | None, typer.Option(
+    "--batch-size", "-b", help="Images per forward pass.", rich_help_panel=RUN, show_default=False, min=1)]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", "-j", help="Image-decoding worker processes (default: automatic).", rich_help_panel=RUN,
+    show_default=False, min=0)]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=RUN, show_default=False)]
+FilesFromOpt = Annotated[Path | None, typer.Option(
+    "--files-from", help="Read input paths from this file, one per line.", rich_help_panel=RUN,
+    show_default=False)]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", "-f", help="jsonl, json, csv or table (default: table on a terminal, JSONL when piped).",
+    rich_help_panel=OUTPUT, show_default=False)]
+OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Write results to this file (atomically) instead of stdout.", rich_help_panel=OUTPUT,
+    show_default=False)]
+OutDirOpt = Annotated[Path | None, typer.Option(
+    "--out-dir", "-d", help="Folder for per-image artefacts (PNGs, SVGs, masks).", rich_help_panel=OUTPUT,
+    show_default=False)]
+ResumeOpt = Annotated[bool | None, typer.Option(
+    "--resume", help="Continue an interrupted run: skip inputs already in --output (JSONL).",
+    rich_help_panel=OUTPUT, show_default=False)]
+QuietOpt = Annotated[bool | None, typer.Option(
+    "--quiet", "-q", help="No progress bar or log messages on stderr.", rich_help_panel=OUTPUT,
+    show_default=False)]
+LabelsOpt = Annotated[str | None, typer.Option(
+    "--labels", "-l", help="Comma-separated labels, e.g. 'cat,dog,red circle'.", show_default=False)]
+LabelsFileOpt = Annotated[Path | None, typer.Option(
+    "--labels-file", help="File with one label per line.", show_default=False)]
+TemplatesOpt = Annotated[str | None, typer.Option(
+    "--templates", "-t", help="Prompt templates: openai (80), simple (7), none ({}), a file (one per line), "
+    "or an inline template such as 'a photo of a {}.' Default: the model's own.", show_default=False)]

@@ -1,0 +1,72 @@
+"""Where models run and in which precision.
+
+Resolution order for the device: the explicit argument, then ``$CLIPKIT_DEVICE``, then cuda > mps > cpu.
+Precision is applied with autocast (weights stay fp32), which keeps every open_clip model numerically safe on
+CPU and lets fp16/bf16 speed up GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+from clipkit.errors import UsageError
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """Return the torch device to use: ``device`` > ``$CLIPKIT_DEVICE`` > cuda > mps > cpu."""
+    if isinstance(device, torch.device):
+        return device
+    name = device or os.environ.get("CLIPKIT_DEVICE") or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available here: use --device cpu")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device {name!r} requested but MPS is not available here: use --device cpu")
+    return resolved
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """Return ``fp32``, ``fp16`` or ``bf16``; the default is fp32 (fp16 autocast is slow or absent on CPU)."""
+    value = (precision or "fp32").lower()
+    if value not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if value == "fp16" and device.type == "cpu":
+        raise UsageError("fp16 is not supported on the CPU: use --precision bf16 or fp32")
+    return value
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """A context that runs matrix work in ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+@contextlib.contextmanager
+def inference(device: torch.device, precision: str) -> Iterator[None]:
+    """``torch.inference_mode`` plus autocast: the context every forward pass of clipkit runs in."""
+    with torch.inference_mode(), autocast(device, precision):
+        yield
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's CPU thread count (``None`` keeps torch's default, or ``$CLIPKIT_THREADS``)."""
+    value = threads or int(os.environ.get("CLIPKIT_THREADS", "0") or 0)
+    if value and value > 0:
+        torch.set_num_threads(value)

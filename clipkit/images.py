@@ -1,0 +1,214 @@
+"""The image source: input expansion, robust decoding, and batching in DataLoader workers.
+
+Inputs are files, directories (recursive, by extension), glob patterns, ``-`` (paths on stdin) and
+``--files-from FILE``. Every decoded image is RGB ``PIL.Image``: EXIF orientation applied, alpha composited on
+white, 16-bit and float modes scaled to 8 bits. A file that fails to decode becomes an error record; the run goes
+on. Decoding happens in DataLoader worker processes so the model never waits for JPEG decoding.
+"""
+
+from __future__ import annotations
+
+import glob
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from clipkit.errors import ImageError, UsageError
+from clipkit.results import ErrorRecord
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+# Pillow's own limit (~89 Mpx warns, twice that raises); clipkit turns the warning into a per-file error too.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+def expand_inputs(inputs: Sequence[str], files_from: str | Path | None = None) -> list[str]:
+    """Expand files, directories, globs, ``-`` and a list file into an ordered list of paths (duplicates dropped).
+
+    Paths that do not exist are kept: they become error records when read, so one typo does not stop a run.
+    """
+    raw: list[str] = []
+    for item in inputs:
+        if item == "-":
+            raw.extend(line.strip() for line in sys.stdin if line.strip())
+        else:
+            raw.append(item)
+    if files_from is not None:
+        path = Path(files_from).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--files-from {path} does not exist")
+        raw.extend(ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip())
+    out: list[str] = []
+    for item in raw:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            out.extend(
+                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+        elif not path.exists() and any(ch in item for ch in "*?["):
+            out.extend(sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file()))
+        else:
+            out.append(item)
+    if not out:
+        raise UsageError("no input images: give files, folders, globs, '-' (paths on stdin) or --files-from FILE")
+    return list(dict.fromkeys(out))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB predictably (alpha on white, 16-bit/float scaled to 0..255)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        if image.mode.startswith("I;16") or (image.mode == "I" and array.max(initial=0) > 255):
+            array = array / 257.0
+        elif image.mode == "F" and array.max(initial=0) <= 1.0:
+            array = array * 255.0
+        gray = Image.fromarray(np.clip(array.round(), 0, 255).astype(np.uint8), mode="L")
+        return gray.convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode one image file to RGB, EXIF-transposed; raise ImageError with a one-line reason on failure."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened) or opened
+                return to_rgb(image).copy()
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except IsADirectoryError:
+        raise ImageError("is a directory") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large (decompression-bomb limit {MAX_PIXELS} px): {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image or unsupported format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot decode image: {exc}") from None
+
+
+@dataclass
+class ImageItem:
+    """One input after decoding: ``image`` (RGB) or ``error``; ``pixels`` is ``transform(image)`` when asked."""
+
+    index: int
+    path: str
+    image: Image.Image | None = None
+    pixels: Any = None
+    error: str | None = None
+
+
+@dataclass
+class Batch:
+    """Decoded inputs in input order. ``pixels`` is ``[B, 3, H, W]`` float32 for the successful items only."""
+
+    items: list[ImageItem] = field(default_factory=list)
+    pixels: Any = None
+
+    @property
+    def ok(self) -> list[ImageItem]:
+        return [it for it in self.items if it.error is None]
+
+    @property
+    def errors(self) -> list[ErrorRecord]:
+        return [ErrorRecord(it.path, it.error) for it in self.items if it.error is not None]
+
+
+class _Decoded:
+    """A torch Dataset (duck-typed) decoding path i in a worker; errors are returned, never raised."""
+
+    def __init__(self, paths: Sequence[str], transform: Callable | None, keep_image: bool):
+        self.paths, self.transform, self.keep_image = list(paths), transform, keep_image
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> ImageItem:
+        path = self.paths[index]
+        try:
+            image = load_image(path)
+            pixels = self.transform(image) if self.transform is not None else None
+        except ImageError as exc:
+            return ImageItem(index, path, error=str(exc))
+        except Exception as exc:  # a broken transform on one odd file must not stop the run
+            return ImageItem(index, path, error=f"cannot preprocess image: {exc}")
+        return ImageItem(index, path, image if self.keep_image else None, pixels)
+
+
+def _collate(items: list[ImageItem]) -> Batch:
+    import torch
+
+    ok = [it.pixels for it in items if it.error is None and it.pixels is not None]
+    return Batch(items=items, pixels=torch.stack(ok) if ok else None)
+
+
+def default_workers(n_inputs: int, batch_size: int) -> int:
+    """Worker processes for decoding: none for a single batch (start-up costs more than it saves)."""
+    import os
+
+    if n_inputs <= batch_size:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def iter_batches(
+    paths: Sequence[str],
+    *,
+    transform: Callable | None = None,
+    batch_size: int = 32,
+    workers: int | None = None,
+    keep_image: bool = False,
+) -> Iterator[Batch]:
+    """Decode ``paths`` (in worker processes) and yield them in order as batches.
+
+    ``transform`` (e.g. the model's preprocess) runs in the workers; ``keep_image`` also ships the RGB
+    ``PIL.Image`` back for methods that need the original resolution.
+    """
+    from torch.utils.data import DataLoader
+
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    n_workers = default_workers(len(paths), batch_size) if workers is None else workers
+    if n_workers < 0:
+        raise UsageError("--workers must be 0 or more")
+    loader = DataLoader(
+        _Decoded(paths, transform, keep_image),  # type: ignore[arg-type]
+        batch_size=batch_size,
+        num_workers=n_workers,
+        collate_fn=_collate,
+        prefetch_factor=4 if n_workers else None,
+        persistent_workers=False,
+    )
+    yield from loader
+
+
+def iter_images(paths: Sequence[str], *, workers: int | None = None) -> Iterator[ImageItem]:
+    """Decoded RGB images one by one, in input order (workers decode ahead)."""
+    n_workers = default_workers(len(paths), 1) if workers is None else workers
+    for batch in iter_batches(paths, batch_size=1, workers=n_workers, keep_image=True):
+        yield from batch.items
+
+
+def as_pil(image: Any) -> Image.Image:
+    """Accept a path, a PIL image or an HWC uint8 array (Python API convenience) and return RGB PIL."""
+    if isinstance(image, Image.Image):
+        return to_rgb(image)
+    if isinstance(image, np.ndarray):
+        return to_rgb(Image.fromarray(image))
+    return load_image(image)

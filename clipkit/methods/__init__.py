@@ -1,0 +1,1 @@
+"""Method modules: one thin `run`-style entry point per command, built on the shared core."""

@@ -1,0 +1,247 @@
+"""One model registry: a model spec in, a ready-to-use ``LoadedModel`` out.
+
+Accepted specs (``load_model(model, pretrained)``):
+
+* a bundled model name (``shapes-clip``): a folder under ``clipkit/assets/`` in open_clip's hub layout;
+* ``PATH`` to a folder holding ``open_clip_config.json`` and ``open_clip_model.safetensors``;
+* ``hf-hub:org/repo``;
+* an open_clip architecture plus a pretrained tag (``ViT-B-32`` + ``openai``, or ``ViT-B-32:openai``); OpenAI tags
+  are mapped to the ``-quickgelu`` architectures they were trained with;
+* an architecture plus ``pretrained=FILE`` (.safetensors, or .pt/.bin/.pth loaded with ``weights_only=True``
+  unless ``trust_checkpoint``), or ``pretrained="random"`` for random weights (benchmarks, tests).
+
+One model is loaded per (spec, device, precision) per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from clipkit import hub
+from clipkit.device import inference, resolve_device, resolve_precision
+from clipkit.errors import ModelError
+
+DEFAULT_MODEL = "shapes-clip"
+ASSETS = Path(__file__).parent / "assets"
+_CACHE: dict[tuple, LoadedModel] = {}
+
+
+@dataclass
+class LoadedModel:
+    """A CLIP-family model ready for inference, with everything needed to feed it.
+
+    ``model`` is an open_clip model in eval mode with frozen weights; ``preprocess`` maps an RGB ``PIL.Image`` to a
+    float32 tensor ``[3, H, W]``; ``tokenizer`` maps ``list[str]`` to a LongTensor ``[N, context_length]``.
+    """
+
+    model: torch.nn.Module
+    preprocess: Any
+    tokenizer: Any
+    name: str
+    identity: str
+    device: torch.device
+    precision: str
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    is_siglip: bool
+    default_templates: str = "openai"
+    path: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def logit_scale(self) -> float:
+        """exp(learned log-scale), as CLIP multiplies cosine similarities before softmax."""
+        return float(self.model.logit_scale.exp().item())
+
+    @property
+    def logit_bias(self) -> float | None:
+        """SigLIP's learned bias (None for softmax models)."""
+        bias = getattr(self.model, "logit_bias", None)
+        return None if bias is None else float(bias.item())
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` preprocessed pixels -> ``[B, D]`` L2-normalised float32 embeddings."""
+        with inference(self.device, self.precision):
+            features = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+        return F.normalize(features.float(), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """``N`` strings -> ``[N, D]`` L2-normalised float32 embeddings."""
+        tokens = self.tokenizer(texts).to(self.device)
+        with inference(self.device, self.precision):
+            features = self.model.encode_text(tokens)
+        return F.normalize(features.float(), dim=-1)
+
+
+def bundled_models() -> dict[str, Path]:
+    """Bundled model name -> its folder (only folders that hold an open_clip or clipkit config)."""
+    if not ASSETS.is_dir():
+        return {}
+    return {
+        p.name: p
+        for p in sorted(ASSETS.iterdir())
+        if p.is_dir() and ((p / "open_clip_config.json").is_file() or (p / "clipkit.json").is_file())
+    }
+
+
+def _split_spec(model: str, pretrained: str | None) -> tuple[str, str | None]:
+    """``ViT-B-32:openai`` -> (``ViT-B-32``, ``openai``); paths and ``hf-hub:`` specs pass through."""
+    if (pretrained is None and ":" in model and not model.startswith(("hf-hub:", "local-dir:"))
+            and not Path(model).exists()):
+        arch, _, tag = model.partition(":")
+        return arch, tag
+    return model, pretrained
+
+
+def _file_identity(path: Path) -> str:
+    """Content hash for small files (bundled models), size + mtime for large ones."""
+    stat = path.stat()
+    if stat.st_size <= 64 * 2**20:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def _folder_weights(folder: Path) -> Path | None:
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                 "open_clip_pytorch_model.bin", "model.safetensors"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _resolve(model: str, pretrained: str | None, offline: bool | None) -> dict:
+    """Turn a user spec into open_clip arguments: {"name", "pretrained", "folder", "identity", "meta"}."""
+    import open_clip
+
+    model, pretrained = _split_spec(model, pretrained)
+    bundled = bundled_models()
+    folder: Path | None = None
+    if model in bundled:
+        folder = bundled[model]
+    elif Path(model).expanduser().is_dir():
+        folder = Path(model).expanduser().resolve()
+    if folder is not None:
+        meta = json.loads((folder / "clipkit.json").read_text()) if (folder / "clipkit.json").is_file() else {}
+        weights = _folder_weights(folder)
+        if not (folder / "open_clip_config.json").is_file() or weights is None:
+            raise ModelError(
+                f"{folder} is not an open_clip model folder: it needs open_clip_config.json and "
+                "open_clip_model.safetensors"
+            )
+        return {"name": f"local-dir:{folder}", "pretrained": None, "folder": folder, "meta": meta,
+                "identity": f"{folder.name}:{_file_identity(weights)}"}
+    if Path(model).expanduser().is_file():
+        raise ModelError(f"{model} is a weights file: pass the architecture as --model and the file as --pretrained")
+    if model.startswith("hf-hub:"):
+        repo = model[len("hf-hub:"):]
+        local = hub.cached_hub_folder(repo)
+        if local:
+            return {"name": f"local-dir:{local}", "pretrained": None, "folder": Path(local), "meta": {},
+                    "identity": f"hf-hub:{repo}:{Path(local).name}"}
+        hub.ensure_can_download(f"hf-hub:{repo}", offline)
+        return {"name": model, "pretrained": None, "folder": None, "meta": {}, "identity": model}
+    arch = model.replace("/", "-")
+    if arch not in open_clip.list_models():
+        names = ", ".join([*bundled, "ViT-B-32", "ViT-B-16", "RN50", "…"])
+        raise ModelError(f"unknown model {model!r}: try one of {names} (`clipkit models` lists all)")
+    if pretrained is None:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none published"
+        raise ModelError(f"{arch} needs weights: --pretrained TAG ({tags}), FILE, or 'random'")
+    if pretrained == "random":
+        return {"name": arch, "pretrained": None, "folder": None, "meta": {}, "identity": f"{arch}:random"}
+    if Path(pretrained).expanduser().is_file():
+        weights = Path(pretrained).expanduser().resolve()
+        return {"name": arch, "pretrained": str(weights), "folder": None, "meta": {},
+                "identity": f"{arch}:{_file_identity(weights)}"}
+    if pretrained.startswith("openai") and not arch.endswith("-quickgelu") \
+            and f"{arch}-quickgelu" in open_clip.list_models():
+        arch = f"{arch}-quickgelu"  # OpenAI weights were trained with QuickGELU; plain GELU is silently worse
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise ModelError(f"unknown pretrained tag {pretrained!r} for {arch}: use one of {tags}, a file, or 'random'")
+    cached = hub.cached_tag_weights(cfg)
+    if cached is None:
+        hub.ensure_can_download(f"{arch} ({pretrained}) weights", offline)
+    return {"name": arch, "pretrained": cached or pretrained, "folder": None, "meta": {},
+            "identity": f"{arch}:{pretrained}"}
+
+
+def _create(resolved: dict, device: torch.device, trust_checkpoint: bool) -> tuple[torch.nn.Module, Any]:
+    """Build the open_clip model and its eval transform, turning loader failures into one-line ModelErrors."""
+    import open_clip
+
+    has_weights = resolved["pretrained"] or resolved["folder"] or resolved["name"].startswith("hf-hub:")
+    try:
+        if not has_weights:  # pretrained="random"
+            model, _, preprocess = open_clip.create_model_and_transforms(resolved["name"], device=device)
+            return model, preprocess
+        return open_clip.create_model_from_pretrained(
+            resolved["name"], pretrained=resolved["pretrained"], device=device, weights_only=not trust_checkpoint
+        )
+    except pickle.UnpicklingError as exc:
+        raise ModelError(
+            "the checkpoint holds pickled Python objects that could run code when loaded; "
+            "re-run with --trust-checkpoint only if you trust its source"
+        ) from exc
+    except (RuntimeError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise ModelError(f"could not load {resolved['name']}: {first[:300]}") from exc
+
+
+def load_model(
+    model: str | None = None,
+    pretrained: str | None = None,
+    *,
+    device: str | torch.device | None = None,
+    precision: str | None = None,
+    offline: bool | None = None,
+    trust_checkpoint: bool = False,
+) -> LoadedModel:
+    """Load (once per process) the model named by ``model``/``pretrained``; see the module docstring."""
+    import open_clip
+
+    spec = model or DEFAULT_MODEL
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    key = (spec, pretrained, str(dev), prec, trust_checkpoint)
+    if key in _CACHE:
+        return _CACHE[key]
+    if spec == DEFAULT_MODEL and spec not in bundled_models():
+        raise ModelError(f"the bundled model {DEFAULT_MODEL!r} is missing from this install: reinstall clipkit")
+    resolved = _resolve(spec, pretrained, offline)
+    if resolved["meta"].get("kind", "clip") != "clip":
+        raise ModelError(f"{spec} is a {resolved['meta']['kind']} model: use it with `clipkit group`")
+    net, preprocess = _create(resolved, dev, trust_checkpoint)
+    net.eval().requires_grad_(False)
+    cfg = open_clip.get_model_preprocess_cfg(net)
+    size = cfg.get("size", 224)
+    image_size = (size, size) if isinstance(size, int) else tuple(size)
+    loaded = LoadedModel(
+        model=net,
+        preprocess=preprocess,
+        tokenizer=open_clip.get_tokenizer(resolved["name"]),
+        name=spec if pretrained is None else f"{spec}:{pretrained}",
+        identity=resolved["identity"],
+        device=dev,
+        precision=prec,
+        image_size=image_size,
+        mean=tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))),
+        std=tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))),
+        is_siglip=getattr(net, "logit_bias", None) is not None,
+        default_templates=resolved["meta"].get("default_templates", "openai"),
+        path=resolved["folder"],
+        meta=resolved["meta"],
+    )
+    _CACHE[key] = loaded
+    return loaded
