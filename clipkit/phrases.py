@@ -60,6 +60,9 @@ placed located positioned touches touch touching holds hold holding contains con
 looks look seen""")
 _ADVERBS = _words("""not very just only slightly directly immediately exactly almost nearly quite
 too also""")
+# common adjectives: a run that ends in one has no head noun ("the circle is red"), as JJ without NN in GLIP
+_ADJECTIVES = _words("""red orange yellow green cyan blue purple pink white black grey gray brown violet
+big small large tiny little huge dark light bright pale round empty""")
 _CLOSED = _PRONOUNS | _PREPOSITIONS | _CONJUNCTIONS | _VERBS | _ADVERBS
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*")
@@ -82,6 +85,8 @@ def rule_chunks(caption: str) -> list[Phrase]:
 
     def close() -> None:
         nonlocal run, det
+        while run and run[-1].group(0).lower() in _ADJECTIVES:  # no noun after them: not part of an NP
+            run.pop()
         if run:
             start = (det or run[0]).start()
             end = run[-1].end()

@@ -77,9 +77,8 @@ def evaluate_detection(data: str | Path, model: Any, *, limit: int | None = None
     defaults to :data:`EVAL_SCORE_THRESHOLD`). ``limit``: evaluate the first N images only.
     Returns ``{"ap", "ap50", "ap75", "images", "ms_per_image", "path"}``.
     """
+    from clipkit.methods.detect import iter_detect, make_config
     from clipkit.world.dataset import read_export
-
-    from clipkit.methods.detect import make_config, run
 
     export = read_export(data)
     paths = [str(p) for p in export.images[: limit or None]]
@@ -91,7 +90,7 @@ def evaluate_detection(data: str | Path, model: Any, *, limit: int | None = None
     cfg = make_config(**options)
     dets = []
     t0 = time.perf_counter()
-    for det in run(model, paths, labels, **options):
+    for det in iter_detect(paths, labels, model, workers=0, **options):
         if not hasattr(det, "xyxy"):
             raise RuntimeError(f"could not read {det.path}: {det.error}")
         dets.append(det)

@@ -37,10 +37,9 @@ def evaluate_grounding(data: str | Path, model: Any, *, limit: int | None = None
     "images", "ms_per_phrase"}``; ``accuracy_distractor`` is ``None`` when there are no distractor cases.
     """
     from clipkit.images import load_image
-    from clipkit.world.dataset import read_export
-
     from clipkit.methods.ground import ground_image, make_config, phrase_embeddings
     from clipkit.phrases import Phrase
+    from clipkit.world.dataset import read_export
 
     export = read_export(data)
     if not export.referring:

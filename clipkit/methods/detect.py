@@ -34,8 +34,17 @@ from PIL import Image
 from clipkit.proposals import ProposalConfig, propose
 from clipkit.regions import RegionConfig, dense_patches, fast_embeddings, image_embeddings, image_tensor
 
-__all__ = ["PATHS", "DetectConfig", "class_probabilities", "detect_image", "make_config", "postprocess",
-           "run", "score_maps_from_patches"]
+__all__ = [
+    "PATHS",
+    "DetectConfig",
+    "class_probabilities",
+    "detect",
+    "detect_image",
+    "iter_detect",
+    "make_config",
+    "postprocess",
+    "score_maps_from_patches",
+]
 
 PATHS = ("image", "fast", "ensemble")
 
@@ -122,6 +131,7 @@ def score_maps_from_patches(model: Any, patches: torch.Tensor, label_emb: torch.
     """Per-label probability maps ``[N, H, W]`` at ``size = (W, H)`` from dense patches ``[1, h, w, D]``:
     softmax over labels of the variant's official logit scale × cosine, bilinearly upsampled."""
     import torch.nn.functional as F
+
     from clipkit.dense import logit_scale_for
 
     cos = torch.einsum("hwd,nd->nhw", patches[0].float(), F.normalize(label_emb.float(), dim=-1))
@@ -176,28 +186,65 @@ def classifier(model: Any, labels: Sequence[str], cfg: DetectConfig) -> torch.Te
     return text_embeddings(model, [*labels, *cfg.background], cfg.templates)
 
 
-def run(model: Any, images: Sequence[Any], labels: Sequence[str], **options: Any) -> Iterator[Any]:
-    """Detect ``labels`` in each of ``images`` (paths or PIL images), yielding ``Detections`` (or an
-    ``ErrorRecord`` for an input that cannot be decoded), in input order."""
-    from clipkit.errors import ClipkitError, UsageError
-    from clipkit.images import load_image
-    from clipkit.results import ErrorRecord
+def iter_detect(paths: Sequence[str], labels: Sequence[str], model: Any, *, workers: int | None = None,
+                quiet: bool = True, skip: set[str] | None = None, **options: Any) -> Iterator[Any]:
+    """Detect ``labels`` in image files, in order: a ``Detections`` or an ``ErrorRecord`` per input.
+
+    ``options``: :class:`DetectConfig` fields. Images are decoded ahead in worker processes (core runner).
+    """
+    from clipkit.runner import run_over_images
+
+    cfg = _checked_config(labels, options)
+    labels = list(labels)
+    class_emb = classifier(model, labels, cfg)
+
+    def process(batch: Any) -> list[Any]:
+        return [detect_image(model, item.image, labels, class_emb, cfg, path=item.path) for item in batch.ok]
+
+    yield from run_over_images(paths, process, batch_size=1, workers=workers, keep_image=True, quiet=quiet,
+                               skip=skip, description="detect")
+
+
+def _checked_config(labels: Sequence[str], options: dict[str, Any]) -> DetectConfig:
+    from clipkit.errors import UsageError
 
     cfg = make_config(**options)
-    labels = list(labels)
     if not labels:
         raise UsageError("no labels given; pass --labels 'a,b' or --labels-file FILE")
     overlap = set(labels) & set(cfg.background)
     if overlap:
         raise UsageError(f"label(s) {sorted(overlap)} are also background prompts; rename them")
-    class_emb = classifier(model, labels, cfg)
-    for item in images:
-        if isinstance(item, Image.Image):
-            yield detect_image(model, item, labels, class_emb, cfg, path=getattr(item, "filename", "") or "")
-            continue
+    return cfg
+
+
+def detect(images: Any, labels: str | Sequence[str], *, model: Any = None, pretrained: str | None = None,
+           device: str | None = None, precision: str | None = None, **options: Any) -> list[Any]:
+    """Detect ``labels`` in ``images``; the Python face of ``clipkit detect``.
+
+    ``images``: a path, folder or glob, a PIL image or HWC uint8 array, or a list of these. ``labels``: ``"a,b"``
+    or a list. ``options``: :class:`DetectConfig` fields (``path="fast"``, ``score_threshold=0.5`` …).
+    Returns one ``Detections`` (boxes XYXY in original pixels) or ``ErrorRecord`` per image, in order.
+    """
+    from clipkit.images import as_pil, expand_inputs
+    from clipkit.prompts import parse_labels
+    from clipkit.registry import LoadedModel, load_model
+    from clipkit.results import ErrorRecord
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device,
+                                                                      precision=precision)
+    label_list = parse_labels(labels)
+    items = images if isinstance(images, list | tuple) else [images]
+    if all(isinstance(i, str) or hasattr(i, "__fspath__") for i in items):
+        return list(iter_detect(expand_inputs([str(i) for i in items]), label_list, loaded, **options))
+    cfg = _checked_config(label_list, options)
+    class_emb = classifier(loaded, label_list, cfg)
+    out: list[Any] = []
+    for index, item in enumerate(items):
+        name = str(item) if isinstance(item, str) else f"<image {index}>"
         try:
-            image = load_image(item)
-        except ClipkitError as e:
-            yield ErrorRecord(path=str(item), error=str(e))
+            image = as_pil(item)
+        except Exception as exc:  # one bad in-memory image must not lose the others
+            out.append(ErrorRecord(name, str(exc)))
             continue
-        yield detect_image(model, image, labels, class_emb, cfg, path=str(item))
+        out.append(detect_image(loaded, image, label_list, class_emb, cfg, path=name))
+    return out

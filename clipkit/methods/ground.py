@@ -37,7 +37,8 @@ from clipkit.phrases import Phrase, parse_phrases
 from clipkit.proposals import ProposalConfig, propose
 from clipkit.regions import RegionConfig, dense_patches, fast_embeddings, image_embeddings, image_tensor
 
-__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "ground_image", "make_config", "run"]
+__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "ground", "ground_image", "iter_ground",
+           "make_config"]
 
 CONTEXTS = ("blur", "grey", "none")
 REGIONS = ("image", "fast", "both", "none")
@@ -110,6 +111,11 @@ class Grounding:
             out.append({"phrase": ph.text, "span": ph.span, "boxes": boxes})
         return {"path": self.path, "caption": self.caption, "phrases": out}
 
+    def table_row(self) -> list[str]:
+        det = self.detections
+        cells = [f"{det.labels[int(c)]} {s:.2f}" for c, s in zip(det.class_id, det.confidence, strict=True)]
+        return [self.path, ", ".join(cells[:6]) or "(none)"]
+
 
 def context_images(image: Image.Image, boxes: np.ndarray, mode: str, blur_radius: float) -> list[Image.Image]:
     """ReCLIP context views: per box, the whole ``image`` with everything outside the box blurred (``"blur"``)
@@ -167,8 +173,9 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
                  boxes: np.ndarray | None = None, timings: dict[str, float] | None = None) -> Grounding:
     """Ground ``phrases`` in one image. ``text_emb``: ``[len(phrases) + len(background), D]`` (phrases first).
     ``boxes``: candidate boxes ``[K,4]`` XYXY px (default: :func:`clipkit.proposals.propose`)."""
-    from clipkit.results import Detections
     from torchvision.ops import batched_nms
+
+    from clipkit.results import Detections
 
     image = image.convert("RGB")
     t0 = time.perf_counter()
@@ -220,27 +227,59 @@ def phrase_embeddings(model: Any, phrases: Sequence[Phrase], cfg: GroundConfig) 
     return text_embeddings(model, [*(p.text for p in phrases), *cfg.background], cfg.templates)
 
 
-def run(model: Any, images: Sequence[Any], caption: str | None = None,
-        phrases: str | Sequence[str] | None = None, **options: Any) -> Iterator[Any]:
-    """Ground the caption's phrases (or explicit ``phrases``) in each image (paths or PIL images), yielding a
-    :class:`Grounding` per image (or an ``ErrorRecord`` for an unreadable input), in input order."""
-    from clipkit.errors import ClipkitError, UsageError
-    from clipkit.images import load_image
-    from clipkit.results import ErrorRecord
+def iter_ground(paths: Sequence[str], model: Any, caption: str | None = None,
+                phrases: str | Sequence[str] | None = None, *, workers: int | None = None, quiet: bool = True,
+                skip: set[str] | None = None, **options: Any) -> Iterator[Any]:
+    """Ground the caption's phrases (or explicit ``phrases``) in image files, in order: a :class:`Grounding`
+    or an ``ErrorRecord`` per input. ``options``: :class:`GroundConfig` fields."""
+    from clipkit.runner import run_over_images
 
     cfg = make_config(**options)
+    caption, found = _phrases(caption, phrases)
+    text_emb = phrase_embeddings(model, found, cfg)
+
+    def process(batch: Any) -> list[Any]:
+        return [ground_image(model, item.image, caption, found, text_emb, cfg, path=item.path)
+                for item in batch.ok]
+
+    yield from run_over_images(paths, process, batch_size=1, workers=workers, keep_image=True, quiet=quiet,
+                               skip=skip, description="ground")
+
+
+def _phrases(caption: str | None, phrases: str | Sequence[str] | None) -> tuple[str, list[Phrase]]:
+    from clipkit.errors import UsageError
+
     try:
-        caption, found = parse_phrases(caption, phrases)
+        return parse_phrases(caption, phrases)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    text_emb = phrase_embeddings(model, found, cfg)
-    for item in images:
-        if isinstance(item, Image.Image):
-            yield ground_image(model, item, caption, found, text_emb, cfg)
-            continue
+
+
+def ground(images: Any, caption: str | None = None, phrases: str | Sequence[str] | None = None, *,
+           model: Any = None, pretrained: str | None = None, device: str | None = None,
+           precision: str | None = None, **options: Any) -> list[Any]:
+    """Ground a caption's noun phrases (or explicit ``phrases``, ``"a;b"`` or a list) in ``images`` (paths,
+    folders, globs, PIL images or arrays); the Python face of ``clipkit ground``. Returns one
+    :class:`Grounding` (or ``ErrorRecord``) per image; its ``detections.xyxy`` are XYXY original pixels."""
+    from clipkit.images import as_pil, expand_inputs
+    from clipkit.registry import LoadedModel, load_model
+    from clipkit.results import ErrorRecord
+
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device,
+                                                                      precision=precision)
+    items = images if isinstance(images, list | tuple) else [images]
+    if all(isinstance(i, str) or hasattr(i, "__fspath__") for i in items):
+        return list(iter_ground(expand_inputs([str(i) for i in items]), loaded, caption, phrases, **options))
+    cfg = make_config(**options)
+    caption, found = _phrases(caption, phrases)
+    text_emb = phrase_embeddings(loaded, found, cfg)
+    out: list[Any] = []
+    for index, item in enumerate(items):
+        name = str(item) if isinstance(item, str) else f"<image {index}>"
         try:
-            image = load_image(item)
-        except ClipkitError as e:
-            yield ErrorRecord(path=str(item), error=str(e))
+            image = as_pil(item)
+        except Exception as exc:  # one bad in-memory image must not lose the others
+            out.append(ErrorRecord(name, str(exc)))
             continue
-        yield ground_image(model, image, caption, found, text_emb, cfg, path=str(item))
+        out.append(ground_image(loaded, image, caption, found, text_emb, cfg, path=name))
+    return out
