@@ -13,8 +13,8 @@ import typer
 from clipkit._version import __version__
 from clipkit.cli.common import HELP_SETTINGS, ClipkitGroup
 
-# (group, command name, module under clipkit.cli, function). A module that does not exist (yet) is skipped, so
-# method modules can land one at a time; a module that exists but fails to import is a real error.
+# (group, command name, module under clipkit.cli, function). A module or function that does not exist (yet) is
+# skipped, so method modules can land one at a time; a module that exists but fails to import is a real error.
 COMMANDS = [
     (None, "classify", "classify", "classify"),
     (None, "segment", "segment", "segment"),
@@ -70,8 +70,9 @@ def _register() -> None:
         qualified = f"clipkit.cli.{module}"
         if importlib.util.find_spec(qualified) is None:
             continue
-        target = app if group is None else groups[group]
-        target.command(name)(getattr(importlib.import_module(qualified), function))
+        command = getattr(importlib.import_module(qualified), function, None)
+        if command is not None:
+            (app if group is None else groups[group]).command(name)(command)
     for name, sub in groups.items():
         if sub.registered_commands:
             app.add_typer(sub, name=name)
