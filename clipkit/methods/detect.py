@@ -187,10 +187,12 @@ def classifier(model: Any, labels: Sequence[str], cfg: DetectConfig) -> torch.Te
 
 
 def iter_detect(paths: Sequence[str], labels: Sequence[str], model: Any, *, workers: int | None = None,
-                quiet: bool = True, skip: set[str] | None = None, **options: Any) -> Iterator[Any]:
+                quiet: bool = True, skip: set[str] | None = None, timings: dict[str, float] | None = None,
+                **options: Any) -> Iterator[Any]:
     """Detect ``labels`` in image files, in order: a ``Detections`` or an ``ErrorRecord`` per input.
 
     ``options``: :class:`DetectConfig` fields. Images are decoded ahead in worker processes (core runner).
+    ``timings``: see :func:`detect_image` (the label text embeddings, computed once, are not in it).
     """
     from clipkit.runner import run_over_images
 
@@ -199,7 +201,8 @@ def iter_detect(paths: Sequence[str], labels: Sequence[str], model: Any, *, work
     class_emb = classifier(model, labels, cfg)
 
     def process(batch: Any) -> list[Any]:
-        return [detect_image(model, item.image, labels, class_emb, cfg, path=item.path) for item in batch.ok]
+        return [detect_image(model, item.image, labels, class_emb, cfg, path=item.path, timings=timings)
+                for item in batch.ok]
 
     yield from run_over_images(paths, process, batch_size=1, workers=workers, keep_image=True, quiet=quiet,
                                skip=skip, description="detect")
