@@ -46,7 +46,7 @@ def test_glip_prompt_is_split_back_into_its_names():
 
 
 def test_parse_explicit_phrases_found_in_caption():
-    caption, phrases = parse_phrases("A red circle and a red circle", "red circle;red circle")
+    _caption, phrases = parse_phrases("A red circle and a red circle", "red circle;red circle")
     assert [p.span for p in phrases] == [[2, 12], [19, 29]]
     with pytest.raises(ValueError, match="does not occur"):
         parse_phrases("a red circle", "blue square")
