@@ -38,11 +38,11 @@ class ProposalConfig:
     Sizes are in pixels of the original image; ``max_area_frac`` is relative to the image area.
     """
 
-    selective_search: bool = True  # use selective search
+    use_selective_search: bool = True  # selective search boxes
     ss_mode: str = "fast"  # "fast" | "quality" (OpenCV's two strategy presets)
     ss_max_side: int = 384  # the image is downscaled to this longer side before selective search (speed)
     ss_top_k: int = 1000  # keep at most this many raw selective-search boxes (in OpenCV's order)
-    score_maps: bool = True  # use score-map components when maps (or model + labels) are given
+    use_score_maps: bool = True  # score-map component boxes, when maps (or model + labels) are given
     score_threshold: float = 0.3  # a pixel joins its arg-max label's mask when its score is at least this
     score_map_dilate: int = 0  # optional dilation (px) of each label mask before connected components
     min_side: float = 4.0  # drop boxes narrower or lower than this
@@ -183,9 +183,9 @@ def propose(image: Image.Image | np.ndarray, *, model: Any = None, score_maps: A
     size = (rgb.shape[1], rgb.shape[0])
     parts: list[np.ndarray] = []
     prios: list[np.ndarray] = []
-    if conf.score_maps and score_maps is None and model is not None and (text_emb is not None or labels):
+    if conf.use_score_maps and score_maps is None and model is not None and (text_emb is not None or labels):
         score_maps = dense_score_maps(model, Image.fromarray(rgb), text_emb=text_emb, labels=labels)
-    if conf.score_maps and score_maps is not None:
+    if conf.use_score_maps and score_maps is not None:
         if tuple(score_maps.shape[-2:]) != (size[1], size[0]):
             raise ValueError(f"score_maps are {tuple(score_maps.shape[-2:])} (H, W) but the image is "
                              f"{size[1]}x{size[0]}; resize the maps to the image first")
@@ -193,7 +193,7 @@ def propose(image: Image.Image | np.ndarray, *, model: Any = None, score_maps: A
                                         dilate=conf.score_map_dilate)
         parts.append(b)
         prios.append(1.0 + s)  # score-map boxes outrank every selective-search box
-    if conf.selective_search:
+    if conf.use_selective_search:
         b = selective_search(rgb, mode=conf.ss_mode, max_side=conf.ss_max_side, top_k=conf.ss_top_k)
         parts.append(b)
         # OpenCV returns boxes in its ranking order; keep that order as a priority in (0, 1]

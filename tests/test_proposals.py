@@ -54,7 +54,7 @@ def test_score_map_components_give_one_box_per_blob():
 def test_score_maps_alone_and_torch_input():
     maps = torch.zeros(1, 200, 224)
     maps[0, 30:90, 20:80] = 0.9
-    boxes = propose(scene(), score_maps=maps, selective_search=False)
+    boxes = propose(scene(), score_maps=maps, use_selective_search=False)
     np.testing.assert_allclose(boxes, [[20, 30, 80, 90]])
 
 
