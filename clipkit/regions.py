@@ -8,7 +8,8 @@ Two paths, as in ViLD (Gu et al. 2022; tensorflow/tpu ``models/official/detectio
   normalised image, so the padding is the dataset mean (0 after normalisation)
   and the whole batch is cut in one call.
 * **fast path** (stands in for ViLD-text's RoI features): one forward pass of the dense patch embeddings
-  (:func:`clipkit.dense.patch_embeddings`, training-free NACLIP/ClearCLIP/… features, ``[1, h, w, D]``), then
+  (:func:`clipkit.dense.patch_embeddings`, ``[1, h, w, D]``: the stock tokens of average-pooled towers such as
+  shapes-clip, NACLIP's training-free features otherwise), then
   ``roi_align`` average-pools the patch embeddings inside each box, and the result is L2-normalised.
 
 Deviation: ViLD's fast path is a detector head distilled from the image path; with no training we pool
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import roi_align
 
-__all__ = ["RegionConfig", "fast_embeddings", "image_embeddings", "image_tensor", "square_boxes"]
+__all__ = ["RegionConfig", "default_variant", "fast_embeddings", "image_embeddings", "image_tensor",
+           "square_boxes"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class RegionConfig:
     context_scales: tuple[float, ...] = (1.0, 1.5)  # ViLD-image: 1× and 1.5× crops, embeddings summed
     pad_square: bool = True  # pad each crop to a square (True) or stretch it to a square (False, as ViLD)
     batch_size: int = 64  # crops per encoder forward pass
-    dense_variant: str = "naclip"  # clipkit.dense variant for the fast path
+    dense_variant: str | None = None  # clipkit.dense variant for the fast path; None: default_variant(model)
     fast_long_side: int | None = None  # fast-path input long side in px (None: the model's input size)
     roi_output: int = 4  # roi_align output grid for the fast path, averaged after pooling
     sampling_ratio: int = 2  # roi_align samples per bin side (2×2 bilinear samples per output cell)
@@ -169,10 +171,19 @@ def fast_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, *, cfg: R
     return F.normalize(pooled.mean((2, 3)), dim=-1)
 
 
+def default_variant(model: Any) -> str:
+    """The fast path's dense variant for ``model``: ``"plain"`` for average-pooled towers (``pool_type="avg"``:
+    the image embedding is the mean of the projected patch tokens, so the stock tokens are trained in the
+    joint space), else NACLIP (the best training-free variant for CLS-pooled CLIPs, METHODS.md)."""
+    visual = getattr(getattr(model, "model", model), "visual", None)
+    return "plain" if getattr(visual, "pool_type", None) == "avg" else "naclip"
+
+
 @torch.inference_mode()
 def dense_patches(model: Any, image: Image.Image, cfg: RegionConfig | None = None) -> torch.Tensor:
     """``[1, h, w, D]`` L2-normalised dense patch embeddings of ``image`` from one forward pass."""
     from clipkit.dense import patch_embeddings
 
     cfg = cfg or RegionConfig()
-    return patch_embeddings(model, fast_input(model, image, cfg.fast_long_side), variant=cfg.dense_variant)
+    variant = cfg.dense_variant or default_variant(model)
+    return patch_embeddings(model, fast_input(model, image, cfg.fast_long_side), variant=variant)

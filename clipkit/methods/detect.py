@@ -32,7 +32,14 @@ import torch
 from PIL import Image
 
 from clipkit.proposals import ProposalConfig, propose
-from clipkit.regions import RegionConfig, dense_patches, fast_embeddings, image_embeddings, image_tensor
+from clipkit.regions import (
+    RegionConfig,
+    default_variant,
+    dense_patches,
+    fast_embeddings,
+    image_embeddings,
+    image_tensor,
+)
 
 __all__ = [
     "PATHS",
@@ -55,7 +62,7 @@ class DetectConfig:
 
     path: str = "ensemble"  # region embeddings: "image" | "fast" | "ensemble"
     background: tuple[str, ...] = ("background",)  # background prompt(s), softmax columns after the labels
-    temperature: float = 100.0  # ViLD: logits = cos / 0.01
+    temperature: float | None = 100.0  # ViLD: logits = cos / 0.01; None: the model's own logit scale
     ensemble_weight: float = 2 / 3  # λ, exponent of the image path in the geometric mean (ViLD novel classes)
     nms_iou: float = 0.5  # ViLD per-class NMS
     score_threshold: float = 0.3  # drop (box, label) pairs below this probability
@@ -157,16 +164,18 @@ def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_em
     if cfg.score_map_proposals or cfg.path != "image":
         patches = dense_patches(model, image, rcfg)  # the one dense forward pass, shared with the fast path
     if cfg.score_map_proposals:
-        maps = score_maps_from_patches(model, patches, class_emb[:n_labels], rcfg.dense_variant, image.size)
+        variant = rcfg.dense_variant or default_variant(model)
+        maps = score_maps_from_patches(model, patches, class_emb[:n_labels], variant, image.size)
     boxes = propose(image, score_maps=maps, **cfg.proposals)
     t1 = time.perf_counter()
+    temperature = model.logit_scale if cfg.temperature is None else cfg.temperature
     probs = None
     if cfg.path in ("image", "ensemble"):
         emb = image_embeddings(model, image, boxes, cfg=rcfg, x=image_tensor(model, image))
-        probs = class_probabilities(emb, class_emb, cfg.temperature)
+        probs = class_probabilities(emb, class_emb, temperature)
     if cfg.path in ("fast", "ensemble"):
         emb = fast_embeddings(model, image, boxes, cfg=rcfg, patches=patches)
-        p_fast = class_probabilities(emb, class_emb, cfg.temperature)
+        p_fast = class_probabilities(emb, class_emb, temperature)
         lam = cfg.ensemble_weight
         probs = p_fast if probs is None else probs.pow(lam) * p_fast.pow(1.0 - lam)
     assert probs is not None
