@@ -123,7 +123,7 @@ def test_config_errors_are_usage_errors():
 
 @pytest.mark.parametrize("path", ["image", "fast", "ensemble"])
 def test_detect_returns_pixel_boxes_for_each_path(tiny_model, path):
-    [det] = detect(scene(), "red circle,blue square", model=tiny_model, path=path, score_threshold=0.0,
+    [det] = detect(scene(), "red circle,blue square", model=tiny_model, path=path, score_threshold=0.0, templates="none",
                    drop_background=False)
     assert det.labels == ["red circle", "blue square"]
     assert len(det) > 0 and det.image_size == (96, 80)
@@ -139,7 +139,7 @@ def test_detect_files_give_error_records_for_bad_inputs(tiny_model, tmp_path):
     scene().save(good)
     bad = tmp_path / "b.png"
     bad.write_bytes(b"not a png")
-    results = detect([str(good), str(bad)], ["red circle"], model=tiny_model)
+    results = detect([str(good), str(bad)], ["red circle"], model=tiny_model, templates="none")
     assert results[0].path == str(good) and hasattr(results[0], "xyxy")
     assert results[1].path == str(bad) and results[1].error
 

@@ -29,6 +29,7 @@ def scene() -> Image.Image:
     return img
 
 
+CFG = GroundConfig(templates="none")
 BOXES = np.array([[8, 10, 40, 42], [55, 40, 85, 70], [5, 5, 90, 75]], np.float32)
 
 
@@ -52,8 +53,8 @@ def test_scores_sum_logits_over_representations():
 
 def test_best_box_per_phrase_and_record(tiny_model):
     caption, phrases = parse_phrases("a red circle left of a blue square")
-    text = phrase_embeddings(tiny_model, phrases, GroundConfig())
-    res = ground_image(tiny_model, scene(), caption, phrases, text, GroundConfig(), path="s.png", boxes=BOXES)
+    text = phrase_embeddings(tiny_model, phrases, CFG)
+    res = ground_image(tiny_model, scene(), caption, phrases, text, CFG, path="s.png", boxes=BOXES)
     det = res.detections
     assert det.class_id.tolist() == [0, 1] and len(det) == 2
     assert all(any(np.allclose(b, c) for c in BOXES) for b in det.xyxy)  # chosen among the candidates
@@ -67,25 +68,25 @@ def test_best_box_per_phrase_and_record(tiny_model):
 
 def test_all_boxes_respects_threshold(tiny_model):
     caption, phrases = parse_phrases(None, "red circle;blue square")
-    text = phrase_embeddings(tiny_model, phrases, GroundConfig())
+    text = phrase_embeddings(tiny_model, phrases, CFG)
     for thr in (0.0, 0.99):
-        cfg = GroundConfig(all_boxes=True, threshold=thr)
+        cfg = GroundConfig(templates="none", all_boxes=True, threshold=thr)
         det = ground_image(tiny_model, scene(), caption, phrases, text, cfg, boxes=BOXES).detections
         assert (det.confidence >= thr).all()
     everything = ground_image(tiny_model, scene(), caption, phrases, text,
-                              GroundConfig(all_boxes=True, threshold=0.0, nms_iou=1.0), boxes=BOXES).detections
+                              GroundConfig(templates="none", all_boxes=True, threshold=0.0, nms_iou=1.0), boxes=BOXES).detections
     assert len(everything) == 2 * len(BOXES)
 
 
 def test_no_proposals_gives_no_boxes(tiny_model):
     caption, phrases = parse_phrases(None, "red circle")
-    text = phrase_embeddings(tiny_model, phrases, GroundConfig())
-    res = ground_image(tiny_model, scene(), caption, phrases, text, GroundConfig(), boxes=np.zeros((0, 4)))
+    text = phrase_embeddings(tiny_model, phrases, CFG)
+    res = ground_image(tiny_model, scene(), caption, phrases, text, CFG, boxes=np.zeros((0, 4)))
     assert len(res.detections) == 0 and res.to_dict()["phrases"][0]["boxes"] == []
 
 
 def test_ground_python_api_with_proposals(tiny_model):
-    [res] = ground(scene(), caption="a red circle", model=tiny_model)
+    [res] = ground(scene(), caption="a red circle", model=tiny_model, templates="none")
     assert len(res.detections) == 1 and res.phrases[0].text == "a red circle"
 
 
