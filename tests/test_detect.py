@@ -123,8 +123,8 @@ def test_config_errors_are_usage_errors():
 
 @pytest.mark.parametrize("path", ["image", "fast", "ensemble"])
 def test_detect_returns_pixel_boxes_for_each_path(tiny_model, path):
-    [det] = detect(scene(), "red circle,blue square", model=tiny_model, path=path, score_threshold=0.0, templates="none",
-                   drop_background=False)
+    [det] = detect(scene(), "red circle,blue square", model=tiny_model, path=path, score_threshold=0.0,
+                   templates="none", drop_background=False)
     assert det.labels == ["red circle", "blue square"]
     assert len(det) > 0 and det.image_size == (96, 80)
     assert (det.xyxy[:, 0] >= 0).all() and (det.xyxy[:, 2] <= 96).all() and (det.xyxy[:, 3] <= 80).all()

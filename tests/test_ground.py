@@ -73,8 +73,8 @@ def test_all_boxes_respects_threshold(tiny_model):
         cfg = GroundConfig(templates="none", all_boxes=True, threshold=thr)
         det = ground_image(tiny_model, scene(), caption, phrases, text, cfg, boxes=BOXES).detections
         assert (det.confidence >= thr).all()
-    everything = ground_image(tiny_model, scene(), caption, phrases, text,
-                              GroundConfig(templates="none", all_boxes=True, threshold=0.0, nms_iou=1.0), boxes=BOXES).detections
+    cfg = GroundConfig(templates="none", all_boxes=True, threshold=0.0, nms_iou=1.0)
+    everything = ground_image(tiny_model, scene(), caption, phrases, text, cfg, boxes=BOXES).detections
     assert len(everything) == 2 * len(BOXES)
 
 
