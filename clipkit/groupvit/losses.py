@@ -53,7 +53,7 @@ def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, lo
     of its image's nouns over another, so the loss rewards one group per object, which the image-level
     losses alone did not (they collapsed to 1-2 groups in our CPU budget, see docs/group.md).
     """
-    b, g, _ = groups.shape
+    b = groups.shape[0]
     k = prompts.shape[1]
     ids = noun_ids.reshape(-1)
     valid = ids >= 0

@@ -255,7 +255,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
             step += 1
             if step % opts.log_every == 0 or step == 1:
                 rec = {"step": step, "loss": round(loss.item(), 4), "itc": round(itc.item(), 4),
-                       "mlc": round(mlc.item(), 4), "gnc": round(gnc.item(), 4), "lr": round(opt.param_groups[0]["lr"], 7),
+                       "mlc": round(mlc.item(), 4), "gnc": round(gnc.item(), 4),
+                       "lr": round(opt.param_groups[0]["lr"], 7),
                        "scale": round(model.logit_scale_value, 2), "seconds": round(time.time() - t0, 1)}
                 log_file.write(json.dumps(rec) + "\n")
                 log_file.flush()
