@@ -46,8 +46,8 @@ class LSegConfig:
     out_dim: int  # CLIP joint-space dimension C
     layers: int  # number of blocks of that tower
     hooks: list[int] = field(default_factory=list)  # 0-based block indices
-    features: int = 64
-    dims: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    features: int = 32
+    dims: list[int] = field(default_factory=lambda: [32, 32, 64, 64])
     clip_model: str = ""  # the model spec it was trained for, e.g. "shapes-clip"
     background: list[str] = field(default_factory=lambda: ["background"])  # label(s) trained as background
     templates: str | None = None  # template set the text embeddings were built with
@@ -184,7 +184,7 @@ def lseg_logits(
     return out
 
 
-def new_head(model: Any, *, clip_model: str = "", features: int = 64,
+def new_head(model: Any, *, clip_model: str = "", features: int = 32,
              dims: list[int] | None = None) -> LSegHead:
     """A freshly initialised head sized for ``model``'s image tower."""
     visual = dense._visual(model)
@@ -192,7 +192,7 @@ def new_head(model: Any, *, clip_model: str = "", features: int = 64,
     out_dim = visual.proj.shape[1] if visual.proj is not None else visual.transformer.width
     cfg = LSegConfig(width=visual.transformer.width, out_dim=int(out_dim), layers=layers,
                      hooks=LSegConfig.default_hooks(layers), features=features,
-                     dims=dims or [32, 64, 128, 128], clip_model=clip_model)
+                     dims=dims or [32, 32, 64, 64], clip_model=clip_model)
     return LSegHead(cfg)
 
 

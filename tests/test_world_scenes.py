@@ -111,3 +111,16 @@ def test_export_loads_with_pycocotools(tmp_path):
 def test_read_export_rejects_other_folders(tmp_path):
     with pytest.raises(ExportError, match="clipkit world export"):
         read_export(tmp_path)
+
+
+def test_cli_export(tmp_path):
+    from typer.testing import CliRunner
+
+    from clipkit.cli.app import app
+
+    r = CliRunner().invoke(app, ["world", "export", str(tmp_path / "ds"), "--n", "3", "--size", "64:96", "-q"])
+    assert r.exit_code == 0, r.output
+    ex = read_export(tmp_path / "ds")
+    assert len(ex) == 3 and all(64 <= ex.image_info(p)["width"] <= 96 for p in ex.images)
+    r = CliRunner().invoke(app, ["world", "export", str(tmp_path / "bad"), "--size", "9"])
+    assert r.exit_code == 2 and "--size" in r.output

@@ -1,0 +1,42 @@
+"""GroupViT training losses (NVlabs/GroupViT ``models/multi_label_contrastive.py``), single process.
+
+Both use L2-normalised features and a learnable temperature ``exp(logit_scale)`` clamped at 100.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _scale(logit_scale: Tensor) -> Tensor:
+    return logit_scale.exp().clamp(max=100.0)
+
+
+def image_text_contrastive(image: Tensor, text: Tensor, logit_scale: Tensor) -> Tensor:
+    """Symmetric InfoNCE: ``image [B, D]`` and ``text [B, D]`` (row i belongs to image i) -> scalar."""
+    image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+    logits = image @ text.t() * _scale(logit_scale)
+    labels = torch.arange(image.shape[0], device=image.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def multi_label_contrastive(image: Tensor, prompts: Tensor, logit_scale: Tensor) -> Tensor:
+    """Multi-label contrastive loss between each image and the K noun prompts of its caption.
+
+    ``image [B, D]`` (L1 = 1 feature per image), ``prompts [B, K, D]``. Image-to-text: softmax over all B*K
+    prompts in the batch, soft target 1/K on each of the image's own K prompts. Text-to-image: each prompt's
+    softmax over the B images, target its own image. Mean of the two soft cross-entropies.
+    """
+    b, k, _ = prompts.shape
+    image = F.normalize(image, dim=-1)
+    text = F.normalize(prompts, dim=-1).reshape(b * k, -1)
+    scale = _scale(logit_scale)
+    logits_img = image @ text.t() * scale  # [B, B*K]
+    target_img = torch.eye(b, device=image.device, dtype=image.dtype).repeat_interleave(k, dim=1) / k
+    loss_img = torch.sum(-target_img * F.log_softmax(logits_img, dim=-1), dim=-1).mean()
+    logits_txt = logits_img.t()  # [B*K, B]
+    target_txt = torch.arange(b, device=image.device).repeat_interleave(k)
+    loss_txt = F.cross_entropy(logits_txt, target_txt)
+    return 0.5 * (loss_img + loss_txt)

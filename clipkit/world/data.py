@@ -1,0 +1,167 @@
+"""In-memory pools of generated scenes as torch Datasets, reusable by every trainer of the shapes world.
+
+Drawing a scene with PIL costs milliseconds, a training step on CPU needs hundreds of them, so trainers draw
+a pool once (:class:`ScenePool`) and sample from it with cheap augmentations (flips, which also flip the
+relation words of the caption). Items are dicts of tensors:
+
+    "image":     float32 [3, S, S], normalised with the model's mean/std
+    "label_map": int64 [S, S], 0 = background, k = category id k (clipkit.world.CATEGORIES[k - 1])
+    "caption":   str, e.g. "a red circle left of a blue star" or "red circle and blue star"
+    "key":       int, equal for scenes showing the same *set* of categories (multi-positive targets)
+    "labels":    float32 [C], multi-hot over CATEGORIES of the objects the caption names
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from clipkit.world.scenes import CATEGORIES, SceneConfig, generate_scene
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+_FLIP_H = {"left of": "right of", "right of": "left of"}
+_FLIP_V = {"above": "below", "below": "above"}
+
+
+def _with_article(name: str) -> str:
+    return ("an " if name[0] in "aeiou" else "a ") + name
+
+
+def caption_text(names: Sequence[str], relation: tuple[int, str, int] | None, rng: np.random.Generator,
+                 *, p_article: float = 0.5, p_relation: float = 0.7) -> str:
+    """A caption for ``names``: random article style and order; the relation (if any) with p_relation.
+
+    Bare style ("red circle and blue star") matches zero-shot labels under the "none" template set; the
+    article style matches exported captions ("a red circle left of a blue star").
+    """
+    art = rng.random() < p_article
+    fmt = _with_article if art else (lambda s: s)
+    if relation is not None and rng.random() < p_relation:
+        i, rel, j = relation
+        return f"{fmt(names[i])} {rel} {fmt(names[j])}"
+    order = rng.permutation(len(names))
+    parts = [fmt(names[k]) for k in order]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+@dataclass
+class PoolConfig:
+    """What a pool holds: ``n`` scenes of stream ``seed`` drawn at a random side in ``render_range`` and
+    resized to ``image_size`` (bicubic, like open_clip's eval transform); ``object_probs[k-1]`` = P(k
+    objects)."""
+
+    n: int = 12000
+    seed: int = 0
+    image_size: int = 96
+    render_range: tuple[int, int] = (96, 160)
+    object_probs: tuple[float, ...] = (0.35, 0.35, 0.2, 0.1)
+
+
+class ScenePool:
+    """``n`` pre-drawn scenes held as uint8 arrays: images [n, S, S, 3], label maps [n, S, S], plus names
+    and relations. Scene i is ``generate_scene(seed, i, ...)``: pools are reproducible, disjoint across seeds.
+    """
+
+    def __init__(self, cfg: PoolConfig, progress=None) -> None:
+        self.cfg = cfg
+        s = cfg.image_size
+        self.images = np.zeros((cfg.n, s, s, 3), np.uint8)
+        self.label_maps = np.zeros((cfg.n, s, s), np.uint8)
+        self.names: list[list[str]] = []
+        self.relations: list[tuple[int, str, int] | None] = []
+        rng = np.random.default_rng([cfg.seed, 0xC0])
+        probs = np.asarray(cfg.object_probs, float) / sum(cfg.object_probs)
+        counts = rng.choice(np.arange(1, len(probs) + 1), size=cfg.n, p=probs)
+        sides = rng.integers(cfg.render_range[0], cfg.render_range[1] + 1, size=cfg.n)
+        for i in range(cfg.n):
+            side = int(sides[i])
+            scene = generate_scene(cfg.seed, i, SceneConfig(size=(side, side), max_objects=8),
+                                   n_objects=int(counts[i]))
+            img, lm = scene.image, Image.fromarray(scene.label_map())
+            if side != s:
+                img = img.resize((s, s), Image.Resampling.BICUBIC)
+                lm = lm.resize((s, s), Image.Resampling.NEAREST)
+            self.images[i] = np.asarray(img)
+            self.label_maps[i] = np.asarray(lm)
+            self.names.append(scene.names)
+            self.relations.append(scene.relation)
+            if progress is not None:
+                progress(1)
+        keys: dict[tuple[str, ...], int] = {}
+        self.keys = np.array([keys.setdefault(tuple(sorted(n)), len(keys)) for n in self.names], np.int64)
+
+    def __len__(self) -> int:
+        return self.cfg.n
+
+
+class SceneCaptionDataset(Dataset):
+    """Items from a :class:`ScenePool` with random flips (relations flipped to match) and caption styles.
+
+    Deterministic: item ``i`` at epoch-free index uses its own RNG stream (seed, i), so a fixed sampler order
+    gives a fixed run.
+    """
+
+    def __init__(self, pool: ScenePool, *, mean=OPENAI_MEAN, std=OPENAI_STD, flips: bool = True,
+                 seed: int = 0, p_article: float = 0.5, p_relation: float = 0.7) -> None:
+        self.pool = pool
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+        self.flips = flips
+        self.seed = seed
+        self.p_article, self.p_relation = p_article, p_relation
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def item(self, i: int, draw: int = 0) -> dict:
+        """Scene ``i`` (mod pool size) augmented with RNG stream (seed, i, draw)."""
+        rng = np.random.default_rng([self.seed, i, draw])
+        j = i % len(self.pool)
+        img = torch.from_numpy(self.pool.images[j]).permute(2, 0, 1)
+        lm = torch.from_numpy(self.pool.label_maps[j].astype(np.int64))
+        rel = self.pool.relations[j]
+        if self.flips and rng.random() < 0.5:
+            img, lm = img.flip(-1), lm.flip(-1)
+            rel = None if rel is None else (rel[0], _FLIP_H.get(rel[1], rel[1]), rel[2])
+        if self.flips and rng.random() < 0.5:
+            img, lm = img.flip(-2), lm.flip(-2)
+            rel = None if rel is None else (rel[0], _FLIP_V.get(rel[1], rel[1]), rel[2])
+        x = (img.float() / 255.0 - self.mean) / self.std
+        cap = caption_text(self.pool.names[j], rel, rng, p_article=self.p_article, p_relation=self.p_relation)
+        labels = torch.zeros(len(CATEGORIES))
+        labels[[CATEGORIES.index(n) for n in self.pool.names[j]]] = 1.0
+        return {"image": x, "label_map": lm, "caption": cap, "key": int(self.pool.keys[j]), "labels": labels}
+
+    def __getitem__(self, i: int) -> dict:
+        return self.item(i)
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack tensors, keep captions as a list of str, keys as int64 [B], labels float32 [B, C]."""
+    return {"image": torch.stack([it["image"] for it in items]),
+            "label_map": torch.stack([it["label_map"] for it in items]),
+            "caption": [it["caption"] for it in items],
+            "key": torch.tensor([it["key"] for it in items], dtype=torch.int64),
+            "labels": torch.stack([it["labels"] for it in items])}
+
+
+def batches(dataset: SceneCaptionDataset, batch_size: int, steps: int, seed: int = 0):
+    """Yield ``steps`` collated batches; sampling order from a seeded permutation stream (deterministic)."""
+    rng = np.random.default_rng([seed, 0xBA7C])
+    n = len(dataset)
+    order = rng.permutation(n)
+    pos, epoch = 0, 0
+    for _ in range(steps):
+        idx = []
+        while len(idx) < batch_size:
+            if pos == n:
+                order, pos, epoch = rng.permutation(n), 0, epoch + 1
+            idx.append(int(order[pos]))
+            pos += 1
+        yield collate([dataset.item(i, epoch) for i in idx])

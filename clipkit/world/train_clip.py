@@ -1,0 +1,295 @@
+"""Contrastive training of a small open_clip model on shapes-world image–caption pairs (``shapes-clip``).
+
+The loop is generic: :func:`train_loop` takes any module, an iterator of batches and a
+``loss_fn(model, batch)``, so the LSeg and GroupViT trainers reuse it with their own models and losses;
+:func:`save_hub_folder` writes any open_clip model in the hub layout (``open_clip_config.json`` +
+``open_clip_model.safetensors``).
+
+The loss is CLIP's symmetric InfoNCE (Radford et al. 2021; open_clip ``loss.ClipLoss``) with one change: with
+48 classes a batch of 64 repeats category sets, so pairs whose scenes show the same set of categories are all
+positives (soft targets spread evenly over them) instead of false negatives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from clipkit.world.data import OPENAI_MEAN, OPENAI_STD, PoolConfig, SceneCaptionDataset, ScenePool, batches
+
+# The bundled shapes-clip. Why this design (see the model card):
+# - pool_type "avg": the image embedding is the mean of the projected patch tokens (after ln_post), so every
+#   patch token lives in the joint space and is trained directly; CLS pooling leaves patches unsupervised
+#   (a prototype was at chance on dense patch–text accuracy).
+# - 96 px / patch 8: a 12x12 grid, enough to put a patch on each object of a 4-object scene, at CPU cost.
+# - width 96 x 4 layers vision, width 64 x 2 layers text, embed 64: trains in ~20 min on 2 cores and stays
+#   under 10 MB in fp16 (the 49408 x 64 token table, needed for the standard tokenizer, is most of it).
+# - context_length 32: the longest caption ("a purple hexagon, an orange cross, a ... and a ...") is < 24
+#   tokens.
+SHAPES_CLIP_CFG: dict = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 96, "patch_size": 8, "width": 96, "layers": 4, "head_width": 32,
+                   "mlp_ratio": 2.0, "pool_type": "avg"},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2,
+                 "mlp_ratio": 2.0},
+}
+PREPROCESS_CFG: dict = {"size": 96, "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD),
+                        "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+def register_model_config(name: str, model_cfg: dict) -> None:
+    """Make ``name`` known to ``open_clip.create_model`` (open_clip.add_model_config reads a folder/file)."""
+    import open_clip
+
+    folder = Path(tempfile.mkdtemp(prefix="clipkit-cfg-"))
+    (folder / f"{name}.json").write_text(json.dumps(model_cfg))
+    open_clip.add_model_config(folder)
+
+
+def multi_positive_clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor,
+                             keys: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE with soft multi-positive targets.
+
+    img, txt: float [B, D] L2-normalised; logit_scale: scalar (already exp'ed); keys: int64 [B], equal keys =
+    same content. Returns the mean of the image->text and text->image cross-entropies.
+    """
+    logits = logit_scale * img @ txt.T
+    pos = (keys[:, None] == keys[None, :]).float()
+    targets = pos / pos.sum(1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups as in open_clip's training script: no decay on gains, biases, embeddings, logit_scale."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exclude = (p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+                   or "embedding" in name or "class_embedding" in name)
+        (no_decay if exclude else decay).append(p)
+    return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 0 (open_clip's ``cosine_lr``)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+@dataclass
+class LoopResult:
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+def train_loop(model: torch.nn.Module, batch_iter: Iterable, loss_fn: Callable[[torch.nn.Module, dict],
+               torch.Tensor], *, steps: int, lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 50,
+               grad_clip: float = 1.0, max_seconds: float | None = None, log_every: int = 10,
+               on_step: Callable[[int, float, float], None] | None = None, quiet: bool = False,
+               extra_params: Iterable[torch.nn.Parameter] = ()) -> LoopResult:
+    """AdamW + warm-up/cosine over ``steps`` batches from ``batch_iter``; ``loss_fn(model, batch) -> scalar``.
+
+    ``extra_params`` (e.g. a loss's own parameters) are optimised too, without weight decay.
+    ``max_seconds`` stops early (the schedule still assumes ``steps``). ``on_step(step, loss, lr)`` is called
+    every ``log_every`` steps (and on the last). Shows a rich progress bar on stderr unless ``quiet``.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    model.train()
+    groups = param_groups(model, weight_decay)
+    extra = list(extra_params)
+    if extra:
+        groups.append({"params": extra, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    res = LoopResult(steps=0, seconds=0.0)
+    t0 = time.perf_counter()
+    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*cols, disable=quiet, transient=False) as bar:
+        task = bar.add_task("training", total=steps, loss=float("nan"))
+        for step, batch in enumerate(batch_iter):
+            if step >= steps:
+                break
+            cur = cosine_lr(step, steps, lr, warmup)
+            for g in opt.param_groups:
+                g["lr"] = cur
+            loss = loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            if hasattr(model, "logit_scale"):
+                with torch.no_grad():  # open_clip clamps to ln(100)
+                    model.logit_scale.clamp_(0, math.log(100))
+            res.losses.append(float(loss.detach()))
+            res.steps = step + 1
+            bar.update(task, advance=1, loss=res.losses[-1])
+            if on_step is not None and (step % log_every == 0 or step + 1 == steps):
+                on_step(step, res.losses[-1], cur)
+            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+                break
+    res.seconds = time.perf_counter() - t0
+    model.eval()
+    return res
+
+
+def image_and_patch_features(model: torch.nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image embedding [B, D], projected patch tokens [B, N, D]) of an avg-pooled open_clip ViT, unnormalised.
+
+    Same computation as ``model.encode_image`` (mean of ``ln_post(patch tokens)`` then ``proj``), keeping the
+    per-patch vectors, which live in the same space because ``proj`` is linear.
+    """
+    v = model.visual
+    if v.pool_type != "avg" or v.final_ln_after_pool or v.attn_pool is not None:
+        raise ValueError("patch features need pool_type 'avg' without final_ln_after_pool or attn pooling")
+    x = v.ln_post(v.transformer(v._embeds(pixels)))[:, 1:]
+    tokens = x @ v.proj
+    return tokens.mean(1), tokens
+
+
+def caption_mil_loss(tokens: torch.Tensor, label_txt: torch.Tensor, labels: torch.Tensor,
+                     scale: float, bias: torch.Tensor) -> torch.Tensor:
+    """Multiple-instance loss on patch tokens with caption-level labels.
+
+    tokens: [B, N, D] L2-normalised patch embeddings; label_txt: [C, D] L2-normalised label embeddings;
+    labels: float [B, C] multi-hot of the categories the caption names. Each label's score is its best patch,
+    ``scale * max_p cos(patch_p, label) + bias``, trained with sigmoid BCE (summed over labels, mean over the
+    batch, as SigLIP sums over pairs): some patch must match every named object and no patch may match an
+    unnamed one, so a patch cannot be a blend of two objects ("red" + "star" would match the absent
+    "red star") and each object's own patches are the cheapest place to put its label.
+    """
+    best = (tokens @ label_txt.T).amax(dim=1)  # [B, C]
+    logits = scale * best + bias
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / tokens.shape[0]
+
+
+class MilHead(torch.nn.Module):
+    """Learnable bias of :func:`caption_mil_loss` (kept out of the CLIP so the saved model stays stock)."""
+
+    def __init__(self, n_labels: int) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.tensor(-math.log(n_labels)))
+
+
+def clip_loss_fn(tokenizer, *, label_texts: list[str] | None = None, mil_weight: float = 0.0,
+                 mil_scale: float = 10.0, mil_head: MilHead | None = None
+                 ) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+    """The loss for an open_clip CLIP on batches from :mod:`clipkit.world.data`: multi-positive contrastive
+    on the pooled embedding, plus ``mil_weight`` × :func:`caption_mil_loss` on the patch tokens when > 0
+    (needs ``label_texts`` in the order of the batch's ``labels`` columns and a ``mil_head``)."""
+    label_tokens = tokenizer(label_texts) if mil_weight > 0 else None
+
+    def fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        txt = F.normalize(model.encode_text(tokenizer(batch["caption"])), dim=-1)
+        if mil_weight <= 0:
+            img = F.normalize(model.encode_image(batch["image"]), dim=-1)
+            return multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"])
+        pooled, tokens = image_and_patch_features(model, batch["image"])
+        img = F.normalize(pooled, dim=-1)
+        loss = multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"])
+        lab = F.normalize(model.encode_text(label_tokens), dim=-1)
+        mil = caption_mil_loss(F.normalize(tokens, dim=-1), lab, batch["labels"], mil_scale, mil_head.bias)
+        return loss + mil_weight * mil
+
+    return fn
+
+
+def save_hub_folder(model: torch.nn.Module, model_cfg: dict, out: str | Path, *,
+                    preprocess_cfg: dict | None = None, meta: dict | None = None,
+                    card: str | None = None, dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``model`` in open_clip's hub layout: open_clip_config.json, open_clip_model.safetensors
+    (``dtype``), optional clipkit.json (``meta``) and README.md (``card``). Returns the folder."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to(dtype).contiguous() if v.is_floating_point() else v.detach().contiguous()
+          for k, v in model.state_dict().items()}
+    save_file(sd, str(out / "open_clip_model.safetensors"))
+    cfg = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg or PREPROCESS_CFG}
+    (out / "open_clip_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    if meta is not None:
+        (out / "clipkit.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if card is not None:
+        (out / "README.md").write_text(card)
+    return out
+
+
+@dataclass
+class TrainClipConfig:
+    """Everything that determines a shapes-clip run (recorded in the model card)."""
+
+    name: str = "shapes-clip"
+    model_cfg: dict = field(default_factory=lambda: json.loads(json.dumps(SHAPES_CLIP_CFG)))
+    steps: int = 400
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup: int = 40
+    seed: int = 0
+    pool_size: int = 16000
+    object_probs: tuple[float, ...] = (0.35, 0.35, 0.2, 0.1)
+    render_range: tuple[int, int] = (96, 160)
+    threads: int = 2
+    max_minutes: float | None = None
+    mil_weight: float = 0.5
+    mil_scale: float = 10.0
+
+
+def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str], None] | None = None,
+               checkpoint: Callable[[torch.nn.Module, int], None] | None = None, checkpoint_every: int = 0):
+    """Train an open_clip model on a shapes-world pool. Returns (model, tokenizer, LoopResult, pool seconds).
+
+    ``checkpoint(model, step)`` is called every ``checkpoint_every`` steps (0 = never), e.g. to evaluate
+    intermediate models.
+    """
+    import open_clip
+
+    log = log or (lambda s: None)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    register_model_config(cfg.name, cfg.model_cfg)
+    model = open_clip.create_model(cfg.name)
+    tokenizer = open_clip.get_tokenizer(cfg.name)
+    size = cfg.model_cfg["vision_cfg"]["image_size"]
+    t0 = time.perf_counter()
+    pool = ScenePool(PoolConfig(n=cfg.pool_size, seed=cfg.seed, image_size=size,
+                                render_range=cfg.render_range, object_probs=cfg.object_probs))
+    pool_s = time.perf_counter() - t0
+    log(f"pool of {cfg.pool_size} scenes drawn in {pool_s:.0f}s")
+    ds = SceneCaptionDataset(pool, seed=cfg.seed)
+
+    def on_step(step: int, loss: float, lr: float) -> None:
+        log(f"step {step} loss {loss:.4f} lr {lr:.2e} t {time.perf_counter() - t0:.0f}s")
+        if checkpoint is not None and checkpoint_every and step and step % checkpoint_every == 0:
+            checkpoint(model, step)
+            model.train()
+
+    it = batches(ds, cfg.batch_size, cfg.steps, seed=cfg.seed)
+    from clipkit.world.scenes import CATEGORIES
+
+    head = MilHead(len(CATEGORIES))
+    loss_fn = clip_loss_fn(tokenizer, label_texts=list(CATEGORIES), mil_weight=cfg.mil_weight,
+                           mil_scale=cfg.mil_scale, mil_head=head)
+    res = train_loop(model, it, loss_fn, steps=cfg.steps, lr=cfg.lr, extra_params=head.parameters(),
+                     weight_decay=cfg.weight_decay, warmup=cfg.warmup,
+                     max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None, quiet=quiet,
+                     on_step=lambda s, loss, lr: on_step(s, loss, lr))
+    return model, tokenizer, res, pool_s
+
+
+def config_dict(cfg: TrainClipConfig) -> dict:
+    return asdict(cfg)
