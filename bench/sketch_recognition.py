@@ -16,13 +16,13 @@ import argparse
 import numpy as np
 import torch
 
+from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso.init import random_walk_strokes
+from clipkit.clipasso.loss import SketchLoss
+from clipkit.clipasso.optimize import initial_strokes, start_distribution, target_tensor
 from clipkit.prompts import text_embeddings
 from clipkit.registry import load_model
 from clipkit.render import get_renderer, to_image
-from clipkit.sketch import SketchOptions, sketch_image
-from clipkit.sketch.init import random_walk_strokes
-from clipkit.sketch.loss import SketchLoss
-from clipkit.sketch.optimize import initial_strokes, start_distribution, target_tensor
 from clipkit.world.scenes import SHAPES, SceneConfig, generate_scene
 
 

@@ -13,12 +13,12 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from clipkit.cli.app import app
+from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso.init import random_walk_strokes, sample_start_points, start_probabilities
+from clipkit.clipasso.loss import SketchLoss
+from clipkit.clipasso.optimize import start_distribution, target_tensor
 from clipkit.render import to_image
 from clipkit.render.torch_raster import render_alpha
-from clipkit.sketch import SketchOptions, sketch_image
-from clipkit.sketch.init import random_walk_strokes, sample_start_points, start_probabilities
-from clipkit.sketch.loss import SketchLoss
-from clipkit.sketch.optimize import start_distribution, target_tensor
 from clipkit.svg import SVG_NS, parse_svg, to_svg
 from clipkit.xdog import xdog
 
