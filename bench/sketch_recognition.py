@@ -16,18 +16,19 @@ import argparse
 import numpy as np
 import torch
 
+from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso.init import random_walk_strokes
+from clipkit.clipasso.loss import SketchLoss
+from clipkit.clipasso.optimize import initial_strokes, start_distribution, target_tensor
 from clipkit.prompts import text_embeddings
 from clipkit.registry import load_model
 from clipkit.render import get_renderer, to_image
-from clipkit.sketch import SketchOptions, sketch_image
-from clipkit.sketch.init import random_walk_strokes
-from clipkit.sketch.loss import SketchLoss
-from clipkit.sketch.optimize import initial_strokes, start_distribution, target_tensor
 from clipkit.world.scenes import SHAPES, SceneConfig, generate_scene
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="shapes-clip", help="the bundled model, or a folder in its layout")
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--iterations", type=int, default=300)
@@ -36,7 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    loaded = load_model("shapes-clip", device="cpu")
+    loaded = load_model(args.model, device="cpu")
     text = text_embeddings(loaded, list(SHAPES))
     renderer = get_renderer("torch")
     opts = SketchOptions(iterations=args.iterations, seeds=args.seeds, canvas=args.canvas)

@@ -17,9 +17,9 @@ import time
 
 import torch
 
+from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso.optimize import initial_strokes, optimise_seed, start_distribution, target_tensor
 from clipkit.registry import load_model
-from clipkit.sketch import SketchOptions, sketch_image
-from clipkit.sketch.optimize import initial_strokes, optimise_seed, start_distribution, target_tensor
 from clipkit.world.scenes import SceneConfig, generate_scene
 
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from clipkit.clipasso import SketchOptions
+from clipkit.clipasso.init import random_walk_strokes
+from clipkit.clipasso.loss import SketchLoss
+from clipkit.clipasso.optimize import initial_strokes, optimise_seed, start_distribution, target_tensor
 from clipkit.registry import bundled_models, load_model
 from clipkit.render import get_renderer, to_image
-from clipkit.sketch import SketchOptions
-from clipkit.sketch.init import random_walk_strokes
-from clipkit.sketch.loss import SketchLoss
-from clipkit.sketch.optimize import initial_strokes, optimise_seed, start_distribution, target_tensor
 from clipkit.world.scenes import SceneConfig, generate_scene
 
 pytestmark = pytest.mark.skipif("shapes-clip" not in bundled_models(), reason="shapes-clip not bundled yet")
