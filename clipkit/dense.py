@@ -37,6 +37,7 @@ target grid; the official repos pass ``scale_factor=(n+0.1)/N`` (same output siz
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -198,6 +199,11 @@ def visual_tokens(
 # ------------------------------------------------------------------------------------------------ last block
 def _naclip_prior(grid: tuple[int, int], sigma: float, device, dtype) -> torch.Tensor:
     """``[1+h*w, 1+h*w]`` additive prior: exp(-d²/2σ²) between patches, 0 in the CLS row and column."""
+    return _naclip_prior_cached(tuple(grid), float(sigma), str(device), dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _naclip_prior_cached(grid: tuple[int, int], sigma: float, device: str, dtype: torch.dtype) -> torch.Tensor:
     h, w = grid
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     pts = torch.stack([ys.flatten(), xs.flatten()], dim=1).float()
@@ -331,6 +337,9 @@ def sliding_logits(
     boxes = sorted({(y, x) for y in ys for x in xs})
     pad_h, pad_w = (-ch) % patch[0], (-cw) % patch[1]
     top, left = pad_h // 2, pad_w // 2
+    if len(boxes) == 1 and not (pad_h or pad_w):  # one window covering the image: no accumulation needed
+        logits = crop_fn(pixels).float()
+        return F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)[0]
     total: torch.Tensor | None = None
     count = torch.zeros(1, H, W, device=pixels.device)
     for i in range(0, len(boxes), batch):

@@ -21,7 +21,7 @@ def train_lseg(
                                                       show_default=False, min=1)] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="AdamW learning rate (default 1e-3).",
                                                 show_default=False)] = None,
-    features: Annotated[int | None, typer.Option("--features", help="Decoder width (default 64).",
+    features: Annotated[int | None, typer.Option("--features", help="Decoder width (default 32).",
                                                     show_default=False, min=8)] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Initialisation and flip seed (default 0).",
                                                 show_default=False)] = None,

@@ -34,7 +34,7 @@ class LSegTrainConfig:
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    features: int = 64
+    features: int = 32
     seed: int = 0
     scene_seed: int = 4242  # stream of training scenes; evaluation uses a different stream
     max_objects: int = 4

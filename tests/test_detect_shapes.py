@@ -1,0 +1,60 @@
+"""detect and ground with the bundled shapes-clip on fresh shapes-world scenes: the right boxes come back.
+
+Skipped until the bundled model exists. The full figures come from bench/detect_eval.py and bench/ground_eval.py.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from clipkit.registry import bundled_models
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif("shapes-clip" not in bundled_models(), reason="bundled shapes-clip not present"),
+]
+
+FRESH_SEED = 515151  # a stream no trainer, metric or bench uses
+
+
+@pytest.fixture(scope="module")
+def shapes_clip():
+    from clipkit.registry import load_model
+
+    return load_model("shapes-clip", device="cpu", offline=True)
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    from clipkit.world.export import export
+
+    return export(tmp_path_factory.mktemp("fresh") / "data", n=12, seed=FRESH_SEED, size=224)
+
+
+def test_detect_boxes_the_objects_with_their_names(shapes_clip, export_dir):
+    from torchvision.ops import box_iou
+
+    from clipkit.methods.detect import detect
+    from clipkit.world.dataset import read_export
+
+    export = read_export(export_dir)
+    labels = [export.categories[k] for k in sorted(export.categories)]
+    found = total = 0
+    for path in export.images:
+        gt, names = export.boxes_xyxy(path)
+        [det] = detect(str(path), labels, model=shapes_clip, path="image")
+        total += len(gt)
+        if len(det) == 0:
+            continue
+        iou = box_iou(torch.from_numpy(gt), torch.from_numpy(det.xyxy)).numpy()
+        for i, name in enumerate(names):
+            hits = [j for j in np.nonzero(iou[i] >= 0.5)[0] if det.labels[det.class_id[j]] == name]
+            found += bool(hits)
+    assert found / total >= 0.7, f"{found}/{total} objects boxed with the right name"
+
+
+def test_ground_picks_the_referred_object(shapes_clip, export_dir):
+    from clipkit.evaluation.grounding import evaluate_grounding
+
+    scores = evaluate_grounding(export_dir, shapes_clip)
+    assert scores["accuracy"] >= 0.7, scores

@@ -1,0 +1,119 @@
+"""``clipkit group`` / ``clipkit eval group`` end to end on a random-weight GroupViT folder (logic, not accuracy)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from clipkit.cli.app import app
+from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig
+from clipkit.groupvit.model import GroupViT
+from clipkit.groupvit.weights import save_hf_dir
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def groupvit_dir(tmp_path_factory):
+    """A random-init GroupViT in the Hugging Face layout, as `--model PATH` takes it."""
+    folder = tmp_path_factory.mktemp("gv")
+    cfg = GroupViTConfig(
+        vision=VisionConfig(image_size=32, patch_size=4, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
+                            num_group_tokens=(8, 4, 0), num_output_groups=(8, 4), drop_path_rate=0.0),
+        text=TextConfig(context_length=16, width=32, layers=1, heads=2), projection_dim=16,
+        projection_inner_dim=32)
+    torch.manual_seed(0)
+    save_hf_dir(GroupViT(cfg).eval(), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("imgs")
+    for i, colour in enumerate(["red", "blue"]):
+        im = Image.new("RGB", (64, 48), (128, 128, 128))
+        ImageDraw.Draw(im).ellipse((10 + i * 10, 8, 40 + i * 10, 38), fill=colour)
+        im.save(folder / f"scene{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+def test_group_writes_labels_overlay_and_stage_maps(groupvit_dir, images, tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["group", str(images / "scene0.png"), str(images / "scene1.png"), "-m",
+                              str(groupvit_dir), "-l", "red circle,blue circle", "-d", str(out), "-f", "jsonl"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    assert [Image.open(images / f"scene{i}.png").size for i in range(2)] == [(64, 48)] * 2
+    assert len(lines) == 2 and lines[0]["path"].endswith("scene0.png")
+    assert lines[0]["method"] == "groupvit" and len(lines[0]["stages"]) == 2
+    assert {"group", "label", "score", "fraction"} <= set(lines[0]["groups"][0])
+    for stem in ("scene0", "scene1"):
+        label = Image.open(out / f"{stem}.png")
+        assert label.mode == "P" and label.size == (64, 48)
+        assert np.asarray(label).max() <= 2  # 0 = background, 1..2 = the labels
+        for suffix in ("_overlay", "_stage1", "_stage2"):
+            assert Image.open(out / f"{stem}{suffix}.png").size == (64, 48)
+    # stage 1 splits the image into at least as many groups as stage 2 has
+    assert lines[0]["stages"][0] >= lines[0]["stages"][1] >= 1
+
+
+def test_bad_input_becomes_an_error_record(groupvit_dir, images):
+    res = runner.invoke(app, ["group", str(images), "-m", str(groupvit_dir), "-l", "a,b", "-f", "jsonl"])
+    assert res.exit_code == 1
+    records = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    assert len(records) == 3
+    assert any("error" in r and r["path"].endswith("broken.png") for r in records)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bg-thresh", "high"], "--bg-thresh must be a number"),
+    (["--bg-thresh", "1.5"], "--bg-thresh must lie in [0, 1]"),
+    (["--top-k", "0"], "--top-k must be at least 1"),
+])
+def test_bad_options_are_usage_errors(groupvit_dir, images, args, message):
+    res = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(groupvit_dir), "-l", "a,b", *args])
+    assert res.exit_code == 2
+    assert message in res.stderr
+
+
+def test_no_background_option_labels_every_pixel(groupvit_dir, images):
+    from clipkit.methods.group import group, load_group_model
+
+    model = load_group_model(str(groupvit_dir))
+    [res] = group(str(images / "scene0.png"), "red circle,blue circle", model=model, bg_thresh=None)
+    assert (res.label_map > 0).all()
+    assert res.extras["stage1"].shape == res.label_map.shape == (48, 64)
+
+
+def test_eval_group_reports_miou_and_purity(groupvit_dir, tmp_path):
+    pytest.importorskip("clipkit.world")
+    from clipkit.world.export import export
+
+    data = export(tmp_path / "data", n=3, seed=0, size=64)
+    res = runner.invoke(app, ["eval", "group", str(data), "-m", str(groupvit_dir), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert 0.0 <= result["miou"] <= 1.0 and "background" in result["per_class"]
+    assert set(result["purity"]) == {"stage1", "stage2"} and result["n_images"] == 3
+
+
+def test_fallback_groups_with_a_plain_open_clip_model(tiny_model_dir, images, tmp_path):
+    """Any open_clip ViT works: training-free grouping of its dense patch embeddings, same outputs."""
+    out = tmp_path / "fb"
+    res = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(tiny_model_dir), "-l",
+                              "red circle,blue circle", "--groups", "8,3", "-d", str(out), "-f", "jsonl"])
+    assert res.exit_code == 0, res.output
+    [line] = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    assert line["method"].startswith("dense-grouping")
+    assert 1 <= line["stages"][1] <= 3 and line["stages"][1] <= line["stages"][0] <= 8
+    for suffix in ("", "_overlay", "_stage1", "_stage2"):
+        assert Image.open(out / f"scene0{suffix}.png").size == (64, 48)
+    bad = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(tiny_model_dir), "-l", "a,b",
+                              "--groups", "3,8"])
+    assert bad.exit_code == 2 and "--groups" in bad.stderr

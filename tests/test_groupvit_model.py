@@ -1,0 +1,167 @@
+"""GroupViT architecture and losses: grouping behaviour, gradients, shapes, loss definitions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig, from_hf_config, to_hf_config
+from clipkit.groupvit.layers import gumbel_softmax, straight_through
+from clipkit.groupvit.losses import image_text_contrastive, multi_label_contrastive
+from clipkit.groupvit.model import GroupViT
+
+
+def tiny(**vision) -> GroupViT:
+    v = {"image_size": 32, "patch_size": 4, "width": 32, "depths": (1, 1, 1), "num_heads": (2, 2, 2),
+         "num_group_tokens": (8, 4, 0), "num_output_groups": (8, 4), "drop_path_rate": 0.0, **vision}
+    cfg = GroupViTConfig(vision=VisionConfig(**v), text=TextConfig(context_length=16, width=32, layers=1, heads=2),
+                         projection_dim=16, projection_inner_dim=32)
+    torch.manual_seed(0)
+    return GroupViT(cfg)
+
+
+def test_official_defaults():
+    cfg = GroupViTConfig()
+    assert cfg.vision.num_group_tokens == (64, 8, 0) and cfg.vision.num_output_groups == (64, 8)
+    assert cfg.vision.depths == (6, 3, 3) and cfg.vision.width == 384 and cfg.vision.patch_size == 16
+    assert cfg.text.width == 256 and cfg.text.layers == 12 and cfg.projection_dim == 256
+    assert cfg.contrast_temperature == 0.07 and cfg.multi_label == 3
+    assert math.isclose(tiny().logit_scale.exp().item(), 1 / 0.07, rel_tol=1e-6)
+
+
+def test_straight_through_is_one_hot_forward_soft_backward():
+    logits = torch.randn(2, 5, 7, requires_grad=True)
+    y = straight_through(logits.softmax(dim=1), dim=1)
+    assert torch.equal(y.sum(dim=1), torch.ones(2, 7))
+    assert set(y.detach().unique().tolist()) <= {0.0, 1.0}
+    (y * torch.randn_like(y)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_gumbel_softmax_samples_vary_but_stay_one_hot():
+    torch.manual_seed(0)
+    logits = torch.zeros(1, 4, 200)  # uniform: Gumbel noise alone decides
+    a = gumbel_softmax(logits, dim=1)
+    b = gumbel_softmax(logits, dim=1)
+    assert torch.equal(a.sum(dim=1), torch.ones(1, 200))
+    assert (a.argmax(dim=1) != b.argmax(dim=1)).float().mean() > 0.5
+    counts = torch.bincount(a.argmax(dim=1).flatten(), minlength=4)
+    assert counts.min() > 20  # all four groups get picked
+
+
+def test_grouping_stages_shapes_and_hard_assignment():
+    model = tiny().eval()
+    out = model.img_encoder(torch.randn(2, 3, 32, 32))
+    assert out.grid == (8, 8)
+    assert [s.shape for s in out.soft] == [torch.Size([2, 8, 64]), torch.Size([2, 4, 8])]
+    for hard, soft in zip(out.hard, out.soft, strict=True):
+        assert torch.equal(hard.sum(dim=1), torch.ones_like(hard.sum(dim=1)))  # each token -> exactly one group
+        torch.testing.assert_close(soft.sum(dim=1), torch.ones_like(soft.sum(dim=1)))
+        assert torch.equal(hard.argmax(dim=1), soft.argmax(dim=1))  # eval: hard = argmax of the soft map
+    assert out.tokens.shape == (2, 4, 32)
+
+
+def test_training_is_stochastic_and_gradients_reach_the_assignment():
+    model = tiny().train()
+    x = torch.randn(2, 3, 32, 32)
+    a = model.img_encoder(x).hard[0].argmax(dim=1)
+    b = model.img_encoder(x).hard[0].argmax(dim=1)
+    assert not torch.equal(a, b)  # Gumbel noise while training
+    model.zero_grad()
+    model.encode_image(x).pow(2).sum().backward()
+    q = model.img_encoder.layers[0].downsample.assign.q_proj.weight.grad
+    assert q is not None and q.abs().sum() > 0  # straight-through: the hard argmax still passes gradients
+    model.eval()
+    e1, e2 = model.encode_image(x), model.encode_image(x)
+    assert torch.equal(e1, e2)
+
+
+def test_other_input_sizes_interpolate_positions():
+    model = tiny().eval()
+    out = model.img_encoder(torch.randn(1, 3, 48, 32))
+    assert out.grid == (12, 8) and out.soft[0].shape == (1, 8, 96)
+
+
+def test_text_pools_at_eot_and_ignores_padding():
+    model = tiny().eval()
+    ids = torch.zeros(2, 16, dtype=torch.long)
+    ids[:, :4] = torch.tensor([49406, 320, 736, 49407])
+    ids[1, 4:] = 5  # tokens after EOT cannot influence it under the causal mask
+    a, b = model.encode_text(ids)
+    torch.testing.assert_close(a, b)
+
+
+def test_hf_config_round_trip():
+    cfg = tiny().cfg
+    back = from_hf_config(to_hf_config(cfg))
+    assert back.vision == VisionConfig(**{**cfg.vision.__dict__, "drop_path_rate": 0.0})
+    assert back.text == cfg.text and back.projection_dim == cfg.projection_dim
+
+
+def test_image_text_contrastive_matches_definition():
+    torch.manual_seed(0)
+    img, txt = torch.randn(4, 8), torch.randn(4, 8)
+    scale = torch.tensor(math.log(10.0))
+    logits = F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T * 10.0
+    ref = 0.5 * (F.cross_entropy(logits, torch.arange(4)) + F.cross_entropy(logits.T, torch.arange(4)))
+    torch.testing.assert_close(image_text_contrastive(img, txt, scale), ref)
+    # the temperature is clamped at 100 as in the official code
+    big = image_text_contrastive(img, txt, torch.tensor(10.0))
+    torch.testing.assert_close(big, image_text_contrastive(img, txt, torch.tensor(math.log(100.0))))
+
+
+def test_multi_label_contrastive_matches_brute_force():
+    torch.manual_seed(1)
+    b, k = 3, 2
+    img, prm = torch.randn(b, 8), torch.randn(b, k, 8)
+    scale = torch.tensor(math.log(5.0))
+    i, t = F.normalize(img, dim=-1), F.normalize(prm, dim=-1).reshape(b * k, 8)
+    logits = i @ t.T * 5.0
+    loss_i = 0.0
+    for r in range(b):  # image r: soft target 1/k on each of its own prompts
+        logp = logits[r].log_softmax(dim=0)
+        loss_i = loss_i - logp[r * k:(r + 1) * k].mean()
+    loss_t = 0.0
+    for c in range(b * k):  # prompt c: its own image
+        loss_t = loss_t - logits[:, c].log_softmax(dim=0)[c // k]
+    ref = 0.5 * (loss_i / b + loss_t / (b * k))
+    torch.testing.assert_close(multi_label_contrastive(img, prm, scale), ref)
+
+
+def test_losses_prefer_matching_pairs():
+    torch.manual_seed(2)
+    img = torch.randn(6, 16)
+    good = image_text_contrastive(img, img + 0.01 * torch.randn(6, 16), torch.tensor(math.log(50.0)))
+    bad = image_text_contrastive(img, torch.randn(6, 16), torch.tensor(math.log(50.0)))
+    assert good < 0.1 < bad
+
+
+@pytest.mark.parametrize("bad", [{"num_group_tokens": (8, 4, 2)}, {"num_output_groups": (8,)},
+                                 {"image_size": 30}])
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        tiny(**bad)
+
+
+def test_group_noun_loss_rewards_one_group_per_object():
+    from clipkit.groupvit.losses import group_noun_contrastive
+
+    torch.manual_seed(0)
+    t = F.normalize(torch.randn(6, 16), dim=-1)  # six noun embeddings
+    ids = torch.tensor([[0, 1, -1], [2, 3, 4], [5, 0, -1]])  # -1: caption padding, ignored
+    prompts = torch.stack([t[[0, 1, 0]], t[[2, 3, 4]], t[[5, 0, 5]]])
+    specialised = 0.01 * torch.randn(3, 4, 16)
+    for b, row in enumerate(ids.tolist()):
+        for g, noun in enumerate(n for n in row if n >= 0):
+            specialised[b, g] += t[noun]
+    collapsed = torch.stack([prompts[b][ids[b] >= 0].mean(0).expand(4, 16) for b in range(3)])
+    scale = torch.tensor(math.log(10.0))
+    good = group_noun_contrastive(specialised, prompts, ids, scale)
+    bad = group_noun_contrastive(collapsed, prompts, ids, scale)
+    assert good < 0.5 * bad
+    # only padding: no signal, no NaN
+    none = group_noun_contrastive(specialised, prompts, torch.full((3, 3), -1), scale)
+    assert none.item() == 0.0
