@@ -100,6 +100,8 @@ def train_clip(
     from clipkit.world.card import build
     from clipkit.world.train_clip import TrainClipConfig
 
+    if init is not None and not (init / "open_clip_model.safetensors").is_file():
+        raise _usage_error(f"--init {init}: no open_clip_model.safetensors there (give a train-clip output folder)")
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pool_size": pool_size,
              "threads": threads, "max_minutes": max_minutes, "mil_weight": mil_weight,
              "word_weight": word_weight, "init": str(init) if init else None}
