@@ -60,7 +60,8 @@ def main() -> None:
             res = {"config": text or "defaults", **evaluate_grounding(data, model, **cfg)}
             rows.append(res)
             print(json.dumps(res), flush=True)
-    print(f"\nmodel {args.model}, {rows[0]['images']} held-out scenes (seed {args.seed}, {args.size} px), "
+    print(f"\nmodel {args.model}, {rows[0]['images']} held-out scenes "
+          f"({args.data or f'seed {args.seed}, {args.size} px'}), "
           f"{rows[0]['expressions']} expressions ({rows[0]['distractor_cases']} with a distractor), "
           f"{platform.machine()}, torch threads {args.threads}\n")
     print("| config | accuracy | distractor | no distractor | ms/phrase |")
