@@ -59,15 +59,17 @@ def main() -> None:
         candidates["CLIPasso sketch"] = out.points
         seconds.append(out.seconds)
         iterations.append(out.iterations)
+        guesses = []
         for name, thing in candidates.items():
             if isinstance(thing, np.ndarray):
                 with torch.no_grad():
                     alpha = renderer.render(torch.from_numpy(thing), opts.width, opts.canvas, opts.canvas)
                 thing = to_image(alpha)
-            scores = loss_fn.embedding(thing) @ text.T
-            hits[name] += int(int(scores.argmax()) == truth)
-        print(f"scene {i}: {scene.objects[0].shape:8s} sketch → {SHAPES[int(scores.argmax())]:8s} "
-              f"({out.seconds:.0f} s, {out.iterations} it)", flush=True)
+            guess = int((loss_fn.embedding(thing) @ text.T).argmax())
+            hits[name] += int(guess == truth)
+            guesses.append(SHAPES[guess])
+        print(f"scene {i}: {scene.objects[0].shape:8s} → original / random / initial / sketch: "
+              f"{' / '.join(guesses)} ({out.seconds:.0f} s, {out.iterations} it)", flush=True)
     n = args.scenes
     print(f"\n{n} one-object scenes (seed {args.seed}), canvas {opts.canvas}, {opts.strokes} strokes, "
           f"≤{opts.iterations} it × {opts.seeds} seed(s), threads {torch.get_num_threads()}")
