@@ -144,3 +144,24 @@ def test_losses_prefer_matching_pairs():
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         tiny(**bad)
+
+
+def test_group_noun_loss_rewards_one_group_per_object():
+    from clipkit.groupvit.losses import group_noun_contrastive
+
+    torch.manual_seed(0)
+    t = F.normalize(torch.randn(6, 16), dim=-1)  # six noun embeddings
+    ids = torch.tensor([[0, 1, -1], [2, 3, 4], [5, 0, -1]])  # -1: caption padding, ignored
+    prompts = torch.stack([t[[0, 1, 0]], t[[2, 3, 4]], t[[5, 0, 5]]])
+    specialised = 0.01 * torch.randn(3, 4, 16)
+    for b, row in enumerate(ids.tolist()):
+        for g, noun in enumerate(n for n in row if n >= 0):
+            specialised[b, g] += t[noun]
+    collapsed = torch.stack([prompts[b][ids[b] >= 0].mean(0).expand(4, 16) for b in range(3)])
+    scale = torch.tensor(math.log(10.0))
+    good = group_noun_contrastive(specialised, prompts, ids, scale)
+    bad = group_noun_contrastive(collapsed, prompts, ids, scale)
+    assert good < 0.5 * bad
+    # only padding: no signal, no NaN
+    none = group_noun_contrastive(specialised, prompts, torch.full((3, 3), -1), scale)
+    assert none.item() == 0.0

@@ -40,3 +40,33 @@ def multi_label_contrastive(image: Tensor, prompts: Tensor, logit_scale: Tensor)
     target_txt = torch.arange(b, device=image.device).repeat_interleave(k)
     loss_txt = F.cross_entropy(logits_txt, target_txt)
     return 0.5 * (loss_img + loss_txt)
+
+
+def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, logit_scale: Tensor) -> Tensor:
+    """Group-level multi-label contrastive loss (an addition of clipkit's, NOT in the official GroupViT).
+
+    ``groups [B, G, D]`` projected final segment tokens, ``prompts [B, K, D]`` the noun prompts, ``noun_ids
+    [B, K]`` int64 noun identity of each prompt (-1 = padding with the caption: ignored). For every real prompt
+    (anchor), the image's best-matching group (argmax, no gradient through the choice) must pick that noun out
+    of all real prompts of the batch, including the other nouns of the *same* image; prompts naming the same
+    noun (any template, any image) are all positives. A single group holding the whole image cannot prefer one
+    of its image's nouns over another, so the loss rewards one group per object, which the image-level
+    losses alone did not (they collapsed to 1-2 groups in our CPU budget, see docs/group.md).
+    """
+    b = groups.shape[0]
+    k = prompts.shape[1]
+    ids = noun_ids.reshape(-1)
+    valid = ids >= 0
+    if not bool(valid.any()):
+        return groups.sum() * 0.0
+    gn = F.normalize(groups, dim=-1)
+    tn = F.normalize(prompts, dim=-1).reshape(b * k, -1)[valid]  # [M, D]
+    vid = ids[valid]  # [M]
+    logits = torch.einsum("bgd,md->bgm", gn, tn) * _scale(logit_scale)  # [B, G, M]
+    owner = torch.arange(b, device=groups.device).repeat_interleave(k)[valid]  # image of each anchor
+    anchor_logits = logits[owner, :, torch.arange(len(vid), device=groups.device)]  # [M, G]
+    best = anchor_logits.detach().argmax(dim=-1)  # [M]
+    rows = logits[owner, best]  # [M, M]: the chosen group vs every real prompt
+    target = (vid[:, None] == vid[None, :]).to(rows.dtype)
+    target = target / target.sum(dim=-1, keepdim=True)
+    return torch.sum(-target * F.log_softmax(rows, dim=-1), dim=-1).mean()

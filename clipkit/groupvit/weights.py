@@ -216,13 +216,16 @@ def load_nvlabs_pth(path: str | Path, cfg: GroupViTConfig | None = None) -> Grou
     return _load_into(GroupViT(cfg), sd, str(path))
 
 
-def save_hf_dir(model: GroupViT, path: str | Path) -> None:
-    """Write ``model`` in the Hugging Face port's layout (config.json, preprocessor_config.json, safetensors)."""
+def save_hf_dir(model: GroupViT, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
+    """Write ``model`` in the Hugging Face port's layout (config.json, preprocessor_config.json, safetensors).
+
+    ``dtype`` applies to floating-point tensors (float16 halves the file; loading casts back to float32)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    sd = {k: v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu()
+          for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     hf = ours_to_hf(sd)
     tmp = path / "model.safetensors.tmp"
     save_file(hf, str(tmp), metadata={"format": "pt"})
