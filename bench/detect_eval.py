@@ -60,11 +60,12 @@ def main() -> None:
         rows = []
         for path in args.paths.split(","):
             t0 = time.perf_counter()
-            res = evaluate_detection(data, model, path=path, **extra)
+            res = evaluate_detection(data, model, limit=args.n, path=path, **extra)
             res["wall_s"] = round(time.perf_counter() - t0, 1)
             rows.append(res)
             print(json.dumps(res), flush=True)
-    print(f"\nmodel {args.model}, {rows[0]['images']} held-out scenes (seed {args.seed}, {args.size} px), "
+    print(f"\nmodel {args.model}, {rows[0]['images']} held-out scenes "
+          f"({args.data or f'seed {args.seed}, {args.size} px'}), "
           f"options {extra or 'defaults'}, {platform.machine()}, torch threads {args.threads}\n")
     print("| path | AP | AP50 | AP75 | ms/image | of which proposals | detections/image |")
     print("|---|---|---|---|---|---|---|")

@@ -57,10 +57,11 @@ def main() -> None:
         data = args.data or export(Path(tmp) / "data", n=args.n, seed=args.seed, size=args.size)
         for text in args.configs:
             cfg = parse_config(text)
-            res = {"config": text or "defaults", **evaluate_grounding(data, model, **cfg)}
+            res = {"config": text or "defaults", **evaluate_grounding(data, model, limit=args.n, **cfg)}
             rows.append(res)
             print(json.dumps(res), flush=True)
-    print(f"\nmodel {args.model}, {rows[0]['images']} held-out scenes (seed {args.seed}, {args.size} px), "
+    print(f"\nmodel {args.model}, {rows[0]['images']} held-out scenes "
+          f"({args.data or f'seed {args.seed}, {args.size} px'}), "
           f"{rows[0]['expressions']} expressions ({rows[0]['distractor_cases']} with a distractor), "
           f"{platform.machine()}, torch threads {args.threads}\n")
     print("| config | accuracy | distractor | no distractor | ms/phrase |")

@@ -16,18 +16,19 @@ import argparse
 import numpy as np
 import torch
 
+from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso.init import random_walk_strokes
+from clipkit.clipasso.loss import SketchLoss
+from clipkit.clipasso.optimize import initial_strokes, start_distribution, target_tensor
 from clipkit.prompts import text_embeddings
 from clipkit.registry import load_model
 from clipkit.render import get_renderer, to_image
-from clipkit.sketch import SketchOptions, sketch_image
-from clipkit.sketch.init import random_walk_strokes
-from clipkit.sketch.loss import SketchLoss
-from clipkit.sketch.optimize import initial_strokes, start_distribution, target_tensor
 from clipkit.world.scenes import SHAPES, SceneConfig, generate_scene
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="shapes-clip", help="the bundled model, or a folder in its layout")
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--iterations", type=int, default=300)
@@ -36,7 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    loaded = load_model("shapes-clip", device="cpu")
+    loaded = load_model(args.model, device="cpu")
     text = text_embeddings(loaded, list(SHAPES))
     renderer = get_renderer("torch")
     opts = SketchOptions(iterations=args.iterations, seeds=args.seeds, canvas=args.canvas)
@@ -58,15 +59,17 @@ def main() -> None:
         candidates["CLIPasso sketch"] = out.points
         seconds.append(out.seconds)
         iterations.append(out.iterations)
+        guesses = []
         for name, thing in candidates.items():
             if isinstance(thing, np.ndarray):
                 with torch.no_grad():
                     alpha = renderer.render(torch.from_numpy(thing), opts.width, opts.canvas, opts.canvas)
                 thing = to_image(alpha)
-            scores = loss_fn.embedding(thing) @ text.T
-            hits[name] += int(int(scores.argmax()) == truth)
-        print(f"scene {i}: {scene.objects[0].shape:8s} sketch → {SHAPES[int(scores.argmax())]:8s} "
-              f"({out.seconds:.0f} s, {out.iterations} it)", flush=True)
+            guess = int((loss_fn.embedding(thing) @ text.T).argmax())
+            hits[name] += int(guess == truth)
+            guesses.append(SHAPES[guess])
+        print(f"scene {i}: {scene.objects[0].shape:8s} → original / random / initial / sketch: "
+              f"{' / '.join(guesses)} ({out.seconds:.0f} s, {out.iterations} it)", flush=True)
     n = args.scenes
     print(f"\n{n} one-object scenes (seed {args.seed}), canvas {opts.canvas}, {opts.strokes} strokes, "
           f"≤{opts.iterations} it × {opts.seeds} seed(s), threads {torch.get_num_threads()}")

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import torch
 
+from clipkit.clipasso.init import random_walk_strokes
 from clipkit.render import get_renderer
-from clipkit.sketch.init import random_walk_strokes
 
 
 def strokes(n: int, size: int, radius: float, seed: int) -> torch.Tensor:

@@ -17,9 +17,9 @@ import time
 
 import torch
 
+from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso.optimize import initial_strokes, optimise_seed, start_distribution, target_tensor
 from clipkit.registry import load_model
-from clipkit.sketch import SketchOptions, sketch_image
-from clipkit.sketch.optimize import initial_strokes, optimise_seed, start_distribution, target_tensor
 from clipkit.world.scenes import SceneConfig, generate_scene
 
 
@@ -60,11 +60,13 @@ def main() -> None:
         loaded = _load(spec)
         rate, setup = steady_rate(loaded, image, args.iterations)
         estimate = 3 * 2001 / rate
-        finished = "—"
+        row = f"| {spec} | {rate:.2f} | {1 / rate:.3f} | {setup:.1f} | {estimate / 60:.0f} min |"
+        print(row + " —" if spec not in full else row, flush=True)
         if spec in full:
             out = sketch_image(image, loaded, SketchOptions())
-            finished = f"{out.seconds:.0f} s (winning seed stopped at {out.iterations} it)"
-        print(f"| {spec} | {rate:.2f} | {1 / rate:.3f} | {setup:.1f} | {estimate / 60:.0f} min | {finished} |")
+            seeds = ", ".join(f"{s}: {v:.4f}" for s, v in out.seed_losses.items())
+            print(f"|   (finished) | | | | | {out.seconds:.0f} s; kept seed {out.seed} ran {out.iterations} it; "
+                  f"losses {seeds} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -337,6 +337,9 @@ def sliding_logits(
     boxes = sorted({(y, x) for y in ys for x in xs})
     pad_h, pad_w = (-ch) % patch[0], (-cw) % patch[1]
     top, left = pad_h // 2, pad_w // 2
+    if len(boxes) == 1 and not (pad_h or pad_w):  # one window covering the image: no accumulation needed
+        logits = crop_fn(pixels).float()
+        return F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)[0]
     total: torch.Tensor | None = None
     count = torch.zeros(1, H, W, device=pixels.device)
     for i in range(0, len(boxes), batch):

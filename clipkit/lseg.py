@@ -5,23 +5,29 @@ Follows isl-org/lang-seg (``modules/models/lseg_net.py``, ``lseg_blocks.py``; re
 * hooks on four evenly spaced blocks of the frozen image tower (ViT-B/32: blocks 2, 5, 8, 11; ViT-L/16:
   5, 11, 17, 23) — here ``L/4-1, L/2-1, 3L/4-1, L-1`` for an ``L``-block tower;
 * DPT "reassemble": readout ``project`` (each patch token concatenated with the CLS token → Linear → GELU),
-  tokens → ``[width, h, w]``, a 1×1 conv to ``dims[i]`` and resampling to 4×, 2×, 1×, ½× the patch grid,
-  then a 3×3 conv to ``features`` channels;
+  tokens → ``[width, h, w]``, a 1×1 conv to ``dims[i]`` and resampling (transposed conv up, strided conv
+  down) to ¼, ⅛, 1/16, 1/32 of the input resolution (ViT-L/16: 4×, 2×, 1×, ½× the patch grid), then a
+  3×3 conv to ``features`` channels;
 * four RefineNet fusion blocks (two residual conv units with batch norm, bilinear ×2 with
   ``align_corners=True``, 1×1 output conv), deepest first;
-* ``head1``: a 1×1 conv to the CLIP embedding dimension ``C``; per-pixel features and text embeddings are
+* the fused features end at half the input resolution; ``head1``: a 1×1 conv to the CLIP embedding dimension
+  ``C``; per-pixel features and text embeddings are
   L2-normalised, their dot product (C → N channels) is multiplied by the fixed ``1/0.07`` (lang-seg builds
   ``logit_scale`` as ``Parameter(log(1/0.07)).exp()``, a constant), then bilinear ×2 (``align_corners=True``);
 * trained with pixel-wise cross-entropy over those logits, text encoder frozen.
 
 Deviations (small model, CPU): ``features`` and ``dims`` are much smaller than DPT's 256 / [256, 512, 1024,
-1024]; each fusion block upsamples to the next skip's exact size instead of a fixed ×2 (odd patch grids); the
-final output is resized to the input crop (which ×2 reaches only for patch 16).
+1024]; the reassembly factors are the powers of two nearest to ``patch/4, patch/8, patch/16, patch/32`` (lang-seg
+fixes 4, 2, 1, ½ for every backbone; for the patch-8 shapes-clip that would decode at twice the input
+resolution); each fusion block upsamples to the next skip's exact size instead of a fixed ×2 (odd patch grids);
+the output is resized to the input crop when ×2 does not land on it exactly.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,15 +54,33 @@ class LSegConfig:
     hooks: list[int] = field(default_factory=list)  # 0-based block indices
     features: int = 32
     dims: list[int] = field(default_factory=lambda: [32, 32, 64, 64])
+    factors: list[float] = field(default_factory=lambda: [4.0, 2.0, 1.0, 0.5])  # resampling of each hook
     clip_model: str = ""  # the model spec it was trained for, e.g. "shapes-clip"
     background: list[str] = field(default_factory=lambda: ["background"])  # label(s) trained as background
     templates: str | None = None  # template set the text embeddings were built with
     meta: dict = field(default_factory=dict)  # training facts (steps, data, wall time, metrics)
 
     @staticmethod
+    def default_factors(patch: int) -> list[float]:
+        """Resampling factors putting the hooks at ¼ … 1/32 of the input: powers of two nearest patch/4 …."""
+        first = 2.0 ** round(math.log2(max(patch, 1) / 4))
+        return [first / 2**i for i in range(4)]
+
+    @staticmethod
     def default_hooks(layers: int) -> list[int]:
         """``L/4-1, L/2-1, 3L/4-1, L-1`` (lang-seg's 2, 5, 8, 11 for 12 blocks); repeats for towers under 4."""
         return [max(0, round(layers * f) - 1) for f in (0.25, 0.5, 0.75, 1.0)]
+
+
+def _resample(width: int, dim: int, factor: float) -> nn.Sequential:
+    """DPT's per-hook projection: 1×1 conv to ``dim``, then ×factor (transposed conv up, strided 3×3 down)."""
+    layers: list[nn.Module] = [nn.Conv2d(width, dim, 1)]
+    if factor > 1:
+        k = round(factor)
+        layers.append(nn.ConvTranspose2d(dim, dim, k, stride=k))
+    elif factor < 1:
+        layers.append(nn.Conv2d(dim, dim, 3, stride=round(1 / factor), padding=1))
+    return nn.Sequential(*layers)
 
 
 class _Readout(nn.Module):
@@ -111,19 +135,14 @@ class LSegHead(nn.Module):
         self.cfg = cfg
         w = cfg.width
         self.readouts = nn.ModuleList([_Readout(w) for _ in range(4)])
-        d1, d2, d3, d4 = cfg.dims
-        self.post = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(w, d1, 1), nn.ConvTranspose2d(d1, d1, 4, stride=4)),
-            nn.Sequential(nn.Conv2d(w, d2, 1), nn.ConvTranspose2d(d2, d2, 2, stride=2)),
-            nn.Sequential(nn.Conv2d(w, d3, 1)),
-            nn.Sequential(nn.Conv2d(w, d4, 1), nn.Conv2d(d4, d4, 3, stride=2, padding=1)),
-        ])
+        self.post = nn.ModuleList([_resample(w, d, f) for d, f in zip(cfg.dims, cfg.factors, strict=True)])
         self.rn = nn.ModuleList([nn.Conv2d(d, cfg.features, 3, padding=1, bias=False) for d in cfg.dims])
         self.fusion = nn.ModuleList([_Fusion(cfg.features) for _ in range(4)])
         self.head1 = nn.Conv2d(cfg.features, cfg.out_dim, 1)
 
     def forward(self, hooked: list[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
-        """Hooked outputs (4 × ``[B, 1+h*w, width]``) → unnormalised pixel embeddings ``[B, C, 8h, 8w]``."""
+        """Hooked outputs (4 × ``[B, 1+h*w, width]``) → unnormalised pixel embeddings at twice the first
+        level's resolution, ``[B, C, 2·f₁·h, 2·f₁·w]`` (half the input for patch 8 and 16)."""
         h, w = grid
         feats = []
         for x, readout, post, rn in zip(hooked, self.readouts, self.post, self.rn, strict=True):
@@ -133,7 +152,7 @@ class LSegHead(nn.Module):
         p = self.fusion[3](l4, None, l3.shape[-2:])
         p = self.fusion[2](p, l3, l2.shape[-2:])
         p = self.fusion[1](p, l2, l1.shape[-2:])
-        p = self.fusion[0](p, l1, (8 * h, 8 * w))
+        p = self.fusion[0](p, l1, (2 * l1.shape[-2], 2 * l1.shape[-1]))
         return self.head1(p)
 
 
@@ -192,6 +211,7 @@ def new_head(model: Any, *, clip_model: str = "", features: int = 32,
     out_dim = visual.proj.shape[1] if visual.proj is not None else visual.transformer.width
     cfg = LSegConfig(width=visual.transformer.width, out_dim=int(out_dim), layers=layers,
                      hooks=LSegConfig.default_hooks(layers), features=features,
+                     factors=LSegConfig.default_factors(dense.patch_grid(model)[0]),
                      dims=dims or [32, 32, 64, 64], clip_model=clip_model)
     return LSegHead(cfg)
 
@@ -251,9 +271,15 @@ def load_head(spec: str | Path, model: Any | None = None) -> LSegHead:
         ):
             raise ModelError(
                 f"LSeg head {str(spec)!r} was trained for {cfg.clip_model or 'another model'} and does not "
-                "fit "
-                "this model's image tower; pass the matching --model"
+                "fit this model's image tower; pass the matching --model"
             )
+        trained_on = cfg.meta.get("clip_identity")
+        identity = getattr(model, "identity", None)
+        if trained_on and identity and trained_on != identity:
+            # same architecture, other weights: the head still runs but its features no longer line up
+            logging.getLogger("clipkit").warning(
+                "LSeg head %s was trained on other weights of %s than the ones loaded; retrain it with "
+                "'clipkit world train-lseg' for this model", spec, cfg.clip_model or "this model")
         device = getattr(model, "device", None) or next(dense._clip_module(model).parameters()).device
         head = head.to(device)
     return head.eval()

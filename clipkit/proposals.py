@@ -98,13 +98,14 @@ def selective_search(image: Image.Image | np.ndarray, *, mode: str = "fast", max
     return boxes.astype(np.float32)
 
 
-def boxes_from_score_maps(score_maps: Any, *, threshold: float = 0.3, dilate: int = 0,
-                          min_area: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def boxes_from_score_maps(score_maps: Any, *, threshold: float = 0.3, dilate: int = 0, min_area: float = 0.0,
+                          n_labels: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Connected-component boxes of per-label score maps.
 
     ``score_maps``: ``[N, H, W]`` scores (probabilities, e.g. a softmax over labels) at the original image
     size, numpy or torch. For each label k, mask_k = (argmax == k) & (score_k >= threshold); each 8-connected
-    component of mask_k gives one box.
+    component of mask_k gives one box. ``n_labels``: only the first ``n_labels`` channels are labels; the rest
+    are background channels that win pixels in the arg-max but give no boxes (ClearCLIP-style background).
 
     Returns ``(boxes [K,4] float32 XYXY px, scores [K] float32 mean score inside the component,
     labels [K] int64)``.
@@ -121,7 +122,7 @@ def boxes_from_score_maps(score_maps: Any, *, threshold: float = 0.3, dilate: in
     best = maps.max(0)
     kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None
     out_boxes, out_scores, out_labels = [], [], []
-    for k in range(maps.shape[0]):
+    for k in range(maps.shape[0] if n_labels is None else min(n_labels, maps.shape[0])):
         mask = ((arg == k) & (best >= threshold)).astype(np.uint8)
         if not mask.any():
             continue
@@ -170,13 +171,16 @@ def _make_config(cfg: dict[str, Any]) -> ProposalConfig:
 
 
 def propose(image: Image.Image | np.ndarray, *, model: Any = None, score_maps: Any = None,
-            text_emb: Any = None, labels: Sequence[str] | None = None, **cfg: Any) -> np.ndarray:
+            text_emb: Any = None, labels: Sequence[str] | None = None, n_labels: int | None = None,
+            **cfg: Any) -> np.ndarray:
     """Class-agnostic proposals for one image: ``[K, 4]`` float32 XYXY in pixels of the original image.
 
     ``score_maps``: optional ``[N, H, W]`` per-label scores (probabilities) at the image size. Without them,
     but with ``model`` (a ``LoadedModel``) and ``text_emb`` ``[N, D]`` or ``labels``, the maps are computed
     with :func:`clipkit.dense.dense_logits` + softmax over labels. ``cfg`` overrides any
-    :class:`ProposalConfig` field (unknown names raise ``ValueError``). The result can be empty ``[0, 4]``.
+    :class:`ProposalConfig` field (unknown names raise ``ValueError``). ``n_labels``: channels past the first
+    ``n_labels`` of ``score_maps`` are background (they win pixels but give no boxes). The result can be
+    empty ``[0, 4]``.
     """
     conf = _make_config(cfg)
     rgb = _to_rgb_array(image)
@@ -190,7 +194,7 @@ def propose(image: Image.Image | np.ndarray, *, model: Any = None, score_maps: A
             raise ValueError(f"score_maps are {tuple(score_maps.shape[-2:])} (H, W) but the image is "
                              f"{size[1]}x{size[0]}; resize the maps to the image first")
         b, s, _ = boxes_from_score_maps(score_maps, threshold=conf.score_threshold,
-                                        dilate=conf.score_map_dilate)
+                                        dilate=conf.score_map_dilate, n_labels=n_labels)
         parts.append(b)
         prios.append(1.0 + s)  # score-map boxes outrank every selective-search box
     if conf.use_selective_search:

@@ -85,3 +85,14 @@ def test_unknown_option_is_a_clear_error():
 def test_blank_image_gives_no_boxes():
     boxes = propose(Image.new("RGB", (64, 64), (128, 128, 128)))
     assert boxes.shape == (0, 4)
+
+
+def test_background_channels_win_pixels_but_give_no_boxes():
+    maps = np.zeros((2, 50, 50), np.float32)
+    maps[0, 5:15, 5:15] = 0.9  # label
+    maps[1] = 0.5  # background channel everywhere
+    maps[1, 5:15, 5:15] = 0.1
+    maps[0, 30:40, 30:40] = 0.4  # label below the background there: no box
+    boxes, _, labels = boxes_from_score_maps(maps, threshold=0.3, n_labels=1)
+    np.testing.assert_allclose(boxes, [[5, 5, 15, 15]])
+    assert labels.tolist() == [0]

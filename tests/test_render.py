@@ -137,16 +137,29 @@ def test_diffvg_not_installed_is_a_clean_error():
 def test_diffvg_agrees_with_torch():
     g = torch.Generator().manual_seed(1)
     pts = torch.rand(16, 1, 2, generator=g) * 200 + 12 + torch.randn(16, 4, 2, generator=g) * 15
-    weights = torch.rand(224, 224, generator=g)
-    grads, images = [], []
-    for renderer in (TorchRenderer(), get_renderer("diffvg")):
-        p = pts.clone().requires_grad_(True)
-        alpha = renderer.render(p, 3.0, 224, 224)  # the same full width: the adapter halves it for diffvg
-        (alpha * weights).sum().backward()
-        images.append(alpha.detach())
-        grads.append(p.grad.flatten())
-    ours, theirs = images
+    ours = render_alpha(pts, 3.0, 224, 224)
+    theirs = get_renderer("diffvg").render(pts, 3.0, 224, 224)  # same full width: the adapter halves it
     assert (ours - theirs).abs().mean() < 0.01
     assert float(ours.sum()) == pytest.approx(float(theirs.sum()), rel=0.05)
-    # diffvg's gradient is a Monte-Carlo edge-sampling estimate: same direction, not the same numbers
-    assert float(torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)) > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not diffvg_mod.available(), reason="pydiffvg not installed")
+def test_torch_gradient_matches_finite_differences_of_diffvg_images():
+    # diffvg's own autograd gradient is off for some open cubics (e.g. this one); its *images* are the reference.
+    stroke = torch.tensor([[[125.5, 84.4], [117.0, 84.7], [122.7, 99.6], [151.0, 99.9]]])
+    ys, xs = torch.meshgrid(torch.arange(224.0), torch.arange(224.0), indexing="ij")
+    weights = torch.sin(xs / 19) + torch.cos(ys / 27)
+    dv = diffvg_mod.DiffvgRenderer(samples_per_axis=8)
+    p = stroke.clone().requires_grad_(True)
+    (render_alpha(p, 3.0, 224, 224) * weights).sum().backward()
+    fd = []
+    for k in range(8):
+        e = torch.zeros(8)
+        e[k] = 0.5
+        e = e.view(1, 4, 2)
+        up, down = dv.render(stroke + e, 3.0, 224, 224), dv.render(stroke - e, 3.0, 224, 224)
+        fd.append(float(((up - down) * weights).sum()))
+    fd_t = torch.tensor(fd)
+    assert float(torch.nn.functional.cosine_similarity(p.grad.flatten(), fd_t, dim=0)) > 0.98
+    assert torch.allclose(p.grad.flatten(), fd_t, atol=0.25)

@@ -13,12 +13,12 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from clipkit.cli.app import app
+from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso.init import random_walk_strokes, sample_start_points, start_probabilities
+from clipkit.clipasso.loss import SketchLoss
+from clipkit.clipasso.optimize import start_distribution, target_tensor
 from clipkit.render import to_image
 from clipkit.render.torch_raster import render_alpha
-from clipkit.sketch import SketchOptions, sketch_image
-from clipkit.sketch.init import random_walk_strokes, sample_start_points, start_probabilities
-from clipkit.sketch.loss import SketchLoss
-from clipkit.sketch.optimize import start_distribution, target_tensor
 from clipkit.svg import SVG_NS, parse_svg, to_svg
 from clipkit.xdog import xdog
 
@@ -189,3 +189,15 @@ def test_resnet_loss_uses_layer2_and_layer3(tiny_resnet):
     assert torch.allclose(F.normalize(emb, dim=-1), tiny_resnet.encode_image(loss_fn._clean(target)), atol=1e-5)
     out = sketch_image(_disc_image(), tiny_resnet, SketchOptions(strokes=4, iterations=11, seeds=1, canvas=64))
     assert out.points.shape == (4, 4, 2) and np.isfinite(out.loss)
+
+
+def test_python_api_in_memory_and_option_errors(tiny_model):
+    import clipkit
+    from clipkit.errors import UsageError
+
+    outs = clipkit.sketch(_disc_image(48), model=tiny_model, strokes=3, iterations=11, seeds=1, canvas=48)
+    assert len(outs) == 1 and outs[0].points.shape == (3, 4, 2) and outs[0].size == (48, 48)
+    with pytest.raises(UsageError, match="unknown sketch option"):
+        clipkit.sketch(_disc_image(48), model=tiny_model, stroke=3)
+    with pytest.raises(UsageError, match="out_dir"):
+        clipkit.sketch("some/file.png", model=tiny_model)

@@ -165,8 +165,9 @@ def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_em
         patches = dense_patches(model, image, rcfg)  # the one dense forward pass, shared with the fast path
     if cfg.score_map_proposals:
         variant = rcfg.dense_variant or default_variant(model)
-        maps = score_maps_from_patches(model, patches, class_emb[:n_labels], variant, image.size)
-    boxes = propose(image, score_maps=maps, **cfg.proposals)
+        # labels + background prompts: a pixel whose best class is background gives no box (ClearCLIP)
+        maps = score_maps_from_patches(model, patches, class_emb, variant, image.size)
+    boxes = propose(image, score_maps=maps, n_labels=n_labels, **cfg.proposals)
     t1 = time.perf_counter()
     temperature = model.logit_scale if cfg.temperature is None else cfg.temperature
     probs = None

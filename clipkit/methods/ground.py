@@ -37,7 +37,7 @@ from clipkit.phrases import Phrase, parse_phrases
 from clipkit.proposals import ProposalConfig, propose
 from clipkit.regions import RegionConfig, dense_patches, fast_embeddings, image_embeddings, image_tensor
 
-__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "ground", "ground_image", "iter_ground",
+__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "context_views", "ground", "ground_image", "iter_ground",
            "make_config"]
 
 CONTEXTS = ("blur", "grey", "none")
@@ -117,28 +117,29 @@ class Grounding:
         return [self.path, ", ".join(cells[:6]) or "(none)"]
 
 
-def context_images(image: Image.Image, boxes: np.ndarray, mode: str, blur_radius: float) -> list[Image.Image]:
-    """ReCLIP context views: per box, the whole ``image`` with everything outside the box blurred (``"blur"``)
-    or replaced by mid-grey (``"grey"``); ``boxes`` ``[K,4]`` XYXY px."""
-    if mode == "blur":
-        base = image.filter(ImageFilter.GaussianBlur(blur_radius))
-    else:
-        base = Image.new("RGB", image.size, (128, 128, 128))
-    out = []
-    for x0, y0, x1, y1 in np.asarray(boxes, np.float32):
-        view = base.copy()
-        box = (max(0, int(np.floor(x0))), max(0, int(np.floor(y0))),
-               min(image.width, int(np.ceil(x1))), min(image.height, int(np.ceil(y1))))
-        view.paste(image.crop(box), box[:2])
-        out.append(view)
-    return out
+def context_views(model: Any, image: Image.Image, boxes: np.ndarray, mode: str, blur_radius: float
+                  ) -> torch.Tensor:
+    """ReCLIP context views at the model input: ``[K, 3, H, W]`` normalised, one per box ``[K,4]`` XYXY px.
 
-
-def _whole_image_batch(model: Any, views: list[Image.Image]) -> torch.Tensor:
-    """Views resized (stretched) to the model input: ``[K, 3, H, W]`` normalised; the whole view is kept (no
-    centre crop) so nothing outside the box is cut away."""
+    The whole image is stretched to the model input (nothing cut away); outside each box it is replaced by the
+    Gaussian-blurred image (``"blur"``; ``blur_radius`` in original pixels, scaled with the image) or by mid-grey
+    (``"grey"``). Working at the input size keeps this one image-sized blur plus a masked blend per box.
+    """
     h, w = model.image_size
-    return torch.cat([image_tensor(model, v.resize((w, h), Image.BICUBIC)) for v in views])
+    small = image.convert("RGB").resize((w, h), Image.BICUBIC)
+    x = image_tensor(model, small)  # [1, 3, h, w]
+    if mode == "blur":
+        radius = blur_radius * min(w / image.width, h / image.height)
+        base = image_tensor(model, small.filter(ImageFilter.GaussianBlur(radius)))
+    else:
+        base = image_tensor(model, Image.new("RGB", (w, h), (128, 128, 128)))
+    b = torch.as_tensor(np.asarray(boxes, np.float32)).reshape(-1, 4).to(x.device)
+    cx = (torch.arange(w, device=x.device) + 0.5) * (image.width / w)  # input pixel centres, original px
+    cy = (torch.arange(h, device=x.device) + 0.5) * (image.height / h)
+    inside_x = (cx[None] >= b[:, 0:1]) & (cx[None] < b[:, 2:3])  # [K, w]
+    inside_y = (cy[None] >= b[:, 1:2]) & (cy[None] < b[:, 3:4])  # [K, h]
+    mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None].to(x.dtype)  # [K, 1, h, w]
+    return mask * x + (1 - mask) * base
 
 
 @torch.inference_mode()
@@ -154,8 +155,8 @@ def box_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, cfg: Groun
     if cfg.context != "none":
         embs = []
         for i in range(0, len(boxes), cfg.batch_size):
-            views = context_images(image, boxes[i:i + cfg.batch_size], cfg.context, cfg.blur_radius)
-            embs.append(model.encode_image(_whole_image_batch(model, views)).float())
+            views = context_views(model, image, boxes[i:i + cfg.batch_size], cfg.context, cfg.blur_radius)
+            embs.append(model.encode_image(views).float())
         reps.append(F.normalize(torch.cat(embs), dim=-1))
     return reps
 

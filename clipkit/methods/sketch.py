@@ -1,6 +1,6 @@
 """``clipkit sketch``: CLIPasso object sketches (Vinker et al., SIGGRAPH 2022) for a list of images.
 
-For each input image: optimise stroke sketches against the loaded CLIP (:mod:`clipkit.sketch`), keep the best
+For each input image: optimise stroke sketches against the loaded CLIP (:mod:`clipkit.clipasso`), keep the best
 seed, and write ``OUT_DIR/<stem>.svg`` (one cubic-Bézier ``<path>`` per stroke), ``OUT_DIR/<stem>.png`` (the
 rendered canvas, white paper) and, with ``frames``, ``OUT_DIR/<stem>.gif`` (the optimisation every
 ``eval_interval`` steps) — all atomically. One :class:`clipkit.results.Sketch` per image, or an ``ErrorRecord``
@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from clipkit.clipasso import SketchOptions, SketchOutput, sketch_image
 from clipkit.errors import UsageError
 from clipkit.images import as_pil, expand_inputs, iter_images
 from clipkit.registry import LoadedModel, load_model
 from clipkit.results import ErrorRecord, Result, Sketch
 from clipkit.runner import progress
-from clipkit.sketch import SketchOptions, SketchOutput, sketch_image
 from clipkit.svg import to_svg
 from clipkit.writers import atomic_write_text, save_image
 
@@ -112,8 +112,8 @@ def sketch(
 
     ``images``: a path, folder or glob (or a list of them) — then ``out_dir`` is required and one Sketch or
     ErrorRecord per input is returned, with files written — or a PIL image / HWC uint8 array (or a list), for
-    which the in-memory :class:`clipkit.sketch.SketchOutput` objects are returned (and nothing is written).
-    ``options``: any :class:`clipkit.sketch.SketchOptions` field (strokes, iterations, seeds, width, seed, …).
+    which the in-memory :class:`clipkit.clipasso.SketchOutput` objects are returned (and nothing is written).
+    ``options``: any :class:`clipkit.clipasso.SketchOptions` field (strokes, iterations, seeds, width, seed, …).
     """
     loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device)
     opts = make_options(**options)

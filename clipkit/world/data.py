@@ -9,6 +9,7 @@ relation words of the caption). Items are dicts of tensors:
     "caption":   str, e.g. "a red circle left of a blue star" or "red circle and blue star"
     "key":       int, equal for scenes showing the same *set* of categories (multi-positive targets)
     "labels":    float32 [C], multi-hot over CATEGORIES of the objects the caption names
+    "words":     float32 [14], multi-hot over WORDS (colour and shape words) the caption contains
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from clipkit.world.scenes import CATEGORIES, SceneConfig, generate_scene
+from clipkit.world.scenes import CATEGORIES, COLOURS, SHAPES, SceneConfig, generate_scene
 
+WORDS: tuple[str, ...] = (*COLOURS, *SHAPES)  # the caption's content words, for word-level targets
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _FLIP_H = {"left of": "right of", "right of": "left of"}
@@ -136,19 +138,23 @@ class SceneCaptionDataset(Dataset):
         cap = caption_text(self.pool.names[j], rel, rng, p_article=self.p_article, p_relation=self.p_relation)
         labels = torch.zeros(len(CATEGORIES))
         labels[[CATEGORIES.index(n) for n in self.pool.names[j]]] = 1.0
-        return {"image": x, "label_map": lm, "caption": cap, "key": int(self.pool.keys[j]), "labels": labels}
+        words = torch.zeros(len(WORDS))
+        words[[WORDS.index(w) for n in self.pool.names[j] for w in n.split()]] = 1.0
+        return {"image": x, "label_map": lm, "caption": cap, "key": int(self.pool.keys[j]), "labels": labels,
+                "words": words}
 
     def __getitem__(self, i: int) -> dict:
         return self.item(i)
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack tensors, keep captions as a list of str, keys as int64 [B], labels float32 [B, C]."""
+    """Stack tensors, keep captions as a list of str, keys as int64 [B], labels/words float32 [B, C]."""
     return {"image": torch.stack([it["image"] for it in items]),
             "label_map": torch.stack([it["label_map"] for it in items]),
             "caption": [it["caption"] for it in items],
             "key": torch.tensor([it["key"] for it in items], dtype=torch.int64),
-            "labels": torch.stack([it["labels"] for it in items])}
+            "labels": torch.stack([it["labels"] for it in items]),
+            "words": torch.stack([it["words"] for it in items])}
 
 
 def batches(dataset: SceneCaptionDataset, batch_size: int, steps: int, seed: int = 0):

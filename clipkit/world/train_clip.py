@@ -177,19 +177,37 @@ def caption_mil_loss(tokens: torch.Tensor, label_txt: torch.Tensor, labels: torc
 
 
 class MilHead(torch.nn.Module):
-    """Learnable bias of :func:`caption_mil_loss` (kept out of the CLIP so the saved model stays stock)."""
+    """Training-only parameters of the patch losses (kept out of the CLIP so the saved model stays stock):
+    the bias of :func:`caption_mil_loss`, and one free vector + bias per caption word for the word loss."""
 
-    def __init__(self, n_labels: int) -> None:
+    def __init__(self, n_labels: int, n_words: int = 0, dim: int = 0) -> None:
         super().__init__()
         self.bias = torch.nn.Parameter(torch.tensor(-math.log(n_labels)))
+        self.word_vectors = torch.nn.Parameter(torch.randn(n_words, dim) * dim**-0.5)
+        self.word_bias = torch.nn.Parameter(torch.full((n_words,), -math.log(max(n_words, 1))))
+
+
+def caption_word_loss(tokens: torch.Tensor, head: MilHead, words: torch.Tensor, scale: float) -> torch.Tensor:
+    """Which colour/shape words does the caption contain? Predicted from the patches (best patch per word).
+
+    tokens: [B, N, D] L2-normalised patch embeddings; words: float [B, W] multi-hot. Like SuperClass (Huang et
+    al. 2024, caption tokens as classification targets), but multiple-instance over patches. The word vectors
+    are free parameters, not text embeddings: this gives the image tower a direct signal for shape, which
+    breaks the deadlock where neither tower uses shape because the other does not (first runs: shape words had
+    no effect on the text embedding, cos("red circle", "red square") = 0.9999).
+    """
+    vec = F.normalize(head.word_vectors, dim=-1)
+    logits = scale * (tokens @ vec.T).amax(dim=1) + head.word_bias
+    return F.binary_cross_entropy_with_logits(logits, words, reduction="sum") / tokens.shape[0]
 
 
 def clip_loss_fn(tokenizer, *, label_texts: list[str] | None = None, mil_weight: float = 0.0,
-                 mil_scale: float = 10.0, mil_head: MilHead | None = None
+                 mil_scale: float = 10.0, mil_head: MilHead | None = None, word_weight: float = 0.0,
                  ) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
     """The loss for an open_clip CLIP on batches from :mod:`clipkit.world.data`: multi-positive contrastive
     on the pooled embedding, plus ``mil_weight`` × :func:`caption_mil_loss` on the patch tokens when > 0
-    (needs ``label_texts`` in the order of the batch's ``labels`` columns and a ``mil_head``)."""
+    (needs ``label_texts`` in the order of the batch's ``labels`` columns and a ``mil_head``), plus
+    ``word_weight`` × :func:`caption_word_loss`."""
     label_tokens = tokenizer(label_texts) if mil_weight > 0 else None
 
     def fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
@@ -201,8 +219,12 @@ def clip_loss_fn(tokenizer, *, label_texts: list[str] | None = None, mil_weight:
         img = F.normalize(pooled, dim=-1)
         loss = multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"])
         lab = F.normalize(model.encode_text(label_tokens), dim=-1)
-        mil = caption_mil_loss(F.normalize(tokens, dim=-1), lab, batch["labels"], mil_scale, mil_head.bias)
-        return loss + mil_weight * mil
+        tokens = F.normalize(tokens, dim=-1)
+        mil = caption_mil_loss(tokens, lab, batch["labels"], mil_scale, mil_head.bias)
+        loss = loss + mil_weight * mil
+        if word_weight > 0:
+            loss = loss + word_weight * caption_word_loss(tokens, mil_head, batch["words"], mil_scale)
+        return loss
 
     return fn
 
@@ -247,6 +269,8 @@ class TrainClipConfig:
     max_minutes: float | None = None
     mil_weight: float = 0.5
     mil_scale: float = 10.0
+    word_weight: float = 0.5
+    init: str | None = None  # hub folder to start from (same model_cfg), e.g. to continue a run
 
 
 def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str], None] | None = None,
@@ -264,6 +288,12 @@ def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str]
     register_model_config(cfg.name, cfg.model_cfg)
     model = open_clip.create_model(cfg.name)
     tokenizer = open_clip.get_tokenizer(cfg.name)
+    if cfg.init:
+        from safetensors.torch import load_file
+
+        sd = load_file(str(Path(cfg.init) / "open_clip_model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in sd.items()})
+        log(f"initialised from {cfg.init}")
     size = cfg.model_cfg["vision_cfg"]["image_size"]
     t0 = time.perf_counter()
     pool = ScenePool(PoolConfig(n=cfg.pool_size, seed=cfg.seed, image_size=size,
@@ -279,11 +309,12 @@ def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str]
             model.train()
 
     it = batches(ds, cfg.batch_size, cfg.steps, seed=cfg.seed)
+    from clipkit.world.data import WORDS
     from clipkit.world.scenes import CATEGORIES
 
-    head = MilHead(len(CATEGORIES))
+    head = MilHead(len(CATEGORIES), len(WORDS), cfg.model_cfg["embed_dim"])
     loss_fn = clip_loss_fn(tokenizer, label_texts=list(CATEGORIES), mil_weight=cfg.mil_weight,
-                           mil_scale=cfg.mil_scale, mil_head=head)
+                           mil_scale=cfg.mil_scale, mil_head=head, word_weight=cfg.word_weight)
     res = train_loop(model, it, loss_fn, steps=cfg.steps, lr=cfg.lr, extra_params=head.parameters(),
                      weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                      max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None, quiet=quiet,

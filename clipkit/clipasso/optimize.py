@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from clipkit.clipasso.init import SOFTMAX_TEMP, random_walk_strokes, sample_start_points, start_probabilities
+from clipkit.clipasso.loss import SketchLoss
 from clipkit.errors import UsageError
 from clipkit.render import get_renderer, to_image
 from clipkit.saliency import attention_saliency, is_attention_vit
-from clipkit.sketch.init import SOFTMAX_TEMP, random_walk_strokes, sample_start_points, start_probabilities
-from clipkit.sketch.loss import SketchLoss
 from clipkit.xdog import xdog
 
 
