@@ -60,7 +60,7 @@ def main() -> None:
         rows = []
         for path in args.paths.split(","):
             t0 = time.perf_counter()
-            res = evaluate_detection(data, model, path=path, **extra)
+            res = evaluate_detection(data, model, limit=args.n, path=path, **extra)
             res["wall_s"] = round(time.perf_counter() - t0, 1)
             rows.append(res)
             print(json.dumps(res), flush=True)

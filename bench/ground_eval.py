@@ -57,7 +57,7 @@ def main() -> None:
         data = args.data or export(Path(tmp) / "data", n=args.n, seed=args.seed, size=args.size)
         for text in args.configs:
             cfg = parse_config(text)
-            res = {"config": text or "defaults", **evaluate_grounding(data, model, **cfg)}
+            res = {"config": text or "defaults", **evaluate_grounding(data, model, limit=args.n, **cfg)}
             rows.append(res)
             print(json.dumps(res), flush=True)
     print(f"\nmodel {args.model}, {rows[0]['images']} held-out scenes "

@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--background", default=None, help="background prompts (default: the library's)")
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--head", default=None, help="LSeg head (default lseg-shapes when bundled; 'none')")
+    parser.add_argument("--labels-per-image", action="store_true",
+                        help="segment each scene with only its own categories (as eval --labels-per-image)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -46,10 +48,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = export(tmp, n=args.n, seed=args.seed, size=(w, h), max_objects=args.max_objects)
         for variant in [v for v in args.variants.split(",") if v]:
-            rows.append(evaluate_segment(data, model, variant=variant, **opts))
+            rows.append(evaluate_segment(data, model, variant=variant, labels_per_image=args.labels_per_image,
+                                         **opts))
         head = args.head or ("lseg-shapes" if "lseg-shapes" in lseg.bundled_heads() else None)
         if head and head != "none":
-            rows.append(evaluate_segment(data, model, head=head, threshold=args.threshold))
+            rows.append(evaluate_segment(data, model, head=head, threshold=args.threshold,
+                                         labels_per_image=args.labels_per_image))
     print(f"model {args.model}, {args.n} held-out scenes (seed {args.seed}, {w}x{h}, 1-{args.max_objects} "
           f"objects), labels: all 48 categories, options {opts or 'library defaults'}\n")
     print("| method | mIoU | pixel acc. | ms/image |\n|---|---:|---:|---:|")

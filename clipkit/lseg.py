@@ -26,6 +26,7 @@ the output is resized to the input crop when ×2 does not land on it exactly.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -270,9 +271,15 @@ def load_head(spec: str | Path, model: Any | None = None) -> LSegHead:
         ):
             raise ModelError(
                 f"LSeg head {str(spec)!r} was trained for {cfg.clip_model or 'another model'} and does not "
-                "fit "
-                "this model's image tower; pass the matching --model"
+                "fit this model's image tower; pass the matching --model"
             )
+        trained_on = cfg.meta.get("clip_identity")
+        identity = getattr(model, "identity", None)
+        if trained_on and identity and trained_on != identity:
+            # same architecture, other weights: the head still runs but its features no longer line up
+            logging.getLogger("clipkit").warning(
+                "LSeg head %s was trained on other weights of %s than the ones loaded; retrain it with "
+                "'clipkit world train-lseg' for this model", spec, cfg.clip_model or "this model")
         device = getattr(model, "device", None) or next(dense._clip_module(model).parameters()).device
         head = head.to(device)
     return head.eval()

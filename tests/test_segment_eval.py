@@ -26,6 +26,15 @@ def test_evaluate_segment_on_an_export(tiny_model, tiny_export):
     assert out["miou"] == pytest.approx(sum(out["per_class"].values()) / len(out["per_class"]), abs=1e-3)
     one = evaluate_segment(tiny_export, tiny_model, labels=["red circle", "blue square"], limit=1)
     assert one["n_images"] == 1 and set(one["per_class"]) <= {"background", "red circle", "blue square"}
+    per_image = evaluate_segment(tiny_export, tiny_model, labels_per_image=True, background="none")
+    assert per_image["method"] == "naclip (labels per image)"
+    # only categories present in an image can be predicted there, so the classes scored are exactly the truth's
+    from clipkit.world.dataset import read_export
+
+    export = read_export(tiny_export)
+    truth = {"background"} | {export.categories[int(k)] for p in export.images
+                              for k in set(export.semantic_mask(p).ravel().tolist()) if k}
+    assert set(per_image["per_class"]) == truth
     with pytest.raises(UsageError, match="labels not in the dataset"):
         evaluate_segment(tiny_export, tiny_model, labels=["zebra"])
 

@@ -33,6 +33,9 @@ def eval_segment(
     labels_from_data: Annotated[bool | None, typer.Option(
         "--labels-from-data", help="Segment with every category name of the dataset (the default when no "
         "--labels are given).", show_default=False)] = None,
+    labels_per_image: Annotated[bool | None, typer.Option(
+        "--labels-per-image", help="Segment each image with only the categories in its ground truth.",
+        show_default=False)] = None,
     labels: LabelsOpt = None,
     labels_file: LabelsFileOpt = None,
     templates: TemplatesOpt = None,
@@ -92,7 +95,8 @@ def eval_segment(
                                         threads))
     options = drop_none(templates=templates, variant=variant, head=head, background=background,
                         threshold=threshold, stride=stride, short_side=short_side)
-    result = evaluate_segment(data, loaded, labels=label_list, limit=limit, quiet=bool(quiet), **options)
+    result = evaluate_segment(data, loaded, labels=label_list, labels_per_image=bool(labels_per_image), limit=limit,
+                              quiet=bool(quiet), **options)
     text = json.dumps(result, indent=2) + "\n" if fmt == "json" else _table(result)
     if output is not None:
         from clipkit.writers import atomic_write_text

@@ -89,6 +89,8 @@ def train_clip(
     word_weight: Annotated[float | None, typer.Option("--word-weight", min=0.0,
                                                       help="Weight of the patch-level caption-word loss "
                                                            "(0 = off).")] = None,
+    init: Annotated[Path | None, typer.Option("--init", help="Start from this model folder (same "
+                                                             "architecture), e.g. to continue a run.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train a tiny open_clip model contrastively on shapes-world scenes (how shapes-clip was made)."""
@@ -98,9 +100,11 @@ def train_clip(
     from clipkit.world.card import build
     from clipkit.world.train_clip import TrainClipConfig
 
+    if init is not None and not (init / "open_clip_model.safetensors").is_file():
+        raise _usage_error(f"--init {init}: no open_clip_model.safetensors there (give a train-clip output folder)")
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pool_size": pool_size,
              "threads": threads, "max_minutes": max_minutes, "mil_weight": mil_weight,
-             "word_weight": word_weight}
+             "word_weight": word_weight, "init": str(init) if init else None}
     cfg = TrainClipConfig(**{k: v for k, v in given.items() if v is not None})
     # the model card records the exact command line that made the model
     args = sys.argv[1:]

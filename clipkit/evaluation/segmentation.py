@@ -88,6 +88,7 @@ def evaluate_segment(
     model: Any,
     *,
     labels: Sequence[str] | None = None,
+    labels_per_image: bool = False,
     limit: int | None = None,
     quiet: bool = True,
     **segment_options: Any,
@@ -99,6 +100,8 @@ def evaluate_segment(
         model: ``LoadedModel``.
         labels: labels to segment with; default all category names of the export (``--labels-from-data``).
             Ground-truth pixels of categories outside ``labels`` are ignored.
+        labels_per_image: segment each image with only the categories present in its ground truth (the
+            user knows what to look for); IoUs are still accumulated over the dataset's label set.
         limit: evaluate the first ``limit`` images only.
         segment_options: passed to ``clipkit.methods.segment.Segmenter`` (variant, head, background,
             threshold, stride, short_side, templates).
@@ -133,7 +136,15 @@ def evaluate_segment(
             image = load_image(path)
             gt = lut[np.asarray(export.semantic_mask(path)).astype(np.int64)]
             start = time.perf_counter()
-            label_map, _ = segmenter.predict(image)
+            if labels_per_image:
+                present = [k for k in range(1, n) if (gt == k).any()]
+                if present:
+                    sub_map, _ = segmenter.relabel([label_list[k - 1] for k in present]).predict(image)
+                    label_map = np.array([0, *present], dtype=np.int64)[sub_map]
+                else:
+                    label_map = np.zeros_like(gt)
+            else:
+                label_map, _ = segmenter.predict(image)
             seconds += time.perf_counter() - start
             conf += confusion_matrix(label_map, gt, n)
             bar.advance()
@@ -141,7 +152,7 @@ def evaluate_segment(
     result.update({
         "n_images": len(images),
         "ms_per_image": round(1000 * seconds / len(images), 1),
-        "method": segmenter.method,
+        "method": segmenter.method + (" (labels per image)" if labels_per_image else ""),
         "model": getattr(model, "name", ""),
     })
     return result

@@ -66,10 +66,15 @@ def model_card(meta: dict, metrics: dict | None, command: str) -> str:
         "",
         "# shapes-groupvit",
         "",
-        "A tiny GroupViT (Xu et al., CVPR 2022; architecture of NVlabs/GroupViT) trained from scratch on the",
+        "A tiny GroupViT (Xu et al., CVPR 2022; architecture of NVlabs/GroupViT) trained "
+        + ("further from `" + tr["init"] + "`" if tr.get("init") else "from scratch") + " on the",
         "clipkit shapes world from **image–caption pairs only** (no masks, no boxes): image–text contrastive +",
-        "multi-label contrastive loss (3 noun-phrase prompts per caption). Segmentation emerges from the",
-        "grouping: `clipkit group` labels the final groups with text, as the official evaluation does.",
+        "multi-label contrastive loss (3 noun-phrase prompts per caption)"
+        + (f", plus clipkit's group-level noun loss (weight {tr['group_loss']}; not in the official code: "
+           "with the official losses alone our CPU-sized runs collapsed to 1-2 groups, see docs/group.md)."
+           if tr.get("group_loss") else "."),
+        "Segmentation emerges from the grouping: `clipkit group` labels the final groups with text, as the",
+        "official evaluation does.",
         "",
         "Stored in the Hugging Face port's layout (`config.json`, `model.safetensors`,",
         "`preprocessor_config.json`), so `transformers.GroupViTModel.from_pretrained` opens it too;",

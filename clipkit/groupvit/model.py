@@ -43,6 +43,7 @@ class VisionOutput:
     hard / soft: per grouping stage, assignment ``[B, S_i, N_i]`` (group x input token); stage 0's inputs are
     the ``h x w`` patches (row-major), stage i's inputs are stage i-1's groups.
     grid: ``(h, w)`` patch grid of this input.
+    stage_tokens: per grouping stage, the segment tokens it produced ``[B, S_i, C]`` (before later blocks).
     """
 
     tokens: Tensor
@@ -50,6 +51,7 @@ class VisionOutput:
     hard: list[Tensor]
     soft: list[Tensor]
     grid: tuple[int, int]
+    stage_tokens: list[Tensor]
 
 
 class VisionTransformer(nn.Module):
@@ -114,13 +116,16 @@ class VisionTransformer(nn.Module):
         group_token = None
         hard: list[Tensor] = []
         soft: list[Tensor] = []
+        stage_tokens: list[Tensor] = []
         for layer in self.layers:
             x, group_token, attn = layer(x, group_token)
             if attn is not None:
                 hard.append(attn[0])
                 soft.append(attn[1])
+                stage_tokens.append(x)
         x = self.norm(x)
-        return VisionOutput(tokens=x, pooled=x.mean(dim=1), hard=hard, soft=soft, grid=grid)
+        return VisionOutput(tokens=x, pooled=x.mean(dim=1), hard=hard, soft=soft, grid=grid,
+                            stage_tokens=stage_tokens)
 
 
 class QuickGELU(nn.Module):

@@ -236,7 +236,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
             for group in opt.param_groups:
                 group["lr"] = _lr(opts, step, progress)
             if opts.group_loss:
-                image_x, group_x, _ = model.encode_image_groups(pixels)
+                image_x, group_x, vis = model.encode_image_groups(pixels)
             else:
                 image_x = model.encode_image(pixels)
             text_x = _encode_texts(model, texts, vocab)
@@ -247,6 +247,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
             if opts.group_loss and k:
                 ids = torch.tensor([[noun_index.get(n, -1) for n in row] for row in nouns])
                 gnc = group_noun_contrastive(group_x, text_x[:, 1:], ids, model.multi_label_logit_scale)
+                for tokens in vis.stage_tokens[:-1]:  # deep supervision of the earlier grouping stages
+                    early = model.img_projector(model.img_encoder.norm(tokens))
+                    gnc = gnc + group_noun_contrastive(early, text_x[:, 1:], ids, model.multi_label_logit_scale)
                 loss = loss + opts.group_loss * gnc
             opt.zero_grad(set_to_none=True)
             loss.backward()

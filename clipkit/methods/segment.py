@@ -13,6 +13,7 @@ background (ClearCLIP's ``prob_thd``). Pixel probabilities are the softmax over 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,17 @@ class Segmenter:
             default_bg = list(DEFAULT_BACKGROUND)
         self.background = [b for b in _background_list(background, default_bg) if b not in self.labels]
         self.variant, self.threshold, self.stride, self.short_side = variant, threshold, stride, short_side
-        self.scale = scale
+        self.scale, self.templates = scale, templates
         self.text = text_embeddings(model, [*self.labels, *self.background], templates)
         self.method = f"lseg:{head if isinstance(head, str | Path) else 'head'}" if self.head else variant
+
+    def relabel(self, labels: Sequence[str]) -> Segmenter:
+        """The same segmenter (model, head, options, background) for other labels; text embedded once."""
+        other = copy.copy(self)
+        other.labels = list(labels)
+        other.background = [b for b in self.background if b not in other.labels]
+        other.text = text_embeddings(self.model, [*other.labels, *other.background], self.templates)
+        return other
 
     def logits(self, image) -> torch.Tensor:
         """``[N + B, H, W]`` float32 logits (labels, then background prompts) at the image's size."""

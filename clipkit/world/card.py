@@ -46,6 +46,9 @@ def model_card(cfg: TrainClipConfig, *, steps_done: int, train_s: float, pool_s:
     v, t = cfg.model_cfg["vision_cfg"], cfg.model_cfg["text_cfg"]
     grid = v["image_size"] // v["patch_size"]
     metrics_md = _fmt_metrics(metrics) if metrics else "(not evaluated: run with --eval)"
+    init_md = "" if not cfg.init else (
+        f"\n- initialised from `{cfg.init}` (the previous run of the Reproduce block): this run continues it"
+        f" with a fresh pool\n  (stream seed {cfg.seed}) and a new warm-up + cosine schedule.")
     mil_md = "." if not cfg.mil_weight else (
         f", plus {cfg.mil_weight} × a multiple-instance loss on the patch tokens with the caption's labels:"
         f"\n  each of the {len(CATEGORIES)} bare labels scores `{cfg.mil_scale} · max over patches of cos(patch,"
@@ -89,7 +92,7 @@ last digits across CPU types and thread counts.
   positives of each other, since a batch of {cfg.batch_size} repeats them){mil_md}
 - optimiser: AdamW (β = 0.9, 0.98; wd {cfg.weight_decay}, none on gains/biases/embeddings), lr {cfg.lr},
   {cfg.warmup} warm-up steps then cosine; gradient clip 1.0.
-- steps: {steps_done} of {cfg.steps} × batch {cfg.batch_size}; final loss {final_loss:.3f}.
+- steps: {steps_done} of {cfg.steps} × batch {cfg.batch_size}; final loss {final_loss:.3f}.{init_md}
 - wall time: {train_s / 60:.1f} min training + {pool_s:.0f} s drawing the pool, {cfg.threads} CPU threads
   ({platform.processor() or platform.machine()}, shared machine).
 
@@ -162,6 +165,10 @@ def build(out: str | Path, cfg: TrainClipConfig, *, command: str, evaluate: bool
         model = model.half().float()
         metrics = M.evaluate(model, tokenizer, pre)
         log("final: " + json.dumps(metrics))
+    if cfg.init and (Path(cfg.init) / "README.md").is_file():
+        # a continued run: its card reproduces the whole chain, starting with the run it continued
+        prev = _reproduce_block(Path(cfg.init) / "README.md")
+        command = f"{prev}\n{command}"
     card = model_card(cfg, steps_done=res.steps, train_s=res.seconds, pool_s=pool_s,
                       metrics=metrics or None, command=command, final_loss=res.losses[-1])
     save_hub_folder(model, cfg.model_cfg, out, meta=META, card=card)
@@ -170,6 +177,11 @@ def build(out: str | Path, cfg: TrainClipConfig, *, command: str, evaluate: bool
          "total_seconds": total_s, "losses": res.losses[::10], "final_loss": res.losses[-1],
          "metrics": metrics}, indent=1) + "\n")
     return metrics
+
+
+def _reproduce_block(readme: Path) -> str:
+    """The command(s) in the "## Reproduce" block of a model card."""
+    return readme.read_text().split("## Reproduce\n\n```\n", 1)[1].split("\n```", 1)[0]
 
 
 def config_from_dict(d: dict) -> TrainClipConfig:
@@ -186,8 +198,7 @@ def refresh_card(folder: str | Path, metrics: dict) -> None:
     became available), keeping the recorded config, steps, times and command."""
     folder = Path(folder)
     logd = json.loads((folder / "train_log.json").read_text())
-    readme = (folder / "README.md").read_text()
-    command = readme.split("## Reproduce\n\n```\n", 1)[1].split("\n```", 1)[0]
+    command = _reproduce_block(folder / "README.md")
     cfg = config_from_dict(logd["config"])
     card = model_card(cfg, steps_done=logd["steps"], train_s=logd["train_seconds"], pool_s=logd["pool_seconds"],
                       metrics=metrics, command=command, final_loss=logd.get("final_loss", logd["losses"][-1]))

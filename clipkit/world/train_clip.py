@@ -270,6 +270,7 @@ class TrainClipConfig:
     mil_weight: float = 0.5
     mil_scale: float = 10.0
     word_weight: float = 0.5
+    init: str | None = None  # hub folder to start from (same model_cfg), e.g. to continue a run
 
 
 def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str], None] | None = None,
@@ -287,6 +288,12 @@ def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str]
     register_model_config(cfg.name, cfg.model_cfg)
     model = open_clip.create_model(cfg.name)
     tokenizer = open_clip.get_tokenizer(cfg.name)
+    if cfg.init:
+        from safetensors.torch import load_file
+
+        sd = load_file(str(Path(cfg.init) / "open_clip_model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in sd.items()})
+        log(f"initialised from {cfg.init}")
     size = cfg.model_cfg["vision_cfg"]["image_size"]
     t0 = time.perf_counter()
     pool = ScenePool(PoolConfig(n=cfg.pool_size, seed=cfg.seed, image_size=size,

@@ -1,0 +1,80 @@
+"""The bundled shapes-groupvit on held-out shapes-world scenes (stream 0; training used stream 1).
+
+Honest state (bench/results/group.md): the CPU-budget model learnt the image level (its pooled embedding ranks
+the scene's objects well above chance) but grouping did not emerge: held-out mIoU ~0.02 against the issue's
+target of 0.60. The target is kept as a strict xfail, so it turns into a failure (and must be promoted to a
+plain test) the day a retrained model reaches it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clipkit.registry import bundled_models
+
+pytestmark = pytest.mark.skipif("shapes-groupvit" not in bundled_models(), reason="shapes-groupvit not bundled")
+
+N_SCENES = 24
+RECALL_FLOOR = 0.2  # measured 0.3 on 60 scenes; chance is 5/48 = 0.10
+
+
+@pytest.fixture(scope="module")
+def model():
+    from clipkit.methods.group import load_group_model
+
+    return load_group_model("shapes-groupvit", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    from clipkit.world import SceneConfig, generate
+
+    return list(generate(N_SCENES, seed=0, config=SceneConfig(size=(224, 224))))
+
+
+@pytest.fixture(scope="module")
+def results(model, scenes):
+    from clipkit.methods.group import Grouper
+    from clipkit.world import CATEGORIES
+
+    grouper = Grouper(model, list(CATEGORIES))
+    return [grouper(scene.image, f"scene{i}") for i, scene in enumerate(scenes)]
+
+
+def test_image_embedding_ranks_the_scenes_objects_above_chance(model, scenes):
+    """The image-level top-5 filter of the official rule: it must hold the scene's objects far above chance."""
+    import torch
+    import torch.nn.functional as F
+
+    from clipkit.groupvit.segment import preprocess
+    from clipkit.groupvit.text import label_embeddings
+    from clipkit.world import CATEGORIES
+
+    text = label_embeddings(model.net, list(CATEGORIES), model.meta["templates"])
+    hit = total = 0
+    with torch.inference_mode():
+        for scene in scenes:
+            emb = F.normalize(model.net.encode_image(preprocess(scene.image, model.net)), dim=-1)[0]
+            top = set((emb @ text.T).topk(5).indices.tolist())
+            hit += sum(o.category_id - 1 in top for o in scene.objects)
+            total += len(scene.objects)
+    assert hit / total >= RECALL_FLOOR, (hit, total)
+
+
+def test_outputs_cover_the_image_and_stage1_is_finer(results):
+    for res in results:
+        assert res.label_map.shape == res.extras["stage1"].shape == res.extras["stage2"].shape == (224, 224)
+        assert res.label_map.max() <= 48
+    s1 = np.mean([len(np.unique(r.extras["stage1"])) for r in results])
+    s2 = np.mean([len(np.unique(r.extras["stage2"])) for r in results])
+    assert s1 >= s2 >= 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue target (mIoU >= 0.60) not reached: measured ~0.02, see "
+                   "bench/results/group.md")
+def test_issue_target_zero_shot_miou(results, scenes):
+    from clipkit.evaluation.segmentation import confusion_miou
+
+    miou = confusion_miou([r.label_map for r in results], [s.label_map() for s in scenes], 49)["miou"]
+    assert miou >= 0.60
