@@ -131,6 +131,9 @@ def _resolve(model: str, pretrained: str | None, offline: bool | None) -> dict:
         folder = Path(model).expanduser().resolve()
     if folder is not None:
         meta = json.loads((folder / "clipkit.json").read_text()) if (folder / "clipkit.json").is_file() else {}
+        if meta.get("kind", "clip") != "clip":
+            command = {"groupvit": "group"}.get(meta["kind"], meta["kind"])
+            raise ModelError(f"{model} is a {meta['kind']} model, not a CLIP: use it with `clipkit {command}`")
         weights = _folder_weights(folder)
         if not (folder / "open_clip_config.json").is_file() or weights is None:
             raise ModelError(
@@ -220,8 +223,6 @@ def load_model(
     if spec == DEFAULT_MODEL and spec not in bundled_models():
         raise ModelError(f"the bundled model {DEFAULT_MODEL!r} is missing from this install: reinstall clipkit")
     resolved = _resolve(spec, pretrained, offline)
-    if resolved["meta"].get("kind", "clip") != "clip":
-        raise ModelError(f"{spec} is a {resolved['meta']['kind']} model: use it with `clipkit group`")
     net, preprocess = _create(resolved, dev, trust_checkpoint)
     net.eval().requires_grad_(False)
     cfg = open_clip.get_model_preprocess_cfg(net)

@@ -117,3 +117,12 @@ def test_fallback_groups_with_a_plain_open_clip_model(tiny_model_dir, images, tm
     bad = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(tiny_model_dir), "-l", "a,b",
                               "--groups", "3,8"])
     assert bad.exit_code == 2 and "--groups" in bad.stderr
+
+
+def test_bg_thresh_none_reaches_the_method(groupvit_dir, images):
+    """`--bg-thresh none` means no background: every pixel gets a label."""
+    res = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(groupvit_dir), "-l", "a,b",
+                              "--bg-thresh", "none", "-f", "jsonl"])
+    assert res.exit_code == 0, res.output
+    [line] = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    assert abs(sum(c["fraction"] for c in line["classes"]) - 1.0) < 1e-3

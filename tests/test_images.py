@@ -90,3 +90,21 @@ def test_batches_keep_input_order_and_record_errors_with_workers(image_dir):
     assert [it.error is not None for it in items] == [False, False, True, False]
     assert batches[0].errors[0].path.endswith("broken.jpg")
     assert items[0].image.size == (48, 40)
+
+
+def test_atomic_writes_respect_the_umask(tmp_path):
+    import os
+
+    from clipkit.writers import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "out" / "a.json", "{}")
+    assert path.read_text() == "{}" and os.stat(path).st_mode & 0o777 == 0o666 & ~_umask()
+    assert [p.name for p in path.parent.iterdir()] == ["a.json"]  # no temporary file left behind
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

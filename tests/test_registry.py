@@ -87,3 +87,9 @@ def test_unreachable_hub_fails_within_two_seconds_without_offline_flag(tmp_path,
         registry.load_model("hf-hub:someone/some-model")
     assert time.perf_counter() - start < 2.0
     assert not hub.hub_reachable(0.5)
+
+
+def test_a_bundled_groupvit_is_refused_with_the_command_to_use():
+    with pytest.raises(ModelError) as info:
+        registry.load_model("shapes-groupvit")
+    assert str(info.value) == "shapes-groupvit is a groupvit model, not a CLIP: use it with `clipkit group`"

@@ -129,8 +129,10 @@ def group(
     loaded = load_group_model(**model_options(model, pretrained, device, precision, offline, trust_checkpoint,
                                               threads))
     sink = open_sink(format, output, resume, title="group")
-    options = drop_none(templates=templates, bg_thresh=parse_bg_thresh(bg_thresh), topk=top_k,
+    options = drop_none(templates=templates, topk=top_k,
                         short_side=short_side, variant=variant, groups=parse_groups(groups), overlay=overlay,
                         out_dir=out_dir, workers=workers)
+    if bg_thresh is not None:  # 'none' parses to None (no background), which drop_none would discard
+        options["bg_thresh"] = parse_bg_thresh(bg_thresh)
     results = iter_group(paths, label_list, loaded, quiet=bool(quiet), skip=sink.done, **options)
     finish(write_results(results, sink))

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from clipkit.world.scenes import CATEGORIES, COLOURS, SHAPES, Scene, SceneConfig, generate_scene
+from clipkit.writers import atomic_write_text
 
 STEM = "scene_{:06d}"
 
@@ -60,17 +61,6 @@ def referring_entries(scene: Scene, file_name: str, first_ann_id: int) -> list[d
                     "distractor": bool(distractor), "category_id": o.category_id,
                     "ann_id": first_ann_id + i})
     return out
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    try:  # the core's writer once it exists; a local equivalent until then
-        from clipkit.writers import atomic_write_text
-    except ImportError:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        return
-    atomic_write_text(path, text)
 
 
 def export(out: str | Path, n: int = 100, seed: int = 0, *, size: int | tuple[int, int] = 224,
@@ -115,12 +105,12 @@ def export(out: str | Path, n: int = 100, seed: int = 0, *, size: int | tuple[in
         if progress is not None:
             progress(1)
     info = {"description": "clipkit shapes world", "seed": seed, "n": n}
-    _atomic_write_text(out / "instances.json", json.dumps(
+    atomic_write_text(out / "instances.json", json.dumps(
         {"info": info, "images": images, "annotations": anns, "categories": categories}))
-    _atomic_write_text(out / "captions.json", json.dumps(
+    atomic_write_text(out / "captions.json", json.dumps(
         {"info": info, "images": images, "annotations": caps}))
-    _atomic_write_text(out / "referring.json", json.dumps(refs, indent=0))
-    _atomic_write_text(out / "world.json", json.dumps(
+    atomic_write_text(out / "referring.json", json.dumps(refs, indent=0))
+    atomic_write_text(out / "world.json", json.dumps(
         {"seed": seed, "n": n, "size": list(wh), "size_range": list(size_range) if size_range else None,
          "min_objects": min_objects, "max_objects": max_objects, "categories": list(CATEGORIES)}, indent=1))
     return out
