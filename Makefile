@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(CLIPKIT) classify examples/scenes --labels-file examples/labels.txt --top-k 3 --format table
+	$(CLIPKIT) classify examples/scenes/images --labels-file examples/labels.txt --top-k 3 --format table
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
