@@ -16,22 +16,21 @@ naclip      softmax(k·kᵀ s + G), G Gaussian prior        dropped       sinahm
 
 Facts re-read in the official code (nothing copied):
 
-* MaskCLIP, ``mmseg/models/backbones/vit.py`` (``TransformerEncoderLayer.forward(return_qkv=True)``): the
-  value part of ``in_proj`` goes through ``out_proj``, then ``v += x`` and ``v = ffn(norm2(v), identity=v)``
-  — the residual and the FFN are kept; the final norm and projection follow.
-* SCLIP, ``clip/model.py`` (``custom_attn(csa=True)``): ``softmax(q qᵀ·s) + softmax(k kᵀ·s)``; the last
-  block keeps ``x + attn`` and ``x + mlp(ln_2(x))``.
-* ClearCLIP, ``open_clip/transformer.py`` (``ignore_residual=True``, ``model_type='ClearCLIP'``): the output
-  is the attention branch alone, ``out_proj(softmax(q qᵀ·s) v)`` — no residual, no FFN.
-* NACLIP, ``clip/model.py`` (``arch='reduced'``, ``attn_strategy='naclip'``, ``gaussian_std=5``): logits
-  ``k kᵀ·s + ω`` where ``ω[i, j] = exp(-‖p_i - p_j‖² / (2σ²))`` over patch grid positions (peak 1, *added*
-  to the logits) and zero in the CLS row and column; the output is ``out_proj(attn v)`` — no residual, no FFN.
+* MaskCLIP, ``mmseg/models/backbones/vit.py`` (``TransformerEncoderLayer.forward(return_qkv=True)``): the value
+  part of ``in_proj`` goes through ``out_proj``, then ``v += x`` and ``v = ffn(norm2(v), identity=v)`` — the
+  residual and the FFN are kept; the final norm and projection follow.
+* SCLIP, ``clip/model.py`` (``custom_attn(csa=True)``): ``softmax(q qᵀ·s) + softmax(k kᵀ·s)``; the last block keeps
+  ``x + attn`` and ``x + mlp(ln_2(x))``.
+* ClearCLIP, ``open_clip/transformer.py`` (``ignore_residual=True``, ``model_type='ClearCLIP'``): the output is the
+  attention branch alone, ``out_proj(softmax(q qᵀ·s) v)`` — no residual, no FFN.
+* NACLIP, ``clip/model.py`` (``arch='reduced'``, ``attn_strategy='naclip'``, ``gaussian_std=5``): logits ``k kᵀ·s +
+  ω``, ``ω[i, j] = exp(-‖p_i - p_j‖² / (2σ²))`` over patch grid positions (peak 1, *added* to the logits), zero
+  in the CLS row and column; the output is ``out_proj(attn v)`` — no residual, no FFN.
 
-All then apply ``ln_post`` and ``proj`` to every token, drop the CLS token and L2-normalise. Layer-scale
-(``ls_1`` / ``ls_2``) is applied wherever the stock block applies it (OpenAI-style models have none).
-
-Deviation: the positional embedding is resized with ``F.interpolate(size=…, mode="bicubic")`` to the exact
-target grid; the official repos pass ``scale_factor=(n+0.1)/N`` (same output size, sub-pixel differences).
+All then apply ``ln_post`` and ``proj`` to every token, drop the CLS token and L2-normalise. Layer-scale (``ls_1`` /
+``ls_2``) is applied wherever the stock block applies it (OpenAI-style models have none). Deviation: the
+positional embedding is resized with ``F.interpolate(size=…, mode="bicubic")`` to the exact target grid; the
+official repos pass ``scale_factor=(n+0.1)/N`` (same output size, sub-pixel differences).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -48,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipkit.errors import ModelError, UsageError
+from clipkit.sliding import sliding_logits
 
 VARIANTS = ("naclip", "clearclip", "sclip", "maskclip", "plain")
 DEFAULT_VARIANT = "naclip"
@@ -308,55 +307,6 @@ def model_window(model: Any) -> tuple[int, int]:
     if isinstance(size, int):
         return (size, size)
     return (int(size[0]), int(size[1]))
-
-
-def sliding_logits(
-    pixels: torch.Tensor,
-    crop_fn: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    window: tuple[int, int],
-    stride: tuple[int, int],
-    patch: tuple[int, int],
-    batch: int = 8,
-) -> torch.Tensor:
-    """Sliding-window inference as in the official NACLIP/SCLIP/ClearCLIP ``forward_slide``.
-
-    Windows of ``window`` (clipped to the image) at ``stride``; the last row/column is shifted back inside the
-    image. Each crop is zero-padded to a multiple of ``patch`` (ClearCLIP), ``crop_fn`` maps a crop batch
-    ``[b, 3, h, w]`` to ``[b, N, h', w']`` logits at any resolution, which are bilinearly resized to the
-    padded crop, un-padded, summed and divided by the overlap count.
-
-    Returns:
-        ``[N, H, W]`` float32 at the resolution of ``pixels`` (``[1, 3, H, W]``).
-    """
-    _, _, H, W = pixels.shape
-    ch, cw = min(window[0], H), min(window[1], W)
-    sh, sw = max(1, stride[0]), max(1, stride[1])
-    ys = [min(i * sh, max(H - ch, 0)) for i in range(max(H - ch + sh - 1, 0) // sh + 1)]
-    xs = [min(j * sw, max(W - cw, 0)) for j in range(max(W - cw + sw - 1, 0) // sw + 1)]
-    boxes = sorted({(y, x) for y in ys for x in xs})
-    pad_h, pad_w = (-ch) % patch[0], (-cw) % patch[1]
-    top, left = pad_h // 2, pad_w // 2
-    if len(boxes) == 1 and not (pad_h or pad_w):  # one window covering the image: no accumulation needed
-        logits = crop_fn(pixels).float()
-        return F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)[0]
-    total: torch.Tensor | None = None
-    count = torch.zeros(1, H, W, device=pixels.device)
-    for i in range(0, len(boxes), batch):
-        chunk = boxes[i : i + batch]
-        crops = torch.cat([pixels[:, :, y : y + ch, x : x + cw] for y, x in chunk])
-        if pad_h or pad_w:
-            crops = F.pad(crops, (left, pad_w - left, top, pad_h - top))
-        logits = crop_fn(crops).float()
-        logits = F.interpolate(logits, size=crops.shape[-2:], mode="bilinear", align_corners=False)
-        logits = logits[:, :, top : top + ch, left : left + cw]
-        if total is None:
-            total = torch.zeros(logits.shape[1], H, W, device=pixels.device)
-        for (y, x), lg in zip(chunk, logits, strict=True):
-            total[:, y : y + ch, x : x + cw] += lg
-            count[:, y : y + ch, x : x + cw] += 1
-    assert total is not None
-    return total / count
 
 
 def dense_logits(
