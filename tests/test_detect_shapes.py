@@ -58,7 +58,8 @@ def test_detect_boxes_the_objects_with_their_colour(shapes_clip, export_dir):
     assert frac >= 0.7, f"{frac:.2f} of the objects boxed with the right colour"
 
 
-@pytest.mark.xfail(strict=True, reason="bundled shapes-clip knows colours (1.00) but shapes only partly (0.76 zero-shot); "
+@pytest.mark.xfail(strict=True, reason="bundled shapes-clip knows colours (1.00) but shapes only partly "
+                                       "(0.76 zero-shot); "
                                        "see bench/results/detect.md")
 def test_detect_boxes_the_objects_with_their_names(shapes_clip, export_dir):
     frac = boxed_fraction(shapes_clip, export_dir, lambda a, b: a == b)
