@@ -50,6 +50,27 @@ def write_results(results: Iterable[Any], sink: Any) -> int:
     return code
 
 
+def write_report(text: str, output: Path | None) -> None:
+    """An ``eval`` report: to ``--output`` (atomically) or stdout."""
+    if output is not None:
+        from clipkit.writers import atomic_write_text
+
+        atomic_write_text(output, text)
+    else:
+        typer.echo(text, nl=False)
+
+
+def iou_table(result: dict, extra: list[str]) -> str:
+    """Plain text for a segmentation evaluation: one IoU row per class (background first), mIoU, then ``extra``."""
+    rows = sorted(result["per_class"].items(), key=lambda kv: kv[0] != "background")
+    width = max([len("pixel acc"), *(len(k) for k, _ in rows)])
+    lines = [f"{'class':<{width}}  IoU", f"{'-' * width}  ------"]
+    lines += [f"{name:<{width}}  {iou:.4f}" for name, iou in rows]
+    lines += [f"{'-' * width}  ------", f"{'mIoU':<{width}}  {result['miou']:.4f}",
+              f"{'pixel acc':<{width}}  {result['pixel_accuracy']:.4f}", *extra]
+    return "\n".join(lines) + "\n"
+
+
 def finish(code: int) -> None:
     """End the command with ``code`` (Typer's Exit, so CliRunner sees it too)."""
     if code:

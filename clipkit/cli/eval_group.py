@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from clipkit.cli.common import drop_none, model_options
+from clipkit.cli.common import drop_none, iou_table, model_options, write_report
 from clipkit.cli.group import (
     BgThreshOpt,
     GroupModelOpt,
@@ -87,24 +87,13 @@ def eval_group(
     if bg_thresh is not None:  # 'none' parses to None (no background), which drop_none would discard
         options["bg_thresh"] = parse_bg_thresh(bg_thresh)
     result = evaluate_group(data, loaded, labels=label_list, limit=limit, quiet=bool(quiet), **options)
-    text = json.dumps(result, indent=2) + "\n" if fmt == "json" else _table(result)
-    if output is not None:
-        from clipkit.writers import atomic_write_text
-
-        atomic_write_text(output, text)
-    else:
-        sys.stdout.write(text)
+    write_report(json.dumps(result, indent=2) + "\n" if fmt == "json" else _table(result), output)
 
 
 def _table(result: dict) -> str:
     """Plain text: one row per class, then mIoU, purity and run facts."""
-    rows = sorted(result["per_class"].items(), key=lambda kv: kv[0] != "background")
-    width = max([len("pixel acc"), *(len(k) for k, _ in rows)])
-    lines = [f"{'class':<{width}}  IoU", f"{'-' * width}  ------"]
-    lines += [f"{name:<{width}}  {iou:.4f}" for name, iou in rows]
-    lines += [f"{'-' * width}  ------", f"{'mIoU':<{width}}  {result['miou']:.4f}",
-              f"{'pixel acc':<{width}}  {result['pixel_accuracy']:.4f}"]
-    lines += [f"{'purity ' + k:<{width}}  {v:.4f}" for k, v in result.get("purity", {}).items()]
-    lines += [f"{result['n_images']} images, {result['ms_per_image']} ms/image, {result['method']}, "
-              f"{result['model']}, bg_thresh {result['bg_thresh']}"]
-    return "\n".join(lines) + "\n"
+    width = max([len("pixel acc"), *(len(k) for k in result["per_class"])])
+    extra = [f"{'purity ' + k:<{width}}  {v:.4f}" for k, v in result.get("purity", {}).items()]
+    extra.append(f"{result['n_images']} images, {result['ms_per_image']} ms/image, {result['method']}, "
+                 f"{result['model']}, bg_thresh {result['bg_thresh']}")
+    return iou_table(result, extra)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from clipkit.cli.common import drop_none, model_options
+from clipkit.cli.common import drop_none, iou_table, model_options, write_report
 from clipkit.cli.options import (
     DeviceOpt,
     LabelsFileOpt,
@@ -97,23 +97,10 @@ def eval_segment(
                         threshold=threshold, stride=stride, short_side=short_side)
     result = evaluate_segment(data, loaded, labels=label_list, labels_per_image=bool(labels_per_image), limit=limit,
                               quiet=bool(quiet), **options)
-    text = json.dumps(result, indent=2) + "\n" if fmt == "json" else _table(result)
-    if output is not None:
-        from clipkit.writers import atomic_write_text
-
-        atomic_write_text(output, text)
-    else:
-        sys.stdout.write(text)
+    write_report(json.dumps(result, indent=2) + "\n" if fmt == "json" else _table(result), output)
 
 
 def _table(result: dict) -> str:
-    """A plain-text table: one row per class, then mIoU."""
-    rows = sorted(result["per_class"].items(), key=lambda kv: kv[0] != "background")
-    width = max([len("mIoU"), *(len(k) for k, _ in rows)])
-    lines = [f"{'class':<{width}}  IoU", f"{'-' * width}  ------"]
-    lines += [f"{name:<{width}}  {iou:.4f}" for name, iou in rows]
-    lines += [f"{'-' * width}  ------", f"{'mIoU':<{width}}  {result['miou']:.4f}",
-              f"{'pixel acc':<{width}}  {result['pixel_accuracy']:.4f}",
-              f"{result['n_images']} images, {result['ms_per_image']} ms/image, {result['method']}, "
-              f"{result['model']}"]
-    return "\n".join(lines) + "\n"
+    """A plain-text table: one row per class, then mIoU and run facts."""
+    return iou_table(result, [f"{result['n_images']} images, {result['ms_per_image']} ms/image, "
+                              f"{result['method']}, {result['model']}"])
