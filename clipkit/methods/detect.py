@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from clipkit.proposals import ProposalConfig, propose
+from clipkit.proposals import propose
 from clipkit.regions import (
     RegionConfig,
     default_variant,
@@ -77,14 +77,9 @@ class DetectConfig:
 def make_config(**options: Any) -> DetectConfig:
     """A :class:`DetectConfig` from keyword options; unknown names or bad values raise ``UsageError``."""
     from clipkit.errors import UsageError
+    from clipkit.options import config_from_options
 
-    names = {f.name for f in fields(DetectConfig)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise UsageError(f"unknown detect option(s): {', '.join(unknown)}")
-    if isinstance(options.get("background"), str):
-        options["background"] = tuple(b.strip() for b in options["background"].split(";") if b.strip())
-    cfg = replace(DetectConfig(), **options)
+    cfg = config_from_options(DetectConfig, "detect", options)
     if cfg.path not in PATHS:
         raise UsageError(f"--path must be one of {', '.join(PATHS)}, got {cfg.path!r}")
     if not 0.0 <= cfg.ensemble_weight <= 1.0:
@@ -93,11 +88,6 @@ def make_config(**options: Any) -> DetectConfig:
         raise UsageError("score threshold must be in [0, 1]")
     if cfg.max_detections < 1:
         raise UsageError("max detections must be at least 1")
-    try:
-        replace(ProposalConfig(), **cfg.proposals)
-        replace(RegionConfig(), **cfg.regions)
-    except TypeError as e:
-        raise UsageError(f"bad proposal/region option: {e}") from None
     return cfg
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from clipkit.phrases import Phrase, parse_phrases
-from clipkit.proposals import ProposalConfig, propose
+from clipkit.proposals import propose
 from clipkit.regions import RegionConfig, dense_patches, fast_embeddings, image_embeddings, image_tensor
 
 __all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "context_views", "ground", "ground_image", "iter_ground",
@@ -65,14 +65,9 @@ class GroundConfig:
 def make_config(**options: Any) -> GroundConfig:
     """A :class:`GroundConfig` from keyword options; unknown names or bad values raise ``UsageError``."""
     from clipkit.errors import UsageError
+    from clipkit.options import config_from_options
 
-    names = {f.name for f in fields(GroundConfig)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise UsageError(f"unknown ground option(s): {', '.join(unknown)}")
-    if isinstance(options.get("background"), str):
-        options["background"] = tuple(b.strip() for b in options["background"].split(";") if b.strip())
-    cfg = replace(GroundConfig(), **options)
+    cfg = config_from_options(GroundConfig, "ground", options)
     if cfg.region not in REGIONS:
         raise UsageError(f"region must be one of {', '.join(REGIONS)}, got {cfg.region!r}")
     if cfg.context not in CONTEXTS:
@@ -81,11 +76,6 @@ def make_config(**options: Any) -> GroundConfig:
         raise UsageError("region and context cannot both be 'none'")
     if not 0.0 <= cfg.threshold <= 1.0:
         raise UsageError("--threshold must be in [0, 1]")
-    try:
-        replace(ProposalConfig(), **cfg.proposals)
-        replace(RegionConfig(), **cfg.regions)
-    except TypeError as e:
-        raise UsageError(f"bad proposal/region option: {e}") from None
     return cfg
 
 
