@@ -15,7 +15,6 @@ from clipkit.cli.group import (
     ShortSideOpt,
     TopKOpt,
     VariantOpt,
-    parse_bg_thresh,
     parse_groups,
 )
 from clipkit.cli.options import (
@@ -82,10 +81,8 @@ def eval_group(
     label_list = parse_labels(labels, labels_file) if (labels or labels_file) else None
     loaded = load_group_model(**model_options(model, pretrained, device, precision, offline, trust_checkpoint,
                                               threads))
-    options = drop_none(templates=templates, topk=top_k,
+    options = drop_none(templates=templates, topk=top_k, bg_thresh=bg_thresh,
                         short_side=short_side, variant=variant, groups=parse_groups(groups))
-    if bg_thresh is not None:  # 'none' parses to None (no background), which drop_none would discard
-        options["bg_thresh"] = parse_bg_thresh(bg_thresh)
     result = evaluate_group(data, loaded, labels=label_list, limit=limit, quiet=bool(quiet), **options)
     write_report(json.dumps(result, indent=2) + "\n" if fmt == "json" else _table(result), output)
 

@@ -51,20 +51,6 @@ GroupsOpt = Annotated[str | None, typer.Option(
     show_default=False)]
 
 
-def parse_bg_thresh(value: str | None) -> float | str | None:
-    """'none' -> None (no background), a number -> float, unset -> 'default' (the model's own)."""
-    from clipkit.errors import UsageError
-
-    if value is None:
-        return "default"
-    if value.strip().lower() == "none":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise UsageError(f"--bg-thresh must be a number in [0, 1] or 'none', not {value!r}") from None
-
-
 def parse_groups(value: str | None) -> tuple[int, ...] | None:
     from clipkit.errors import UsageError
 
@@ -131,8 +117,7 @@ def group(
     sink = open_sink(format, output, resume, title="group")
     options = drop_none(templates=templates, topk=top_k,
                         short_side=short_side, variant=variant, groups=parse_groups(groups), overlay=overlay,
+                        bg_thresh=bg_thresh,
                         out_dir=out_dir, workers=workers)
-    if bg_thresh is not None:  # 'none' parses to None (no background), which drop_none would discard
-        options["bg_thresh"] = parse_bg_thresh(bg_thresh)
     results = iter_group(paths, label_list, loaded, quiet=bool(quiet), skip=sink.done, **options)
     finish(write_results(results, sink))

@@ -109,6 +109,22 @@ def _check(bg_thresh: float | None, topk: int, groups: Sequence[int]) -> None:
         raise UsageError("--groups needs two counts, the second no larger than the first (e.g. 64,8)")
 
 
+def resolve_bg_thresh(value: float | str | None, model: GroupViTModel | LoadedModel) -> float | None:
+    """``"default"`` -> the model's calibrated threshold (else the official 0.95); ``"none"`` or None -> no
+    background; a number or numeric string -> float. Anything else is a ``UsageError``."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "default":
+            return model.meta.get("bg_thresh", OFFICIAL_BG_THRESH)
+        if text == "none":
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"--bg-thresh must be a number in [0, 1] or 'none', not {value!r}") from None
+    return value
+
+
 class Grouper:
     """Callable ``(PIL image, path) -> Segmentation`` for one label set.
 
@@ -125,9 +141,7 @@ class Grouper:
                  tau: float = fb.DEFAULT_TAU) -> None:
         self.model, self.labels = model, list(labels)
         self.is_groupvit = isinstance(model, GroupViTModel)
-        if bg_thresh == "default":
-            bg_thresh = model.meta.get("bg_thresh", OFFICIAL_BG_THRESH)
-        self.bg_thresh = bg_thresh
+        self.bg_thresh = resolve_bg_thresh(bg_thresh, model)
         self.topk, self.short_side, self.variant = topk, short_side, variant
         self.groups, self.iters, self.tau = tuple(int(g) for g in groups), iters, tau
         _check(self.bg_thresh, topk, self.groups)
