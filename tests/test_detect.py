@@ -147,3 +147,18 @@ def test_detect_files_give_error_records_for_bad_inputs(tiny_model, tmp_path):
 def test_labels_that_clash_with_background_are_refused(tiny_model):
     with pytest.raises(UsageError, match="background prompts"):
         detect(scene(), ["background"], model=tiny_model)
+
+
+@pytest.mark.parametrize(("path", "expect_ss"), [("fast", False), ("image", True), ("ensemble", True)])
+def test_fast_path_takes_its_proposals_from_its_own_forward_pass(tiny_model, monkeypatch, path, expect_ss):
+    """The fast path's point is one forward pass: no selective search unless asked for."""
+    import clipkit.proposals as proposals
+
+    calls = []
+    real = proposals.selective_search
+    monkeypatch.setattr(proposals, "selective_search", lambda *a, **k: calls.append(1) or real(*a, **k))
+    detect([scene()], ["red circle", "blue square"], model=tiny_model, path=path, score_threshold=0.0)
+    assert bool(calls) == expect_ss
+    calls.clear()
+    detect([scene()], ["red circle"], model=tiny_model, path=path, selective_search=not expect_ss)
+    assert bool(calls) == (not expect_ss)

@@ -18,6 +18,10 @@ def train_groupvit(
     seed: Annotated[int | None, typer.Option("--seed", help="Scene stream of the training set.")] = None,
     init: Annotated[Path | None, typer.Option(
         "--init", help="Continue from this GroupViT folder (a previous run) instead of random weights.")] = None,
+    init_clip: Annotated[str | None, typer.Option(
+        "--init-clip", help="Warm start from an open_clip ViT: a hub folder (open_clip_config.json + "
+        "open_clip_model.safetensors) or 'shapes-clip'. Copies patch embedding, positions, stage-1 blocks and "
+        "the text tower (see docs/group.md).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
     evaluate: Annotated[bool, typer.Option(
         "--eval/--no-eval", help="Calibrate the background threshold on validation scenes (seed 2) and "
@@ -31,6 +35,8 @@ def train_groupvit(
       clipkit world train-groupvit runs/shapes-groupvit --minutes 20
 
       clipkit world train-groupvit runs/more --init runs/shapes-groupvit --minutes 10
+
+      clipkit world train-groupvit runs/warm --init-clip shapes-clip --steps 3000 --minutes 240
     """
     import shlex
     import sys
@@ -40,7 +46,9 @@ def train_groupvit(
 
     given = {"scenes": scenes, "steps": steps, "minutes": minutes, "batch_size": batch_size, "lr": lr,
              "image_size": image_size, "seed": seed, "threads": threads,
-             "init": str(init) if init is not None else None}
+             "init": str(init) if init is not None else None, "init_clip": init_clip}
+    if init is not None and init_clip is not None:
+        raise typer.BadParameter("give either --init or --init-clip, not both")
     opts = TrainOptions(out=str(out), **{k: v for k, v in given.items() if v is not None})
     args = sys.argv[1:]
     rest = args[args.index("train-groupvit") + 1:] if "train-groupvit" in args else [str(out)]

@@ -3,7 +3,8 @@ official zero-shot segmentation rule, the shapes-world trainer and a training-fr
 
 Modules: ``config`` (official defaults), ``layers`` + ``model`` (architecture), ``weights`` (key maps, load/save),
 ``losses``, ``text`` (tokenising, label embeddings), ``segment`` (inference), ``fallback`` (dense grouping),
-``train`` + ``card`` (shapes-groupvit), ``evaluate`` (``clipkit eval group``).
+``train`` + ``card`` (shapes-groupvit), ``clip_init`` (warm start from an open_clip ViT), ``evaluate``
+(``clipkit eval group``).
 """
 
 from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig

@@ -66,8 +66,11 @@ def model_card(meta: dict, metrics: dict | None, command: str) -> str:
         "",
         "# shapes-groupvit",
         "",
-        "A tiny GroupViT (Xu et al., CVPR 2022; architecture of NVlabs/GroupViT) trained "
-        + ("further from `" + tr["init"] + "`" if tr.get("init") else "from scratch") + " on the",
+        "A tiny GroupViT (Xu et al., CVPR 2022; architecture of NVlabs/GroupViT) "
+        + ("trained further from `" + tr["init"] + "`" if tr.get("init") else
+           "warm-started from the open_clip model `" + tr["init_clip"] + "` (patch embedding, stage-1 blocks, "
+           "text tower; see docs/group.md) and trained" if tr.get("init_clip") else "trained from scratch")
+        + " on the",
         "clipkit shapes world from **image–caption pairs only** (no masks, no boxes): image–text contrastive +",
         "multi-label contrastive loss (3 noun-phrase prompts per caption)"
         + (f", plus clipkit's group-level noun loss (weight {tr['group_loss']}; not in the official code: "
@@ -101,7 +104,8 @@ def model_card(meta: dict, metrics: dict | None, command: str) -> str:
         f"- group tokens {v.get('num_group_tokens')} -> output groups {v.get('num_output_groups')} "
         "(official: [64, 8, 0] -> [64, 8]; scaled down for a 12x12 patch grid)",
         "- hard Gumbel-softmax assignment with straight-through gradients (training), hard argmax (inference)",
-        f"- text: causal transformer width {t.get('width')}, {t.get('layers')} layers, context "
+        f"- text: causal transformer width {t.get('width')}, {t.get('layers')} layers, {t.get('heads')} heads, "
+        f"MLP ratio {t.get('mlp_ratio', 4.0)}, {t.get('hidden_act', 'quick_gelu')}, context "
         f"{t.get('context_length')}, CLIP BPE; projection MLPs to {cfg.get('projection_dim')}-d",
         "",
     ]

@@ -14,6 +14,7 @@ from typing import Any
 # The official training transform normalises with timm's IMAGENET_DEFAULT_MEAN/STD (datasets/builder.py).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+TEXT_ACTS = ("quick_gelu", "gelu")
 
 
 @dataclass
@@ -60,7 +61,12 @@ class VisionConfig:
 
 @dataclass
 class TextConfig:
-    """CLIP-style causal text transformer (models/transformer.py ``TextTransformer``); EOT pooling."""
+    """CLIP-style causal text transformer (models/transformer.py ``TextTransformer``); EOT pooling.
+
+    ``mlp_ratio`` (official ``TextTransformer(mlp_ratio=4)``) and ``hidden_act`` (official: QuickGELU; the port's
+    ``hidden_act``) are configurable so that an open_clip text tower (exact GELU unless ``quick_gelu``) can be
+    copied into ours exactly (:mod:`clipkit.groupvit.clip_init`).
+    """
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -68,6 +74,18 @@ class TextConfig:
     layers: int = 12
     heads: int = 4
     layer_norm_eps: float = 1e-5
+    mlp_ratio: float = 4.0
+    hidden_act: str = "quick_gelu"  # or "gelu" (exact, erf)
+
+    def __post_init__(self) -> None:
+        if self.hidden_act not in TEXT_ACTS:
+            raise ValueError(f"text hidden_act must be one of {TEXT_ACTS}, not {self.hidden_act!r}")
+        if self.mlp_ratio * self.width != int(self.mlp_ratio * self.width):
+            raise ValueError("text mlp_ratio * width must be an integer")
+
+    @property
+    def mlp_width(self) -> int:
+        return int(self.mlp_ratio * self.width)
 
 
 @dataclass
@@ -113,8 +131,8 @@ def from_hf_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None = Non
     heads = v.get("num_attention_heads", 6)
     out_groups = tuple(v.get("num_output_groups", (64, 8, 8)))[: len(depths) - 1]
     act_v, act_t = v.get("hidden_act", "gelu"), t.get("hidden_act", "quick_gelu")
-    if act_v != "gelu" or act_t != "quick_gelu":
-        raise ValueError(f"unsupported activations vision={act_v!r} text={act_t!r} (need gelu / quick_gelu)")
+    if act_v != "gelu" or act_t not in TEXT_ACTS:
+        raise ValueError(f"unsupported activations vision={act_v!r} text={act_t!r} (need gelu / {TEXT_ACTS})")
     width = int(v.get("hidden_size", 384))
     inter = int(v.get("intermediate_size", 4 * width))
     image_size = v.get("image_size", 224)
@@ -141,9 +159,9 @@ def from_hf_config(hf: dict[str, Any], preprocessor: dict[str, Any] | None = Non
         layers=int(t.get("num_hidden_layers", 12)),
         heads=int(t.get("num_attention_heads", 4)),
         layer_norm_eps=float(t.get("layer_norm_eps", 1e-5)),
+        mlp_ratio=int(t.get("intermediate_size", 4 * t_width)) / t_width,
+        hidden_act=act_t,
     )
-    if int(t.get("intermediate_size", 4 * t_width)) != 4 * t_width:
-        raise ValueError("the text tower's MLP must be 4 x width (CLIP ResidualAttentionBlock)")
     cfg = GroupViTConfig(
         vision=vision,
         text=text,
@@ -192,11 +210,11 @@ def to_hf_config(cfg: GroupViTConfig) -> dict[str, Any]:
             "model_type": "groupvit_text_model",
             "vocab_size": t.vocab_size,
             "hidden_size": t.width,
-            "intermediate_size": 4 * t.width,
+            "intermediate_size": t.mlp_width,
             "num_hidden_layers": t.layers,
             "num_attention_heads": t.heads,
             "max_position_embeddings": t.context_length,
-            "hidden_act": "quick_gelu",
+            "hidden_act": t.hidden_act,
             "layer_norm_eps": t.layer_norm_eps,
             "bos_token_id": 49406,
             "eos_token_id": 49407,

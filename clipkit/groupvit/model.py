@@ -134,17 +134,19 @@ class QuickGELU(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """CLIP text block: ``x + attn(ln_1(x))`` (causal), ``x + mlp(ln_2(x))`` with QuickGELU."""
+    """CLIP text block: ``x + attn(ln_1(x))`` (causal), ``x + mlp(ln_2(x))`` with QuickGELU (official) or GELU."""
 
-    def __init__(self, width: int, heads: int, eps: float) -> None:
+    def __init__(self, width: int, heads: int, eps: float, mlp_width: int | None = None,
+                 act: str = "quick_gelu") -> None:
         super().__init__()
+        hidden = mlp_width or 4 * width
         self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.ln_2 = nn.LayerNorm(width, eps=eps)
         self.mlp = nn.Sequential()
-        self.mlp.add_module("c_fc", nn.Linear(width, 4 * width))
-        self.mlp.add_module("gelu", QuickGELU())
-        self.mlp.add_module("c_proj", nn.Linear(4 * width, width))
+        self.mlp.add_module("c_fc", nn.Linear(width, hidden))
+        self.mlp.add_module("gelu", QuickGELU() if act == "quick_gelu" else nn.GELU())
+        self.mlp.add_module("c_proj", nn.Linear(hidden, width))
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         y = self.ln_1(x)
@@ -163,7 +165,8 @@ class TextTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, w))
         self.transformer = nn.Module()
         self.transformer.resblocks = nn.ModuleList(
-            ResidualAttentionBlock(w, cfg.heads, cfg.layer_norm_eps) for _ in range(cfg.layers)
+            ResidualAttentionBlock(w, cfg.heads, cfg.layer_norm_eps, cfg.mlp_width, cfg.hidden_act)
+            for _ in range(cfg.layers)
         )
         self.ln_final = nn.LayerNorm(w, eps=cfg.layer_norm_eps)
         # CLIP initialisation (official models/transformer.py)

@@ -12,6 +12,14 @@ best-matching final group, against all other nouns including those of the same i
 alone, our CPU-sized runs collapsed to one or two groups (stage-2 assignment independent of the image; measured
 in docs/group.md); the extra term still uses captions only.
 
+Optional warm start (``init_clip``, ``--init-clip shapes-clip``; off by default, not in the official recipe,
+which trains from scratch): before training, :func:`clipkit.groupvit.clip_init.init_from_clip` copies an
+open_clip ViT's patch conv, positions (CLS row dropped), ``ln_pre`` (fitted to GroupViT's LayerNorm-before-
+positions embedding on ``calib_images`` training images), its first ``depths[0]`` blocks into stage 1 and its
+whole text tower (``tiny_config``'s text tower is shapes-clip's); projection heads, group tokens, grouping blocks
+and later stages stay at random init. ``image_mean/std`` become the source's. The report goes to the log and to
+``clipkit.json`` (``warm_start``).
+
 Deviations (documented in docs/group.md): the noun phrases are the world's object names ("red circle") read from
 the scene instead of an NLTK chunker (NLTK's tagger data cannot be downloaded here); augmentation is a horizontal
 flip (the caption's "left of"/"right of" swapped) instead of RandAugment + random resized crops; one process,
@@ -45,12 +53,16 @@ TEMPLATES: tuple[str, ...] = ("{}", "a {}", "a photo of a {}.", "a picture of a 
 
 
 def tiny_config(image_size: int = 96) -> GroupViTConfig:
-    """The shapes-groupvit architecture: two grouping stages (32 -> 8 groups) over 12x12 patches of 8 px."""
+    """The shapes-groupvit architecture: two grouping stages (32 -> 8 groups) over 12x12 patches of 8 px.
+
+    The text tower matches shapes-clip's (heads 4, MLP 2 x 64, GELU); the shipped shapes-groupvit predates that
+    (heads 2, MLP 256, QuickGELU) and keeps loading from its own config.json."""
     return GroupViTConfig(
         vision=VisionConfig(image_size=image_size, patch_size=8, width=96, depths=(2, 2, 1), num_heads=(3, 3, 3),
                             num_group_tokens=(32, 8, 0), num_output_groups=(32, 8), mlp_ratio=2.0,
                             drop_path_rate=0.0),
-        text=TextConfig(context_length=32, width=64, layers=2, heads=2),
+        # = shapes-clip's text tower (4 heads, MLP 128, exact GELU), so --init-clip copies it exactly
+        text=TextConfig(context_length=32, width=64, layers=2, heads=4, mlp_ratio=2.0, hidden_act="gelu"),
         projection_dim=64,
         projection_inner_dim=256,
         multi_label=3,
@@ -80,6 +92,8 @@ class TrainOptions:
     group_loss: float = 1.0  # weight of clipkit's group-level noun loss (0 = the official losses only)
     multi_label: int = 3  # noun prompts per image for the multi-label loss (official gcc_yfcc config: 3)
     init: str | None = None  # continue from this GroupViT folder instead of random weights
+    init_clip: str | None = None  # warm start from an open_clip hub folder or "shapes-clip" (clip_init.py)
+    calib_images: int = 256  # training images used to fit the warm start's patch-embedding scalars
     config: dict = field(default_factory=dict)
 
 
@@ -179,6 +193,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     torch.set_num_threads(max(1, opts.threads))
     torch.manual_seed(opts.torch_seed)
     rng = random.Random(opts.torch_seed)
+    if opts.init and opts.init_clip:
+        raise ValueError("give either init (a GroupViT folder) or init_clip (an open_clip model), not both")
     if opts.init:
         from clipkit.groupvit.weights import load_groupvit
 
@@ -188,10 +204,17 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
         cfg = GroupViTConfig.from_dict(opts.config) if opts.config else tiny_config(opts.image_size)
         model = GroupViT(cfg)
     cfg.multi_label = opts.multi_label
-    opts.config = cfg.to_dict()
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     images, captions, names = _scenes(opts.scenes, opts.seed, cfg.vision.image_size, log)
+    warm: dict | None = None
+    if opts.init_clip:
+        from clipkit.groupvit.clip_init import init_from_clip, summary
+
+        calib = torch.from_numpy(images[: opts.calib_images]).permute(0, 3, 1, 2).float() / 255.0
+        warm = init_from_clip(model, opts.init_clip, calib)  # also sets cfg.image_mean/std to the source's
+        log(summary(warm))
+    opts.config = cfg.to_dict()
     mean = torch.tensor(cfg.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
 
@@ -265,15 +288,16 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
                 log_file.flush()
                 log(json.dumps(rec))
             if step % opts.save_every == 0:
-                _save(model, vocab, out, opts, step, time.time() - t0)
+                _save(model, vocab, out, opts, step, time.time() - t0, warm)
     finally:
         log_file.close()
-    _save(model, vocab, out, opts, step, time.time() - t0)
+    _save(model, vocab, out, opts, step, time.time() - t0, warm)
     log(f"trained {step} steps in {time.time() - t0:.0f} s -> {out}")
     return out
 
 
-def _save(model: GroupViT, vocab: CompactVocab, out: Path, opts: TrainOptions, step: int, seconds: float) -> None:
+def _save(model: GroupViT, vocab: CompactVocab, out: Path, opts: TrainOptions, step: int, seconds: float,
+          warm: dict | None = None) -> None:
     was_training = model.training
     model.eval()
     with vocab.full_table():
@@ -282,6 +306,9 @@ def _save(model: GroupViT, vocab: CompactVocab, out: Path, opts: TrainOptions, s
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta.update({"kind": "groupvit", "templates": list(TEMPLATES), "default_templates": "none",
                  "training": {**asdict(opts), "steps_done": step, "seconds": round(seconds, 1)}})
+    if warm is not None:
+        meta["warm_start"] = {key: warm[key] for key in ("source", "embedding", "left_at_init", "skipped")}
+        meta["warm_start"]["copied"] = sorted(warm["copied"])
     tmp = out / "clipkit.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
     tmp.replace(meta_path)

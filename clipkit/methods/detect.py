@@ -2,7 +2,8 @@
 
 ViLD (Gu et al., ICLR 2022; tensorflow/tpu ``models/official/detection/projects/vild``):
 
-1. class-agnostic proposals (here :mod:`clipkit.proposals`: selective search + dense score-map components);
+1. class-agnostic proposals (here :mod:`clipkit.proposals`: dense score-map components, plus selective search
+   for the image and ensemble paths; the fast path keeps to its one dense forward pass unless asked);
 2. a region embedding per proposal (here :mod:`clipkit.regions`: ``image`` = ViLD-image crops at 1× + 1.5×,
    ``fast`` = RoIAlign-pooled dense patch embeddings from one forward pass);
 3. classifier = L2-normalised label text embeddings (prompt ensemble,
@@ -51,6 +52,7 @@ __all__ = [
     "make_config",
     "postprocess",
     "score_maps_from_patches",
+    "uses_selective_search",
 ]
 
 PATHS = ("image", "fast", "ensemble")
@@ -68,7 +70,10 @@ class DetectConfig:
     score_threshold: float = 0.3  # drop (box, label) pairs below this probability
     max_detections: int = 100  # per image
     drop_background: bool = True  # drop boxes whose best class is a background prompt (ViLD Colab)
-    score_map_proposals: bool = True  # add boxes from dense per-label score maps to selective search
+    score_map_proposals: bool = True  # boxes from the dense per-label score maps (connected components)
+    # selective search on top of the score-map boxes; None = on for the image and ensemble paths, off for the
+    # fast path, whose proposals then come from its own single dense forward pass (the point of that path)
+    selective_search: bool | None = None
     templates: Any = None  # prompt template set (None: the model's default)
     proposals: dict[str, Any] = field(default_factory=dict)  # ProposalConfig overrides
     regions: dict[str, Any] = field(default_factory=dict)  # RegionConfig overrides
@@ -89,6 +94,13 @@ def make_config(**options: Any) -> DetectConfig:
     if cfg.max_detections < 1:
         raise UsageError("max detections must be at least 1")
     return cfg
+
+
+def uses_selective_search(cfg: DetectConfig) -> bool:
+    """Whether ``cfg``'s proposals include selective search (``selective_search``, else path-dependent)."""
+    if cfg.selective_search is not None:
+        return cfg.selective_search
+    return cfg.path != "fast" or not cfg.score_map_proposals
 
 
 def class_probabilities(region_emb: torch.Tensor, class_emb: torch.Tensor,
@@ -157,7 +169,8 @@ def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_em
         variant = rcfg.dense_variant or default_variant(model)
         # labels + background prompts: a pixel whose best class is background gives no box (ClearCLIP)
         maps = score_maps_from_patches(model, patches, class_emb, variant, image.size)
-    boxes = propose(image, score_maps=maps, n_labels=n_labels, **cfg.proposals)
+    proposal_cfg = {"use_selective_search": uses_selective_search(cfg), **cfg.proposals}
+    boxes = propose(image, score_maps=maps, n_labels=n_labels, **proposal_cfg)
     t1 = time.perf_counter()
     temperature = model.logit_scale if cfg.temperature is None else cfg.temperature
     probs = None
