@@ -169,6 +169,36 @@ class Detections:
 
 
 @dataclass
+class Grounding:
+    """One image's phrase grounding: the caption, its phrases and a :class:`Detections` whose ``class_id``
+    indexes ``phrases`` (``labels`` = the phrase texts, ``data["phrase"]`` the phrase of each box).
+
+    ``phrases``: objects with ``text`` (str) and ``span`` (``[start, end)`` character offsets in ``caption``),
+    e.g. :class:`clipkit.phrases.Phrase`.
+    """
+
+    path: str
+    caption: str
+    phrases: list[Any]
+    detections: Detections
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"path", "caption", "phrases": [{"phrase", "span", "boxes": [{"score", "box"}]}]}``."""
+        det = self.detections
+        out = []
+        for k, ph in enumerate(self.phrases):
+            boxes = [{"score": d["score"], "box": d["box"]}
+                     for d, c in zip(det.box_dicts(), det.class_id, strict=True) if int(c) == k]
+            out.append({"phrase": ph.text, "span": list(ph.span), "boxes": boxes})
+        return {"path": self.path, "caption": self.caption, "phrases": out}
+
+    def table_row(self) -> list[str]:
+        det = self.detections
+        cells = [f"{det.labels[int(c)]} {s:.2f}" for c, s in zip(det.class_id, det.confidence, strict=True)]
+        return [self.path, ", ".join(cells[:6]) or "(none)"]
+
+
+@dataclass
 class Sketch:
     """A finished sketch: the SVG and PNG written, the final loss, iterations run and wall time."""
 

@@ -36,6 +36,7 @@ from PIL import Image, ImageFilter
 from clipkit.phrases import Phrase, parse_phrases
 from clipkit.proposals import propose
 from clipkit.regions import RegionConfig, dense_patches, fast_embeddings, image_embeddings, image_tensor
+from clipkit.results import Grounding
 
 __all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "context_views", "ground", "ground_image", "iter_ground",
            "make_config"]
@@ -77,34 +78,6 @@ def make_config(**options: Any) -> GroundConfig:
     if not 0.0 <= cfg.threshold <= 1.0:
         raise UsageError("--threshold must be in [0, 1]")
     return cfg
-
-
-@dataclass
-class Grounding:
-    """One image's grounding: the caption, its phrases, and a ``Detections`` whose ``class_id`` indexes
-    ``phrases`` (``labels`` = phrase texts, ``data["phrase"]`` the phrase of each box)."""
-
-    path: str
-    caption: str
-    phrases: list[Phrase]
-    detections: Any
-
-    def to_dict(self) -> dict:
-        """``{"path", "caption", "phrases": [{"phrase", "span", "boxes": [{"score", "box"}]}]}``."""
-        det = self.detections
-        out = []
-        for k, ph in enumerate(self.phrases):
-            idx = [i for i in range(len(det)) if int(det.class_id[i]) == k]
-            boxes = [{"score": round(float(det.confidence[i]), 4),
-                      "box": dict(zip(("xmin", "ymin", "xmax", "ymax"),
-                                      (round(float(v), 1) for v in det.xyxy[i]), strict=True))} for i in idx]
-            out.append({"phrase": ph.text, "span": ph.span, "boxes": boxes})
-        return {"path": self.path, "caption": self.caption, "phrases": out}
-
-    def table_row(self) -> list[str]:
-        det = self.detections
-        cells = [f"{det.labels[int(c)]} {s:.2f}" for c, s in zip(det.class_id, det.confidence, strict=True)]
-        return [self.path, ", ".join(cells[:6]) or "(none)"]
 
 
 def context_views(model: Any, image: Image.Image, boxes: np.ndarray, mode: str, blur_radius: float
