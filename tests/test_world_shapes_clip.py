@@ -3,7 +3,6 @@
 import time
 
 import numpy as np
-import pytest
 import torch
 
 from clipkit.world import CATEGORIES, SceneConfig, generate_scene
@@ -63,11 +62,11 @@ def test_zero_shot_colour_is_right():
     assert (pred == truth).mean() > 3 / 48  # better than knowing the colour and guessing the shape
 
 
-@pytest.mark.xfail(strict=True, reason="the bundled shapes-clip learns shape poorly (zero-shot top-1 ~0.76, see "
-                                       "its model card); strict: passing means the card and this mark need updating")
 def test_zero_shot_top1_target():
+    """The issue's test target (the model card reports 0.996 on 480 other held-out scenes)."""
     pred, truth = _zero_shot_predictions()
     assert (pred == truth).mean() >= 0.90
+    assert (pred % 6 == truth % 6).mean() >= 0.90  # shape, not only colour
 
 
 def test_patch_at_each_object_prefers_its_own_label():
