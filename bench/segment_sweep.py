@@ -4,7 +4,8 @@
 
 For each variant the logits over the 48 categories + a "background" prompt are computed once per scene; the
 background rules are then applied to the same logits: (a) the "background" prompt competes as a class;
-(b) no background prompt, pixels whose top probability is below T are background; (c) both. Scenes: stream
+(b) no background prompt, pixels whose top probability is below T are background; (c) both; (d) no
+background prompt, pixels whose best label *cosine* is below c are background (``min_cosine``). Scenes: stream
 ``--seed`` (disjoint from the bench and training streams) at the model's input size, 1–4 objects.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+COSINES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)  # min_cosine rule: best label cosine below it = background
 
 
 def main() -> None:
@@ -39,7 +41,8 @@ def main() -> None:
     scenes = [generate_scene(args.seed, i, SceneConfig(size=(w, h))) for i in range(args.n)]
     text = text_embeddings(model, [*CATEGORIES, "background"])
     n = len(CATEGORIES)
-    rules = ["prompt"] + [f"thr {t}" for t in THRESHOLDS] + [f"prompt+thr {t}" for t in THRESHOLDS]
+    rules = (["prompt"] + [f"thr {t}" for t in THRESHOLDS] + [f"prompt+thr {t}" for t in THRESHOLDS]
+             + [f"cos {c}" for c in COSINES])
     print("| variant | " + " | ".join(rules) + " |\n|---|" + "---:|" * len(rules))
     for variant in args.variants.split(","):
         conf = {r: np.zeros((n + 1, n + 1), np.int64) for r in rules}
@@ -50,6 +53,10 @@ def main() -> None:
             best, idx = with_bg.max(0)
             pred_prompt = torch.where(idx >= n, 0, idx + 1)
             conf["prompt"] += confusion_matrix(pred_prompt.numpy(), gt, n + 1)
+            cos_best, cos_idx = (logits[:n] / dense.logit_scale_for(model, variant)).max(0)
+            for c in COSINES:
+                pred = torch.where(cos_best < c, 0, cos_idx + 1)
+                conf[f"cos {c}"] += confusion_matrix(pred.numpy(), gt, n + 1)
             no_bg = logits[:n].softmax(0)
             best_nb, idx_nb = no_bg.max(0)
             for t in THRESHOLDS:

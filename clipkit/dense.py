@@ -64,6 +64,7 @@ VARIANT_LOGIT_SCALE: dict[str, float | None] = {
 __all__ = [
     "DEFAULT_VARIANT",
     "VARIANTS",
+    "default_variant",
     "dense_logits",
     "image_tensor",
     "logit_scale_for",
@@ -102,6 +103,14 @@ def patch_grid(model: Any) -> tuple[int, int]:
     """Patch size ``(ph, pw)`` in pixels of the model's image tower."""
     ps = _visual(model).patch_size
     return (int(ps[0]), int(ps[1])) if isinstance(ps, tuple | list) else (int(ps), int(ps))
+
+
+def default_variant(model: Any) -> str:
+    """The dense variant to use when none is given: ``"plain"`` for average-pooled towers (``pool_type="avg"``:
+    the image embedding is the mean of the projected patch tokens, so the stock tokens are trained in the
+    joint space), else NACLIP (the best training-free variant for CLS-pooled CLIPs, METHODS.md)."""
+    visual = getattr(getattr(model, "model", model), "visual", None)
+    return "plain" if getattr(visual, "pool_type", None) == "avg" else DEFAULT_VARIANT
 
 
 def logit_scale_for(model: Any, variant: str) -> float:

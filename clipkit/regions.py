@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import roi_align
 
+from clipkit.dense import default_variant
+
 __all__ = ["RegionConfig", "default_variant", "fast_embeddings", "image_embeddings", "image_tensor",
            "square_boxes"]
 
@@ -169,14 +171,6 @@ def fast_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, *, cfg: R
     pooled = roi_align(grid, rois, output_size=cfg.roi_output, spatial_scale=1.0,
                        sampling_ratio=cfg.sampling_ratio, aligned=True)  # [K, D, r, r]
     return F.normalize(pooled.mean((2, 3)), dim=-1)
-
-
-def default_variant(model: Any) -> str:
-    """The fast path's dense variant for ``model``: ``"plain"`` for average-pooled towers (``pool_type="avg"``:
-    the image embedding is the mean of the projected patch tokens, so the stock tokens are trained in the
-    joint space), else NACLIP (the best training-free variant for CLS-pooled CLIPs, METHODS.md)."""
-    visual = getattr(getattr(model, "model", model), "visual", None)
-    return "plain" if getattr(visual, "pool_type", None) == "avg" else "naclip"
 
 
 @torch.inference_mode()

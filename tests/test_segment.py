@@ -50,11 +50,44 @@ def test_predict_shapes_and_background_rules(tiny_model):
     assert (probs.sum(0) < 1.0).all()
 
 
+def test_min_cosine_turns_unlike_pixels_into_background(tiny_model):
+    """A pixel is background when its best label cosine is below ``min_cosine`` (the cosine, not the softmax)."""
+    from clipkit import dense
+
+    image = Image.new("RGB", (40, 32), (200, 40, 40))
+    image.paste((40, 40, 200), (20, 0, 40, 32))
+    seg = Segmenter(tiny_model, ["red circle", "blue square"], background="none", variant="plain")
+    cos = (seg.logits(image) / dense.logit_scale_for(tiny_model, "plain")).amax(0).numpy()
+    cut = float(np.median(cos))
+    label_map, _ = Segmenter(tiny_model, ["red circle", "blue square"], background="none", variant="plain",
+                             min_cosine=cut).predict(image)
+    np.testing.assert_array_equal(label_map == 0, cos < cut)
+    off, _ = Segmenter(tiny_model, ["red circle", "blue square"], background="none", variant="plain",
+                       min_cosine=-1).predict(image)
+    assert (off > 0).all()
+
+
+def test_default_variant_follows_the_tower(tiny_model):
+    """Average-pooled towers (shapes-clip) default to their trained stock tokens, CLS-pooled ones to NACLIP."""
+    from clipkit import dense
+
+    seg = Segmenter(tiny_model, ["a"])
+    assert seg.variant == dense.default_variant(tiny_model)
+    tiny_model.model.visual.pool_type = "avg"
+    try:
+        assert Segmenter(tiny_model, ["a"]).variant == "plain"
+    finally:
+        tiny_model.model.visual.pool_type = "tok"
+    assert Segmenter(tiny_model, ["a"]).variant == "naclip"
+
+
 def test_bad_options_are_usage_errors(tiny_model):
     with pytest.raises(UsageError, match="unknown --variant 'foo'"):
         Segmenter(tiny_model, ["a"], variant="foo")
     with pytest.raises(UsageError, match="--threshold must be between 0 and 1"):
         Segmenter(tiny_model, ["a"], threshold=1.5)
+    with pytest.raises(UsageError, match="--min-cosine must be between -1 and 1"):
+        Segmenter(tiny_model, ["a"], min_cosine=2.0)
     with pytest.raises(UsageError, match="at least one label"):
         Segmenter(tiny_model, [])
     with pytest.raises(ModelError, match="no LSeg head 'nope'"):

@@ -52,25 +52,33 @@ def _miou(model, scenes, per_image: bool = False, **options) -> float:
     return confusion_miou(preds, [s.label_map() for s in scenes], len(CATEGORIES) + 1)["miou"]
 
 
-def test_training_free_variants_localise_known_labels_better_than_plain(shapes):
-    """Given each scene's own labels, the re-computed last block beats the stock patch tokens.
-
-    On the interim shapes-clip3 checkpoint (12 scenes): plain 0.28, maskclip 0.44, sclip 0.41, naclip 0.38.
-    """
+def test_training_free_default_segments_all_48_labels(shapes):
+    """The library's training-free default on shapes-clip (its trained plain patch tokens + the calibrated
+    ``min_cosine`` background rule) with all 48 labels; bench/segment_miou.py measures 0.55 on 100 scenes.
+    Without the cosine rule nothing marks the background (the "background" prompt means nothing to this
+    model), so the rule must beat the prompt alone by a wide margin."""
     model, scenes = shapes
-    plain = _miou(model, scenes, per_image=True, variant="plain")
-    naclip = _miou(model, scenes, per_image=True, variant="naclip")
-    best = max(naclip, _miou(model, scenes, per_image=True, variant="sclip"))
-    assert naclip >= 0.25, naclip
-    assert best > plain, (best, plain)
+    default = _miou(model, scenes)
+    prompt_only = _miou(model, scenes, min_cosine=-1)
+    assert default >= 0.33, default
+    assert default >= prompt_only + 0.2, (default, prompt_only)
+
+
+def test_recomputed_last_block_variants_localise_known_labels(shapes):
+    """Given each scene's own labels, NACLIP/SCLIP still localise (chance is well under 0.1). On this
+    average-pooled model they do not beat the stock tokens (see bench/results/segment.md)."""
+    model, scenes = shapes
+    best = max(_miou(model, scenes, per_image=True, variant=v) for v in ("naclip", "sclip"))
+    assert best >= 0.25, best
 
 
 @pytest.mark.skipif("lseg-shapes" not in __import__("clipkit.lseg").lseg.bundled_heads(),
                     reason="lseg-shapes not bundled")
 def test_lseg_head_segments_scenes(shapes):
     model, scenes = shapes
-    # floor, not the issue's 0.80 target: the shipped head measures 0.46 on 100 held-out scenes (its model card)
-    assert _miou(model, scenes, head="lseg-shapes") >= 0.3
+    # floor, not the issue's 0.80 target: the shipped head measures 0.78-0.80 on 100 held-out scenes
+    # (its model card, bench/results/segment.md)
+    assert _miou(model, scenes, head="lseg-shapes") >= 0.6
 
 
 def test_red_circle_pixels_are_labelled_red_circle(shapes, tmp_path):

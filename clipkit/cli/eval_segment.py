@@ -40,7 +40,8 @@ def eval_segment(
     labels_file: LabelsFileOpt = None,
     templates: TemplatesOpt = None,
     variant: Annotated[str | None, typer.Option(
-        "--variant", "-v", help="naclip (default), clearclip, sclip, maskclip or plain.", rich_help_panel=SEG,
+        "--variant", "-v", help="naclip, clearclip, sclip, maskclip or plain (default: plain for "
+        "average-pooled towers such as shapes-clip, else naclip).", rich_help_panel=SEG,
         show_default=False)] = None,
     head: Annotated[str | None, typer.Option(
         "--head", help="Evaluate a trained LSeg head (bundled name or path) instead.", rich_help_panel=SEG,
@@ -48,6 +49,9 @@ def eval_segment(
     background: Annotated[str | None, typer.Option(
         "--background", help="Comma-separated background prompts ('none' for none).", rich_help_panel=SEG,
         show_default=False)] = None,
+    min_cosine: Annotated[float | None, typer.Option(
+        "--min-cosine", help="Best label cosine below which a pixel is background (default: the model's "
+        "calibrated value, if any; -1 turns it off).", rich_help_panel=SEG, show_default=False)] = None,
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Probability below which a pixel is background.", rich_help_panel=SEG,
         show_default=False)] = None,
@@ -94,7 +98,7 @@ def eval_segment(
     loaded = load_model(**model_options(model, pretrained, device, precision, offline, trust_checkpoint,
                                         threads))
     options = drop_none(templates=templates, variant=variant, head=head, background=background,
-                        threshold=threshold, stride=stride, short_side=short_side)
+                        threshold=threshold, min_cosine=min_cosine, stride=stride, short_side=short_side)
     result = evaluate_segment(data, loaded, labels=label_list, labels_per_image=bool(labels_per_image), limit=limit,
                               quiet=bool(quiet), **options)
     write_report(json.dumps(result, indent=2) + "\n" if fmt == "json" else _table(result), output)

@@ -35,8 +35,8 @@ def segment(
     labels_file: LabelsFileOpt = None,
     templates: TemplatesOpt = None,
     variant: Annotated[str | None, typer.Option(
-        "--variant", "-v", help="Training-free dense CLIP: naclip (default), clearclip, sclip, maskclip or "
-        "plain.",
+        "--variant", "-v", help="Training-free dense CLIP: naclip, clearclip, sclip, maskclip or plain "
+        "(default: plain for average-pooled towers such as shapes-clip, else naclip).",
         rich_help_panel=SEG, show_default=False)] = None,
     head: Annotated[str | None, typer.Option(
         "--head", help="A trained LSeg head: bundled name (lseg-shapes) or folder/.safetensors path.",
@@ -47,6 +47,10 @@ def segment(
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Pixels whose best class probability is below this become background.",
         rich_help_panel=SEG, show_default=False)] = None,
+    min_cosine: Annotated[float | None, typer.Option(
+        "--min-cosine", help="Pixels whose best label cosine is below this become background (training-free; "
+        "default: the model's calibrated value, if any; -1 turns it off).", rich_help_panel=SEG,
+        show_default=False)] = None,
     stride: Annotated[int | None, typer.Option(
         "--stride", help="Sliding-window stride in pixels (default: half the model's input size).",
         rich_help_panel=SEG, show_default=False)] = None,
@@ -100,7 +104,8 @@ def segment(
                                         threads))
     sink = open_sink(format, output, resume, title="segment")
     options = drop_none(templates=templates, variant=variant, head=head, background=background,
-                        threshold=threshold, stride=stride, short_side=short_side, scores=scores, rle=rle,
+                        threshold=threshold, min_cosine=min_cosine, stride=stride, short_side=short_side,
+                        scores=scores, rle=rle,
                         overlay=overlay, out_dir=out_dir, workers=workers)
     results = iter_segment(paths, label_list, loaded, quiet=bool(quiet), skip=sink.done, **options)
     finish(write_results(results, sink))

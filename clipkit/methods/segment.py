@@ -50,10 +50,18 @@ class Segmenter:
     Args:
         model: ``LoadedModel`` with an open_clip ViT image tower.
         labels: class names; label ``k`` (1-based) in the label map is ``labels[k-1]``.
-        variant: dense variant (``clipkit.dense.VARIANTS``), ignored with ``head``.
+        variant: dense variant (``clipkit.dense.VARIANTS``), ignored with ``head``; default
+            ``default_variant(model)``: ``plain`` for average-pooled towers, whose patch tokens are trained in
+            the joint space (shapes-clip), NACLIP otherwise.
         head: LSeg head — bundled name, path, or an ``LSegHead``; ``None`` for training-free dense CLIP.
         background: background prompts (default ``DEFAULT_BACKGROUND``, or the head's own trained ones).
         threshold: pixels whose top probability is below this become background (default: none).
+        min_cosine: pixels whose best label *cosine* (before the logit scale) is below this become background;
+            training-free only. Default: the model's calibrated value for the variant
+            (``clipkit.json`` → ``segment_min_cosine``), else none; ``-1`` turns it off. A deviation from the
+            variants' papers (they use a background prompt or a softmax threshold): for a CLIP whose captions
+            never name the background (shapes-clip) no background prompt wins, but background patches are
+            less similar to every label.
         stride: sliding-window stride in pixels (default: half the model's input size).
         short_side: resize the short side to this before sliding (default: the model's input size).
         scale: logit scale for training-free variants (default: the variant's official one).
@@ -65,10 +73,11 @@ class Segmenter:
         model: LoadedModel,
         labels: Sequence[str],
         *,
-        variant: str = dense.DEFAULT_VARIANT,
+        variant: str | None = None,
         head: Any = None,
         background: str | Sequence[str] | None = None,
         threshold: float | None = None,
+        min_cosine: float | None = None,
         stride: int | None = None,
         short_side: int | None = None,
         scale: float | None = None,
@@ -76,10 +85,13 @@ class Segmenter:
     ):
         from clipkit import lseg
 
+        variant = variant or dense.default_variant(model)
         if variant not in dense.VARIANTS:
             raise UsageError(f"unknown --variant {variant!r}; choose one of: {', '.join(dense.VARIANTS)}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise UsageError("--threshold must be between 0 and 1")
+        if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:
+            raise UsageError("--min-cosine must be between -1 and 1")
         if stride is not None and stride < 1:
             raise UsageError("--stride must be at least 1 pixel")
         if short_side is not None and short_side < 8:
@@ -101,6 +113,9 @@ class Segmenter:
             default_bg = list(DEFAULT_BACKGROUND)
         self.background = [b for b in _background_list(background, default_bg) if b not in self.labels]
         self.variant, self.threshold, self.stride, self.short_side = variant, threshold, stride, short_side
+        if min_cosine is None and self.head is None:
+            min_cosine = (getattr(model, "meta", {}) or {}).get("segment_min_cosine", {}).get(variant)
+        self.min_cosine = None if self.head is not None or min_cosine in (None, -1, -1.0) else float(min_cosine)
         self.scale, self.templates = scale, templates
         self.text = text_embeddings(model, [*self.labels, *self.background], templates)
         self.method = f"lseg:{head if isinstance(head, str | Path) else 'head'}" if self.head else variant
@@ -126,13 +141,17 @@ class Segmenter:
 
     def predict(self, image) -> tuple[np.ndarray, np.ndarray]:
         """``(label_map [H, W] uint8|uint16, probabilities [N, H, W] float32)`` for one image."""
-        probs = self.logits(image).softmax(dim=0)
+        logits = self.logits(image)
+        probs = logits.softmax(dim=0)
         n = len(self.labels)
         best, index = probs.max(dim=0)
         label_map = index + 1
         label_map[index >= n] = 0  # a background prompt won
         if self.threshold is not None:
             label_map[best < self.threshold] = 0
+        if self.min_cosine is not None:
+            scale = self.scale or dense.logit_scale_for(self.model, self.variant)
+            label_map[(logits[:n] / scale).amax(dim=0) < self.min_cosine] = 0
         dtype = np.uint8 if n < 256 else np.uint16
         return label_map.cpu().numpy().astype(dtype), probs[:n].float().cpu().numpy()
 
