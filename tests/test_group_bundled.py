@@ -1,8 +1,8 @@
 """The bundled shapes-groupvit on held-out shapes-world scenes (stream 0; training used stream 1).
 
-Honest state (bench/results/group.md): the CPU-budget model learnt the image level (its pooled embedding ranks
-the scene's objects well above chance) but grouping did not emerge: held-out mIoU ~0.02 against the issue's
-target of 0.60. The target is kept as a strict xfail, so it turns into a failure (and must be promoted to a
+Honest state (bench/results/group.md): the CPU-budget model (warm-started from shapes-clip) learnt the image
+level and grouping has begun to emerge, far from the issue's target: held-out mIoU 0.14 (200 scenes) against
+0.60. The target is kept as a strict xfail, so it turns into a failure (and must be promoted to a
 plain test) the day a retrained model reaches it.
 """
 
@@ -71,7 +71,16 @@ def test_outputs_cover_the_image_and_stage1_is_finer(results):
     assert s1 >= s2 >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue target (mIoU >= 0.60) not reached: measured ~0.02, see "
+def test_grouping_labels_objects_above_chance(results, scenes):
+    """Floor, not target: the shipped model measures 0.14 on 200 held-out scenes; the previous randomly
+    initialised one 0.017, which this floor would reject."""
+    from clipkit.evaluation.segmentation import confusion_miou
+
+    miou = confusion_miou([r.label_map for r in results], [s.label_map() for s in scenes], 49)["miou"]
+    assert miou >= 0.07, miou
+
+
+@pytest.mark.xfail(strict=True, reason="issue target (mIoU >= 0.60) not reached: measured 0.14, see "
                    "bench/results/group.md")
 def test_issue_target_zero_shot_miou(results, scenes):
     from clipkit.evaluation.segmentation import confusion_miou
