@@ -87,3 +87,18 @@ def test_issue_target_zero_shot_miou(results, scenes):
 
     miou = confusion_miou([r.label_map for r in results], [s.label_map() for s in scenes], 49)["miou"]
     assert miou >= 0.60
+
+
+def test_training_free_fallback_on_shapes_clip_groups_objects(scenes):
+    """The fallback (dense patch embeddings of an open_clip model, two-stage clustering, labelled by text) on the
+    bundled shapes-clip: 0.22 on 60 export scenes with its stock tokens (the default for average-pooled
+    towers), 0.08 with NACLIP."""
+    from clipkit.evaluation.segmentation import confusion_miou
+    from clipkit.methods.group import Grouper, load_group_model
+    from clipkit.world import CATEGORIES
+
+    grouper = Grouper(load_group_model("shapes-clip", device="cpu"), list(CATEGORIES))
+    assert grouper.variant == "plain"
+    maps = [grouper(s.image, f"scene{i}").label_map for i, s in enumerate(scenes)]
+    miou = confusion_miou(maps, [s.label_map() for s in scenes], 49)["miou"]
+    assert miou >= 0.12, miou

@@ -45,7 +45,8 @@ ShortSideOpt = Annotated[int | None, typer.Option(
     rich_help_panel=GRP, show_default=False)]
 VariantOpt = Annotated[str | None, typer.Option(
     "--variant", "-v", help="Fallback for open_clip models only: dense embedding variant (naclip, clearclip, "
-    "sclip, maskclip, plain).", rich_help_panel=GRP, show_default=False)]
+    "sclip, maskclip, plain; default: plain for average-pooled towers such as shapes-clip, else naclip).",
+    rich_help_panel=GRP, show_default=False)]
 GroupsOpt = Annotated[str | None, typer.Option(
     "--groups", help="Fallback only: groups of the two stages, e.g. 64,8 (default).", rich_help_panel=GRP,
     show_default=False)]

@@ -131,18 +131,23 @@ class Grouper:
     bg_thresh: background threshold of the official rule (default: the model's calibrated value from its
     clipkit.json, else the official 0.95); ``None`` = no background. topk: image-level class filter (5).
     short_side: GroupViT input short side (default: its training size). Fallback only: ``variant`` of the dense
-    embeddings, ``groups`` (64, 8), ``iters``, ``tau``.
+    embeddings (default ``clipkit.dense.default_variant``: the stock tokens of average-pooled towers such as
+    shapes-clip, NACLIP otherwise), ``groups`` (64, 8), ``iters``, ``tau``.
     """
 
     def __init__(self, model: GroupViTModel | LoadedModel, labels: Sequence[str], *,
                  templates: str | Sequence[str] | None = None, bg_thresh: float | str | None = "default",
-                 topk: int = OFFICIAL_TOPK, short_side: int | None = None, variant: str = "naclip",
+                 topk: int = OFFICIAL_TOPK, short_side: int | None = None, variant: str | None = None,
                  groups: Sequence[int] = fb.DEFAULT_GROUPS, iters: int = fb.DEFAULT_ITERS,
                  tau: float = fb.DEFAULT_TAU) -> None:
         self.model, self.labels = model, list(labels)
         self.is_groupvit = isinstance(model, GroupViTModel)
         self.bg_thresh = resolve_bg_thresh(bg_thresh, model)
-        self.topk, self.short_side, self.variant = topk, short_side, variant
+        if variant is None and not self.is_groupvit:
+            from clipkit.dense import default_variant
+
+            variant = default_variant(model)
+        self.topk, self.short_side, self.variant = topk, short_side, variant or "naclip"
         self.groups, self.iters, self.tau = tuple(int(g) for g in groups), iters, tau
         _check(self.bg_thresh, topk, self.groups)
         if self.is_groupvit:
