@@ -185,11 +185,11 @@ class Grounding:
     def to_dict(self) -> dict[str, Any]:
         """``{"path", "caption", "phrases": [{"phrase", "span", "boxes": [{"score", "box"}]}]}``."""
         det = self.detections
-        out = []
-        for k, ph in enumerate(self.phrases):
-            boxes = [{"score": d["score"], "box": d["box"]}
-                     for d, c in zip(det.box_dicts(), det.class_id, strict=True) if int(c) == k]
-            out.append({"phrase": ph.text, "span": list(ph.span), "boxes": boxes})
+        per_phrase: list[list[dict[str, Any]]] = [[] for _ in self.phrases]
+        for d, c in zip(det.box_dicts(), det.class_id, strict=True):
+            per_phrase[int(c)].append({"score": d["score"], "box": d["box"]})
+        out = [{"phrase": ph.text, "span": list(ph.span), "boxes": boxes}
+               for ph, boxes in zip(self.phrases, per_phrase, strict=True)]
         return {"path": self.path, "caption": self.caption, "phrases": out}
 
     def table_row(self) -> list[str]:

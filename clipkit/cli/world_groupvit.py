@@ -47,8 +47,6 @@ def train_groupvit(
     given = {"scenes": scenes, "steps": steps, "minutes": minutes, "batch_size": batch_size, "lr": lr,
              "image_size": image_size, "seed": seed, "threads": threads,
              "init": str(init) if init is not None else None, "init_clip": init_clip}
-    if init is not None and init_clip is not None:
-        raise typer.BadParameter("give either --init or --init-clip, not both")
     opts = TrainOptions(out=str(out), **{k: v for k, v in given.items() if v is not None})
     args = sys.argv[1:]
     rest = args[args.index("train-groupvit") + 1:] if "train-groupvit" in args else [str(out)]

@@ -59,24 +59,24 @@ _TXT_BLOCK = ["attn.in_proj_weight", "attn.in_proj_bias",
 
 
 def resolve_clip_source(source: str | Path) -> Path:
-    """``shapes-clip`` -> the bundled folder; otherwise a folder with the open_clip hub files."""
-    from clipkit.world.model import SHAPES_CLIP_DIR
+    """A bundled model name (``shapes-clip``) -> its folder; otherwise a folder with the open_clip hub files."""
+    from clipkit.registry import bundled_models
 
-    folder = SHAPES_CLIP_DIR if str(source) == "shapes-clip" else Path(source)
+    folder = bundled_models().get(str(source), Path(source))
     for name in ("open_clip_config.json", "open_clip_model.safetensors"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder}: no {name} (need an open_clip hub folder or 'shapes-clip')")
     return folder
 
 
-def load_clip_source(source: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(the folder's open_clip_config.json, its float32 state dict)."""
+def load_clip_source(source: str | Path) -> tuple[Path, dict[str, Any], dict[str, Tensor]]:
+    """(the resolved folder, its open_clip_config.json, its float32 state dict)."""
     from safetensors.torch import load_file
 
     folder = resolve_clip_source(source)
     cfg = json.loads((folder / "open_clip_config.json").read_text())
     sd = load_file(str(folder / "open_clip_model.safetensors"))
-    return cfg, {k: v.float() for k, v in sd.items()}
+    return folder, cfg, {k: v.float() for k, v in sd.items()}
 
 
 def _children(sd: dict[str, Tensor], prefix: str) -> set[str]:
@@ -104,7 +104,7 @@ def init_from_clip(model: GroupViT, source: str | Path, calib_pixels: Tensor | N
     Report: ``copied`` {GroupViT name: source name}, ``left_at_init`` (prefixes), ``skipped`` {what: why},
     ``embedding`` {a, k, calib_images}, ``image_mean``/``image_std``, ``source``.
     """
-    oc_cfg, sd = load_clip_source(source)
+    folder, oc_cfg, sd = load_clip_source(source)
     mcfg = oc_cfg.get("model_cfg", oc_cfg)
     vcfg, tcfg = mcfg.get("vision_cfg", {}), mcfg.get("text_cfg", {})
     act = "quick_gelu" if mcfg.get("quick_gelu") else "gelu"
@@ -182,7 +182,7 @@ def init_from_clip(model: GroupViT, source: str | Path, calib_pixels: Tensor | N
                 put(f"text_encoder.transformer.resblocks.{i}.{name}", f"{tp}transformer.resblocks.{i}.{name}")
         for wb in ("weight", "bias"):
             put(f"text_encoder.ln_final.{wb}", f"{tp}ln_final.{wb}")
-    return {"source": str(resolve_clip_source(source)), "copied": copied,
+    return {"source": str(folder), "copied": copied,
             "left_at_init": _uncopied_prefixes(list(params), set(copied)), "skipped": skipped,
             "embedding": {"a": round(a, 5), "k": round(k, 5), "calib_images": n_calib},
             "image_mean": list(mean), "image_std": list(std)}

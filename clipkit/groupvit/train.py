@@ -194,7 +194,9 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     torch.manual_seed(opts.torch_seed)
     rng = random.Random(opts.torch_seed)
     if opts.init and opts.init_clip:
-        raise ValueError("give either init (a GroupViT folder) or init_clip (an open_clip model), not both")
+        from clipkit.errors import UsageError
+
+        raise UsageError("give either --init (a GroupViT folder) or --init-clip (an open_clip model), not both")
     if opts.init:
         from clipkit.groupvit.weights import load_groupvit
 

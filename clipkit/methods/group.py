@@ -143,11 +143,11 @@ class Grouper:
         self.model, self.labels = model, list(labels)
         self.is_groupvit = isinstance(model, GroupViTModel)
         self.bg_thresh = resolve_bg_thresh(bg_thresh, model)
-        if variant is None and not self.is_groupvit:
+        self.topk, self.short_side = topk, short_side
+        if not self.is_groupvit:  # the dense variant only matters for the fallback
             from clipkit.dense import default_variant
 
-            variant = default_variant(model)
-        self.topk, self.short_side, self.variant = topk, short_side, variant or "naclip"
+            self.variant = variant or default_variant(model)
         self.groups, self.iters, self.tau = tuple(int(g) for g in groups), iters, tau
         _check(self.bg_thresh, topk, self.groups)
         if self.is_groupvit:

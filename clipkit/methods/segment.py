@@ -115,8 +115,10 @@ class Segmenter:
         self.variant, self.threshold, self.stride, self.short_side = variant, threshold, stride, short_side
         if min_cosine is None and self.head is None:
             min_cosine = (getattr(model, "meta", {}) or {}).get("segment_min_cosine", {}).get(variant)
-        self.min_cosine = None if self.head is not None or min_cosine in (None, -1, -1.0) else float(min_cosine)
+        self.min_cosine = None if self.head is not None or min_cosine in (None, -1) else float(min_cosine)
         self.scale, self.templates = scale, templates
+        # logits are scale · cos: the rule divides by the scale dense_logits used
+        self._cos_scale = dense.logit_scale_for(model, variant) if scale is None else float(scale)
         self.text = text_embeddings(model, [*self.labels, *self.background], templates)
         self.method = f"lseg:{head if isinstance(head, str | Path) else 'head'}" if self.head else variant
 
@@ -150,8 +152,7 @@ class Segmenter:
         if self.threshold is not None:
             label_map[best < self.threshold] = 0
         if self.min_cosine is not None:
-            scale = self.scale or dense.logit_scale_for(self.model, self.variant)
-            label_map[(logits[:n] / scale).amax(dim=0) < self.min_cosine] = 0
+            label_map[(logits[:n] / self._cos_scale).amax(dim=0) < self.min_cosine] = 0
         dtype = np.uint8 if n < 256 else np.uint16
         return label_map.cpu().numpy().astype(dtype), probs[:n].float().cpu().numpy()
 
