@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipkit.errors import ModelError, UsageError
-from clipkit.sliding import sliding_logits
+from clipkit.sliding import shifted_grid, sliding_logits
 
 VARIANTS = ("naclip", "clearclip", "sclip", "maskclip", "plain")
 DEFAULT_VARIANT = "naclip"
@@ -68,8 +68,10 @@ __all__ = [
     "dense_logits",
     "image_tensor",
     "logit_scale_for",
+    "min_cosine_for",
     "patch_embeddings",
     "patch_grid",
+    "shifted_grid",
     "sliding_logits",
     "visual_tokens",
 ]
@@ -123,6 +125,15 @@ def logit_scale_for(model: Any, variant: str) -> float:
     if isinstance(ls, int | float):  # LoadedModel exposes the float
         return float(ls)
     return float(_clip_module(model).logit_scale.detach().exp().item())
+
+
+def min_cosine_for(model: Any, variant: str, requested: float | None = None) -> float | None:
+    """The background cut on a pixel's best label cosine: ``requested``, or when that is ``None`` the model's
+    calibrated cut for ``variant`` (``clipkit.json`` → ``segment_min_cosine``; shapes-clip ships one because its
+    captions never name the background); ``None`` (no cut) for ``-1`` or when the model has none."""
+    if requested is None:
+        requested = (getattr(model, "meta", {}) or {}).get("segment_min_cosine", {}).get(variant)
+    return None if requested is None or requested == -1 else float(requested)
 
 
 def _autocast(model: Any) -> contextlib.AbstractContextManager:
@@ -261,7 +272,7 @@ def _project(visual: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def patch_embeddings(
-    model: Any, pixels: torch.Tensor, variant: str = DEFAULT_VARIANT, *, normalize: bool = True
+    model: Any, pixels: torch.Tensor, variant: str = DEFAULT_VARIANT, *, normalize: bool = True, shifts: int = 1
 ) -> torch.Tensor:
     """Per-patch embeddings in CLIP's joint space.
 
@@ -271,14 +282,22 @@ def patch_embeddings(
             ``W`` any multiple of the patch size (the positional embedding is interpolated bicubically).
         variant: one of ``VARIANTS``.
         normalize: L2-normalise each patch (default); ``False`` returns the raw projected tokens.
+        shifts: ``> 1`` gives a grid ``shifts`` times finer per axis from ``shifts²`` sub-patch-shifted passes
+            at the same scale (:func:`clipkit.sliding.shifted_grid`); must divide the patch size.
     Returns:
-        ``[B, h, w, D]`` float32, ``h = H // patch``, ``w = W // patch``.
+        ``[B, h, w, D]`` float32, ``h = shifts · H // patch``, ``w = shifts · W // patch``.
     """
     _check_variant(variant)
     visual = _visual(model)
     ph, pw = patch_grid(model)
     if pixels.ndim != 4 or pixels.shape[-2] % ph or pixels.shape[-1] % pw:
         raise UsageError(f"pixels must be [B, 3, H, W] with H, W multiples of the patch size {ph}x{pw}")
+    if shifts < 1 or ph % shifts or pw % shifts:
+        raise UsageError(f"shifts must be a positive divisor of the patch size {ph}x{pw}, got {shifts}")
+    if shifts > 1:
+        fine = shifted_grid(pixels, lambda px: patch_embeddings(model, px, variant, normalize=normalize),
+                            patch=(ph, pw), shifts=shifts)
+        return F.normalize(fine, dim=-1) if normalize else fine
     with _autocast(model):
         x, _, grid = visual_tokens(model, pixels)
         x = _last_block(visual.transformer.resblocks[-1], x, variant, grid)
@@ -327,6 +346,7 @@ def dense_logits(
     stride: int | tuple[int, int] | None = None,
     scale: float | None = None,
     short_side: int | None = None,
+    shifts: int = 1,
 ) -> torch.Tensor:
     """Per-pixel class logits ``scale · cos(patch, text)`` at the original image size.
 
@@ -340,6 +360,7 @@ def dense_logits(
         short_side: resize so the short side has this size before sliding; default the window's short side
             (so an image at the model's input size is one window, and tiny models see objects at their
             training scale). The logits are resized back to the image's own size.
+        shifts: sub-patch shifted passes per window (:func:`patch_embeddings`): a finer grid, same scale.
     Returns:
         ``[N, H, W]`` float32 on the model's device, ``(H, W)`` the image's size; softmax over dim 0 gives
         per-pixel class probabilities.
@@ -357,7 +378,7 @@ def dense_logits(
     pixels = image_tensor(model, image, short_side=short_side or min(window))
 
     def crop_fn(crops: torch.Tensor) -> torch.Tensor:
-        emb = patch_embeddings(model, crops, variant)  # [b, h, w, D]
+        emb = patch_embeddings(model, crops, variant, shifts=shifts)  # [b, h, w, D]
         return torch.einsum("bhwd,nd->bnhw", emb, text)
 
     with torch.inference_mode():

@@ -21,6 +21,7 @@ for it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["ProposalConfig", "boxes_from_score_maps", "filter_boxes", "propose", "selective_search"]
+__all__ = ["ProposalConfig", "boxes_from_score_maps", "filter_boxes", "grow_boxes", "propose", "selective_search"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class ProposalConfig:
     use_score_maps: bool = True  # score-map component boxes, when maps (or model + labels) are given
     score_threshold: float = 0.3  # a pixel joins its arg-max label's mask when its score is at least this
     score_map_dilate: int = 0  # optional dilation (px) of each label mask before connected components
+    # grow each score-map box by this fraction of a patch (in image px, ``patch_px`` of propose) on every side:
+    # the cosine cut leaves a component short of the object's edge, whose patches mix object and background
+    score_map_grow: float = 0.15
     min_side: float = 4.0  # drop boxes narrower or lower than this
     min_area: float = 64.0  # drop boxes smaller than this (px²); ViLD's demo uses 220 px² on ~640 px images
     max_area_frac: float = 0.9  # drop boxes covering more than this fraction of the image (background)
@@ -64,6 +68,19 @@ def _to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return arr.astype(np.uint8, copy=False)
 
 
+def _seed_c_rand() -> None:
+    """Seed the C library's ``rand()``: OpenCV's selective search ranks the hierarchy's regions by level × a
+    random number (as the paper does) drawn from ``rand()``, whose state carries over between calls, so without
+    this the same image gives other boxes on every call (seen: IoU 0.78–0.92 for one object). Best effort: where
+    no C library can be loaded, the boxes stay random."""
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        name = ctypes.util.find_library("c") or ctypes.util.find_library("msvcrt")
+        (ctypes.CDLL(name) if name else ctypes.CDLL(None)).srand(0)
+
+
 def selective_search(image: Image.Image | np.ndarray, *, mode: str = "fast", max_side: int = 384,
                      top_k: int = 1000) -> np.ndarray:
     """Selective-search boxes, ``[K, 4]`` float32 XYXY in pixels of ``image`` (xmax/ymax exclusive).
@@ -81,6 +98,7 @@ def selective_search(image: Image.Image | np.ndarray, *, mode: str = "fast", max
     small = rgb if scale >= 1.0 else cv2.resize(
         rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     cv2.setNumThreads(1)  # the machine is shared; OpenCV's own threads do not help on tiny images
+    _seed_c_rand()
     ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     ss.setBaseImage(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
     if mode == "fast":
@@ -142,6 +160,16 @@ def boxes_from_score_maps(score_maps: Any, *, threshold: float = 0.3, dilate: in
             np.asarray(out_labels, np.int64))
 
 
+def grow_boxes(boxes: np.ndarray, pixels: float, image_size: tuple[int, int]) -> np.ndarray:
+    """``boxes`` ``[K,4]`` XYXY px grown by ``pixels`` on every side, clipped to ``image_size = (W, H)``."""
+    out = np.asarray(boxes, np.float32).copy()
+    out[:, :2] -= pixels
+    out[:, 2:] += pixels
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, image_size[0])
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, image_size[1])
+    return out
+
+
 def filter_boxes(boxes: np.ndarray, image_size: tuple[int, int], cfg: ProposalConfig) -> np.ndarray:
     """Boolean keep-mask ``[K]`` for ``boxes`` ``[K,4]`` XYXY px; ``image_size`` is ``(W, H)``."""
     w = boxes[:, 2] - boxes[:, 0]
@@ -172,15 +200,16 @@ def _make_config(cfg: dict[str, Any]) -> ProposalConfig:
 
 def propose(image: Image.Image | np.ndarray, *, model: Any = None, score_maps: Any = None,
             text_emb: Any = None, labels: Sequence[str] | None = None, n_labels: int | None = None,
-            **cfg: Any) -> np.ndarray:
+            patch_px: float | None = None, **cfg: Any) -> np.ndarray:
     """Class-agnostic proposals for one image: ``[K, 4]`` float32 XYXY in pixels of the original image.
 
     ``score_maps``: optional ``[N, H, W]`` per-label scores (probabilities) at the image size. Without them,
     but with ``model`` (a ``LoadedModel``) and ``text_emb`` ``[N, D]`` or ``labels``, the maps are computed
     with :func:`clipkit.dense.dense_logits` + softmax over labels. ``cfg`` overrides any
     :class:`ProposalConfig` field (unknown names raise ``ValueError``). ``n_labels``: channels past the first
-    ``n_labels`` of ``score_maps`` are background (they win pixels but give no boxes). The result can be
-    empty ``[0, 4]``.
+    ``n_labels`` of ``score_maps`` are background (they win pixels but give no boxes). ``patch_px``: the size
+    of one patch of the maps' source grid in image pixels; score-map boxes grow by ``score_map_grow`` of it
+    (none when absent). The result can be empty ``[0, 4]``.
     """
     conf = _make_config(cfg)
     rgb = _to_rgb_array(image)
@@ -189,12 +218,18 @@ def propose(image: Image.Image | np.ndarray, *, model: Any = None, score_maps: A
     prios: list[np.ndarray] = []
     if conf.use_score_maps and score_maps is None and model is not None and (text_emb is not None or labels):
         score_maps = dense_score_maps(model, Image.fromarray(rgb), text_emb=text_emb, labels=labels)
+        if patch_px is None:  # dense_logits resizes the short side to the model's window
+            from clipkit import dense
+
+            patch_px = max(dense.patch_grid(model)) * min(size) / min(dense.model_window(model))
     if conf.use_score_maps and score_maps is not None:
         if tuple(score_maps.shape[-2:]) != (size[1], size[0]):
             raise ValueError(f"score_maps are {tuple(score_maps.shape[-2:])} (H, W) but the image is "
                              f"{size[1]}x{size[0]}; resize the maps to the image first")
         b, s, _ = boxes_from_score_maps(score_maps, threshold=conf.score_threshold,
                                         dilate=conf.score_map_dilate, n_labels=n_labels)
+        if patch_px and conf.score_map_grow:
+            b = grow_boxes(b, conf.score_map_grow * patch_px, size)
         parts.append(b)
         prios.append(1.0 + s)  # score-map boxes outrank every selective-search box
     if conf.use_selective_search:

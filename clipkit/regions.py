@@ -31,7 +31,7 @@ from torchvision.ops import roi_align
 from clipkit.dense import default_variant
 
 __all__ = ["RegionConfig", "default_variant", "fast_embeddings", "image_embeddings", "image_tensor",
-           "square_boxes"]
+           "patch_pixels", "square_boxes"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class RegionConfig:
     batch_size: int = 64  # crops per encoder forward pass
     dense_variant: str | None = None  # clipkit.dense variant for the fast path; None: default_variant(model)
     fast_long_side: int | None = None  # fast-path input long side in px (None: the model's input size)
+    dense_shifts: int = 4  # sub-patch shifted passes per axis for the dense grid (finer boxes; 1 = one pass)
     roi_output: int = 4  # roi_align output grid for the fast path, averaged after pooling
     sampling_ratio: int = 2  # roi_align samples per bin side (2×2 bilinear samples per output cell)
 
@@ -132,6 +133,14 @@ def _embed_dim(model: Any) -> int:
     return int(getattr(model.model, "embed_dim", 512))
 
 
+def patch_pixels(model: Any, image: Image.Image, cfg: RegionConfig | None = None) -> float:
+    """The size of one patch of :func:`dense_patches`'s grid in pixels of ``image`` (before ``dense_shifts``)."""
+    from clipkit.dense import patch_grid
+
+    cfg = cfg or RegionConfig()
+    return max(patch_grid(model)) * max(image.size) / (cfg.fast_long_side or max(model.image_size))
+
+
 def fast_input(model: Any, image: Image.Image, long_side: int | None) -> torch.Tensor:
     """The image resized (aspect kept) so its longer side is ``long_side`` (default: the model's input size),
     each side rounded to a multiple of the patch size; ``[1, 3, H', W']`` normalised on ``model.device``."""
@@ -175,9 +184,11 @@ def fast_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, *, cfg: R
 
 @torch.inference_mode()
 def dense_patches(model: Any, image: Image.Image, cfg: RegionConfig | None = None) -> torch.Tensor:
-    """``[1, h, w, D]`` L2-normalised dense patch embeddings of ``image`` from one forward pass."""
+    """``[1, h, w, D]`` L2-normalised dense patch embeddings of ``image`` from one batched forward pass
+    (``cfg.dense_shifts²`` shifted copies of the image; the grid is ``dense_shifts`` times finer)."""
     from clipkit.dense import patch_embeddings
 
     cfg = cfg or RegionConfig()
     variant = cfg.dense_variant or default_variant(model)
-    return patch_embeddings(model, fast_input(model, image, cfg.fast_long_side), variant=variant)
+    return patch_embeddings(model, fast_input(model, image, cfg.fast_long_side), variant=variant,
+                            shifts=cfg.dense_shifts)

@@ -55,3 +55,51 @@ def sliding_logits(
             count[:, y : y + ch, x : x + cw] += 1
     assert total is not None
     return total / count
+
+
+def shifted_grid(
+    pixels: torch.Tensor,
+    embed_fn: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    patch: tuple[int, int],
+    shifts: int,
+) -> torch.Tensor:
+    """A patch grid ``shifts`` times finer per axis from ``shifts²`` sub-patch-shifted passes, at the same scale.
+
+    Pass ``(a, b)`` sees the image moved right/down by ``(a·ph/shifts, b·pw/shifts)`` pixels (zero padding, i.e.
+    the normalisation mean, enters at the top/left); its patch grid is thus offset against the image. Every cell
+    of the fine grid (``ph/shifts × pw/shifts`` pixels) averages the ``shifts²`` patch tokens that cover it, one
+    per pass — the effect of a patch embedding with stride ``patch/shifts`` (Amir et al., "Deep ViT Features as
+    Dense Visual Descriptors", 2021) while every pass stays exactly in the model's own input distribution (no
+    overlapping tokens, no extra positions). Why: a small ViT's grid is coarse (shapes-clip: 12×12 patches), and
+    boxes and masks taken from it are quantised to whole patches.
+
+    Args:
+        pixels: ``[B, 3, H, W]`` normalised, ``H, W`` multiples of the patch size.
+        embed_fn: ``[n, 3, H, W] → [n, h, w, D]`` patch tokens (``h = H // ph``); called once on all passes.
+        patch: ``(ph, pw)`` in pixels, each divisible by ``shifts``.
+        shifts: passes per axis (1: ``embed_fn(pixels)`` unchanged).
+    Returns:
+        ``[B, h·shifts, w·shifts, D]`` — the mean of the covering tokens (not renormalised).
+    """
+    if shifts <= 1:
+        return embed_fn(pixels)
+    (ph, pw), (B, _, H, W) = patch, pixels.shape
+    if ph % shifts or pw % shifts:
+        raise ValueError(f"shifts={shifts} must divide the patch size {ph}x{pw}")
+    sy, sx = ph // shifts, pw // shifts
+    offsets = [(a * sy, b * sx) for a in range(shifts) for b in range(shifts)]
+    moved = torch.cat([F.pad(pixels, (dx, 0, dy, 0))[..., :H, :W] for dy, dx in offsets])
+    tokens = embed_fn(moved)  # [len(offsets)·B, h, w, D]
+    h, w = tokens.shape[1], tokens.shape[2]
+    fine_y = torch.arange(h * shifts, device=tokens.device) * sy  # top-left pixel of each fine cell
+    fine_x = torch.arange(w * shifts, device=tokens.device) * sx
+    total = None
+    for i, (dy, dx) in enumerate(offsets):
+        # after moving by d, patch j covers image pixels [j·p − d, (j+1)·p − d): the cell at y lies in j = (y+d)//p
+        rows = ((fine_y + dy) // ph).clamp(max=h - 1)
+        cols = ((fine_x + dx) // pw).clamp(max=w - 1)
+        part = tokens[i * B:(i + 1) * B][:, rows][:, :, cols]
+        total = part if total is None else total + part
+    assert total is not None
+    return total / len(offsets)

@@ -200,3 +200,37 @@ def test_unknown_variant_is_a_usage_error(clip_model):
         dense.patch_embeddings(clip_model, _pixels(1), "foo")
     with pytest.raises(UsageError, match="multiples of the patch size"):
         dense.patch_embeddings(clip_model, _pixels(1, 60, 64), "plain")
+
+
+def _patch_means(pixels: torch.Tensor) -> torch.Tensor:
+    """A stand-in tower: each 8x8 patch's mean of channel 0, as ``[n, h, w, 1]`` tokens."""
+    return F.avg_pool2d(pixels[:, :1], 8).permute(0, 2, 3, 1)
+
+
+def test_shifted_grid_localises_an_edge_to_the_finer_cell():
+    """A vertical step at x = 12 (inside patch 1): one pass sees 0, 0.5, 1, 1 per 8 px; two shifted passes per
+    axis give 4 px cells 0, 0, .25, .75, 1, ... — each cell the mean of the two patches that cover it."""
+    pixels = torch.zeros(1, 3, 32, 32)
+    pixels[..., 12:] = 1.0
+    coarse = dense.shifted_grid(pixels, _patch_means, patch=(8, 8), shifts=1)
+    fine = dense.shifted_grid(pixels, _patch_means, patch=(8, 8), shifts=2)
+    assert coarse.shape == (1, 4, 4, 1) and fine.shape == (1, 8, 8, 1)
+    torch.testing.assert_close(coarse[0, 2, :, 0], torch.tensor([0.0, 0.5, 1.0, 1.0]))
+    # rows from 1 on (row 0 of the shifted pass is half padding, which enters at the top)
+    expected = torch.tensor([0.0, 0.0, 0.25, 0.75, 1.0, 1.0, 1.0, 1.0])
+    for row in range(1, 8):
+        torch.testing.assert_close(fine[0, row, :, 0], expected)
+
+
+def test_patch_embeddings_shifts_give_a_finer_normalised_grid(clip_model):
+    px = _pixels(2)
+    with torch.no_grad():
+        one = dense.patch_embeddings(clip_model, px, "naclip")
+        same = dense.patch_embeddings(clip_model, px, "naclip", shifts=1)
+        two = dense.patch_embeddings(clip_model, px, "naclip", shifts=2)
+        four = dense.patch_embeddings(clip_model, px, "naclip", shifts=4)
+    torch.testing.assert_close(same, one)
+    assert two.shape == (2, 16, 16, 32) and four.shape == (2, 32, 32, 32)
+    torch.testing.assert_close(two.norm(dim=-1), torch.ones(2, 16, 16))
+    with pytest.raises(UsageError, match="shifts"):
+        dense.patch_embeddings(clip_model, px, "plain", shifts=3)

@@ -149,16 +149,39 @@ def test_labels_that_clash_with_background_are_refused(tiny_model):
         detect(scene(), ["background"], model=tiny_model)
 
 
-@pytest.mark.parametrize(("path", "expect_ss"), [("fast", False), ("image", True), ("ensemble", True)])
-def test_fast_path_takes_its_proposals_from_its_own_forward_pass(tiny_model, monkeypatch, path, expect_ss):
-    """The fast path's point is one forward pass: no selective search unless asked for."""
+@pytest.mark.parametrize("path", ["fast", "image", "ensemble"])
+def test_proposals_come_from_the_dense_pass_unless_selective_search_is_asked_for(tiny_model, monkeypatch, path):
+    """Every path takes its proposals from its one dense forward pass; --selective-search adds selective search,
+    and it is the fallback when score-map proposals are turned off."""
     import clipkit.proposals as proposals
 
     calls = []
     real = proposals.selective_search
     monkeypatch.setattr(proposals, "selective_search", lambda *a, **k: calls.append(1) or real(*a, **k))
     detect([scene()], ["red circle", "blue square"], model=tiny_model, path=path, score_threshold=0.0)
-    assert bool(calls) == expect_ss
+    assert not calls
+    detect([scene()], ["red circle"], model=tiny_model, path=path, selective_search=True)
+    assert calls
     calls.clear()
-    detect([scene()], ["red circle"], model=tiny_model, path=path, selective_search=not expect_ss)
-    assert bool(calls) == (not expect_ss)
+    detect([scene()], ["red circle"], model=tiny_model, path=path, score_map_proposals=False)
+    assert calls
+
+
+def test_score_maps_are_empty_where_no_label_passes_the_background_cosine():
+    """segment's background rule in detect's score maps: a pixel whose best *label* cosine (background prompts
+    excluded) is under the cut gets probability 0 everywhere, so it can give no proposal."""
+    import torch.nn.functional as F
+
+    from clipkit.methods.detect import score_maps_from_patches
+
+    g = torch.Generator().manual_seed(0)
+    patches = F.normalize(torch.randn(1, 5, 6, 16, generator=g), dim=-1)
+    emb = F.normalize(torch.randn(4, 16, generator=g), dim=-1)  # 3 labels + 1 background prompt
+    plain = score_maps_from_patches(None, patches, emb, "naclip", (6, 5))
+    cut = score_maps_from_patches(None, patches, emb, "naclip", (6, 5), n_labels=3, min_cosine=0.1)
+    best_label_cos = torch.einsum("hwd,nd->nhw", patches[0], emb)[:3].amax(0)
+    below = best_label_cos < 0.1
+    assert below.any() and (~below).any()
+    assert (cut[:, below] == 0).all()
+    torch.testing.assert_close(cut[:, ~below], plain[:, ~below])
+    torch.testing.assert_close(plain.sum(0), torch.ones(5, 6))

@@ -33,6 +33,13 @@ def test_selective_search_covers_every_object():
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
 
 
+def test_selective_search_gives_the_same_boxes_every_call():
+    """OpenCV ranks regions with C's rand(); unseeded, the boxes changed from call to call."""
+    first = selective_search(scene())
+    for _ in range(3):
+        np.testing.assert_array_equal(selective_search(scene()), first)
+
+
 def test_downscaled_selective_search_maps_back_to_original_pixels():
     big = scene().resize((448, 400), Image.NEAREST)
     boxes = selective_search(big, max_side=224)
@@ -56,6 +63,16 @@ def test_score_maps_alone_and_torch_input():
     maps[0, 30:90, 20:80] = 0.9
     boxes = propose(scene(), score_maps=maps, use_selective_search=False)
     np.testing.assert_allclose(boxes, [[20, 30, 80, 90]])
+
+
+def test_score_map_boxes_grow_by_a_fraction_of_a_patch_inside_the_image():
+    maps = torch.zeros(1, 200, 224)
+    maps[0, 30:90, 20:80] = 0.9
+    boxes = propose(scene(), score_maps=maps, use_selective_search=False, patch_px=20.0)  # grow 0.15 x 20 = 3 px
+    np.testing.assert_allclose(boxes, [[17, 27, 83, 93]])
+    maps[0, 170:200, 200:224] = 0.8  # a blob at the corner: growth stops at the image border
+    boxes = propose(scene(), score_maps=maps, use_selective_search=False, patch_px=20.0, score_map_grow=0.5)
+    assert sorted(map(tuple, boxes.tolist())) == [(10.0, 20.0, 90.0, 100.0), (190.0, 160.0, 224.0, 200.0)]
 
 
 def test_score_maps_of_the_wrong_size_are_refused():

@@ -13,6 +13,7 @@ from clipkit.cli.options import (
     Inputs,
     LabelsFileOpt,
     LabelsOpt,
+    MinCosineOpt,
     ModelOpt,
     OfflineOpt,
     OutDirOpt,
@@ -21,6 +22,8 @@ from clipkit.cli.options import (
     PretrainedOpt,
     QuietOpt,
     ResumeOpt,
+    SelectiveSearchOpt,
+    ShiftsOpt,
     TemplatesOpt,
     ThreadsOpt,
     TrustOpt,
@@ -50,10 +53,9 @@ def detect(
     background: Annotated[str | None, typer.Option(
         "--background", help="Background prompt(s), ';'-separated (default 'background'); a box whose best "
         "class is background is dropped.", rich_help_panel=DETECT, show_default=False)] = None,
-    selective_search: Annotated[bool | None, typer.Option(
-        "--selective-search/--no-selective-search", help="Add selective-search boxes to the dense score-map "
-        "proposals (default: on for image and ensemble, off for fast, whose proposals come from its one "
-        "forward pass).", rich_help_panel=DETECT, show_default=False)] = None,
+    selective_search: SelectiveSearchOpt = None,
+    min_cosine: MinCosineOpt = None,
+    shifts: ShiftsOpt = None,
     max_proposals: Annotated[int | None, typer.Option(
         "--max-proposals", help="Cap on class-agnostic proposals per image (default 300).",
         rich_help_panel=DETECT, show_default=False, min=1)] = None,
@@ -103,9 +105,11 @@ def detect(
     proposals = drop_none(max_proposals=max_proposals)
     options = drop_none(templates=templates, path=path, score_threshold=threshold, max_detections=max_detections,
                         nms_iou=nms, background=background, selective_search=selective_search,
-                        workers=workers)
+                        min_cosine=min_cosine, workers=workers)
     if proposals:
         options["proposals"] = proposals
+    if shifts is not None:
+        options["regions"] = {"dense_shifts": shifts}
     results = iter_detect(paths, label_list, loaded, quiet=bool(quiet), skip=sink.done, **options)
     code = write_results(outputs.tap(results), sink)
     outputs.close()

@@ -10,6 +10,7 @@ from clipkit.cli.options import (
     FilesFromOpt,
     FormatOpt,
     Inputs,
+    MinCosineOpt,
     ModelOpt,
     OfflineOpt,
     OutDirOpt,
@@ -18,6 +19,8 @@ from clipkit.cli.options import (
     PretrainedOpt,
     QuietOpt,
     ResumeOpt,
+    SelectiveSearchOpt,
+    ShiftsOpt,
     TemplatesOpt,
     ThreadsOpt,
     TrustOpt,
@@ -48,6 +51,9 @@ def ground(
     region: Annotated[str | None, typer.Option(
         "--region", help="Region embedding of detect scored with each box: image (default), fast, both, none.",
         rich_help_panel=GROUND, show_default=False)] = None,
+    selective_search: SelectiveSearchOpt = None,
+    min_cosine: MinCosineOpt = None,
+    shifts: ShiftsOpt = None,
     templates: TemplatesOpt = None,
     out_dir: OutDirOpt = None,
     model: ModelOpt = None,
@@ -84,7 +90,10 @@ def ground(
     loaded = load_model(**model_options(model, pretrained, device, precision, offline, trust_checkpoint, threads))
     sink = open_sink(format, output, resume, title="ground")
     options = drop_none(all_boxes=all_boxes, threshold=threshold, context=context, region=region,
-                        templates=templates, workers=workers)
+                        selective_search=selective_search, min_cosine=min_cosine, templates=templates,
+                        workers=workers)
+    if shifts is not None:
+        options["regions"] = {"dense_shifts": shifts}
     results = iter_ground(paths, loaded, caption, phrases, quiet=bool(quiet), skip=sink.done, **options)
     code = write_results(outputs.tap(results), sink)
     outputs.close()

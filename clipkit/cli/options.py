@@ -68,3 +68,15 @@ LabelsFileOpt = Annotated[Path | None, typer.Option(
 TemplatesOpt = Annotated[str | None, typer.Option(
     "--templates", "-t", help="Prompt templates: openai (80), simple (7), none ({}), a file (one per line), "
     "or an inline template such as 'a photo of a {}.' Default: the model's own.", show_default=False)]
+
+DENSE = "Dense maps and proposals"
+MinCosineOpt = Annotated[float | None, typer.Option(
+    "--min-cosine", help="Background cut on a pixel's best label cosine in the dense maps (default: the "
+    "model's calibrated value, if any; -1 turns it off).", rich_help_panel=DENSE, show_default=False)]
+ShiftsOpt = Annotated[int | None, typer.Option(
+    "--shifts", help="Sub-patch shifted passes per axis for the dense grid: a grid this many times finer, at "
+    "shifts² forward passes (default: detect and ground 4, segment 1).", rich_help_panel=DENSE,
+    show_default=False, min=1)]
+SelectiveSearchOpt = Annotated[bool | None, typer.Option(
+    "--selective-search/--no-selective-search", help="Add selective-search boxes to the proposals taken from "
+    "the dense score maps (default: off).", rich_help_panel=DENSE, show_default=False)]

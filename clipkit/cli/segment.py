@@ -12,6 +12,7 @@ from clipkit.cli.options import (
     Inputs,
     LabelsFileOpt,
     LabelsOpt,
+    MinCosineOpt,
     ModelOpt,
     OfflineOpt,
     OutDirOpt,
@@ -20,6 +21,7 @@ from clipkit.cli.options import (
     PretrainedOpt,
     QuietOpt,
     ResumeOpt,
+    ShiftsOpt,
     TemplatesOpt,
     ThreadsOpt,
     TrustOpt,
@@ -47,10 +49,8 @@ def segment(
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Pixels whose best class probability is below this become background.",
         rich_help_panel=SEG, show_default=False)] = None,
-    min_cosine: Annotated[float | None, typer.Option(
-        "--min-cosine", help="Pixels whose best label cosine is below this become background (training-free; "
-        "default: the model's calibrated value, if any; -1 turns it off).", rich_help_panel=SEG,
-        show_default=False)] = None,
+    min_cosine: MinCosineOpt = None,
+    shifts: ShiftsOpt = None,
     stride: Annotated[int | None, typer.Option(
         "--stride", help="Sliding-window stride in pixels (default: half the model's input size).",
         rich_help_panel=SEG, show_default=False)] = None,
@@ -104,7 +104,8 @@ def segment(
                                         threads))
     sink = open_sink(format, output, resume, title="segment")
     options = drop_none(templates=templates, variant=variant, head=head, background=background,
-                        threshold=threshold, min_cosine=min_cosine, stride=stride, short_side=short_side,
+                        threshold=threshold, min_cosine=min_cosine, shifts=shifts, stride=stride,
+                        short_side=short_side,
                         scores=scores, rle=rle,
                         overlay=overlay, out_dir=out_dir, workers=workers)
     results = iter_segment(paths, label_list, loaded, quiet=bool(quiet), skip=sink.done, **options)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clipkit.dense import min_cosine_for
 from clipkit.proposals import propose
 from clipkit.regions import (
     RegionConfig,
@@ -40,6 +41,7 @@ from clipkit.regions import (
     fast_embeddings,
     image_embeddings,
     image_tensor,
+    patch_pixels,
 )
 
 __all__ = [
@@ -71,9 +73,13 @@ class DetectConfig:
     max_detections: int = 100  # per image
     drop_background: bool = True  # drop boxes whose best class is a background prompt (ViLD Colab)
     score_map_proposals: bool = True  # boxes from the dense per-label score maps (connected components)
-    # selective search on top of the score-map boxes; None = on for the image and ensemble paths, off for the
-    # fast path, whose proposals then come from its own single dense forward pass (the point of that path)
-    selective_search: bool | None = None
+    # score-map background: a pixel whose best label cosine is below this gives no box (segment's rule);
+    # None = the model's calibrated cut (clipkit.json, shapes-clip), -1 = off
+    min_cosine: float | None = None
+    # add selective-search boxes to the score-map boxes (always on when score_map_proposals is off). Off by
+    # default: on the shapes world its boxes are mostly parts or pairs of objects that a CLIP crop still names
+    # confidently, and with no trained RPN nothing ranks them down (bench/results/detect.md)
+    selective_search: bool = False
     templates: Any = None  # prompt template set (None: the model's default)
     proposals: dict[str, Any] = field(default_factory=dict)  # ProposalConfig overrides
     regions: dict[str, Any] = field(default_factory=dict)  # RegionConfig overrides
@@ -97,10 +103,8 @@ def make_config(**options: Any) -> DetectConfig:
 
 
 def uses_selective_search(cfg: DetectConfig) -> bool:
-    """Whether ``cfg``'s proposals include selective search (``selective_search``, else path-dependent)."""
-    if cfg.selective_search is not None:
-        return cfg.selective_search
-    return cfg.path != "fast" or not cfg.score_map_proposals
+    """Whether ``cfg``'s proposals include selective search (asked for, or the only source left)."""
+    return cfg.selective_search or not cfg.score_map_proposals
 
 
 def class_probabilities(region_emb: torch.Tensor, class_emb: torch.Tensor,
@@ -136,16 +140,24 @@ def postprocess(boxes: np.ndarray, probs: torch.Tensor, n_labels: int, cfg: Dete
 
 
 def score_maps_from_patches(model: Any, patches: torch.Tensor, label_emb: torch.Tensor, variant: str,
-                            size: tuple[int, int]) -> torch.Tensor:
+                            size: tuple[int, int], *, n_labels: int | None = None,
+                            min_cosine: float | None = None) -> torch.Tensor:
     """Per-label probability maps ``[N, H, W]`` at ``size = (W, H)`` from dense patches ``[1, h, w, D]``:
-    softmax over labels of the variant's official logit scale × cosine, bilinearly upsampled."""
+    softmax over labels of the variant's official logit scale × cosine, bilinearly upsampled.
+
+    ``min_cosine``: every probability is set to 0 where the best cosine of the first ``n_labels`` (default: all)
+    rows of ``label_emb`` is below it — the background rule of ``segment`` — so those pixels give no box.
+    """
     import torch.nn.functional as F
 
     from clipkit.dense import logit_scale_for
 
     cos = torch.einsum("hwd,nd->nhw", patches[0].float(), F.normalize(label_emb.float(), dim=-1))
-    logits = F.interpolate(cos[None], size=(size[1], size[0]), mode="bilinear", align_corners=False)[0]
-    return (logit_scale_for(model, variant) * logits).softmax(0)
+    cos = F.interpolate(cos[None], size=(size[1], size[0]), mode="bilinear", align_corners=False)[0]
+    probs = (logit_scale_for(model, variant) * cos).softmax(0)
+    if min_cosine is not None:
+        probs = probs * (cos[:n_labels].amax(0) >= min_cosine)[None]
+    return probs
 
 
 def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_emb: torch.Tensor,
@@ -167,10 +179,13 @@ def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_em
         patches = dense_patches(model, image, rcfg)  # the one dense forward pass, shared with the fast path
     if cfg.score_map_proposals:
         variant = rcfg.dense_variant or default_variant(model)
-        # labels + background prompts: a pixel whose best class is background gives no box (ClearCLIP)
-        maps = score_maps_from_patches(model, patches, class_emb, variant, image.size)
+        # labels + background prompts: a pixel whose best class is background gives no box (ClearCLIP), nor one
+        # whose best label cosine is under the cut
+        maps = score_maps_from_patches(model, patches, class_emb, variant, image.size, n_labels=n_labels,
+                                       min_cosine=min_cosine_for(model, variant, cfg.min_cosine))
     proposal_cfg = {"use_selective_search": uses_selective_search(cfg), **cfg.proposals}
-    boxes = propose(image, score_maps=maps, n_labels=n_labels, **proposal_cfg)
+    boxes = propose(image, score_maps=maps, n_labels=n_labels, patch_px=patch_pixels(model, image, rcfg),
+                    **proposal_cfg)
     t1 = time.perf_counter()
     temperature = model.logit_scale if cfg.temperature is None else cfg.temperature
     probs = None

@@ -35,7 +35,15 @@ from PIL import Image, ImageFilter
 
 from clipkit.phrases import Phrase, parse_phrases
 from clipkit.proposals import propose
-from clipkit.regions import RegionConfig, dense_patches, fast_embeddings, image_embeddings, image_tensor
+from clipkit.regions import (
+    RegionConfig,
+    default_variant,
+    dense_patches,
+    fast_embeddings,
+    image_embeddings,
+    image_tensor,
+    patch_pixels,
+)
 from clipkit.results import Grounding
 
 __all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "context_views", "ground", "ground_image", "iter_ground",
@@ -59,6 +67,11 @@ class GroundConfig:
     max_boxes: int = 100  # per phrase with all_boxes (GLIP: 100 detections)
     templates: Any = None  # prompt template set (None: the model's default)
     batch_size: int = 32  # context images per encoder pass
+    # proposals: the components of the phrases' dense score maps (as detect); selective search only on request
+    # (or when score-map proposals are off): its part-of-object boxes won too often (bench/results/ground.md)
+    score_map_proposals: bool = True
+    selective_search: bool = False
+    min_cosine: float | None = None  # score-map background cut (None: the model's calibrated one; -1: off)
     proposals: dict[str, Any] = field(default_factory=dict)  # ProposalConfig overrides
     regions: dict[str, Any] = field(default_factory=dict)  # RegionConfig overrides
 
@@ -106,15 +119,16 @@ def context_views(model: Any, image: Image.Image, boxes: np.ndarray, mode: str, 
 
 
 @torch.inference_mode()
-def box_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, cfg: GroundConfig
-                   ) -> list[torch.Tensor]:
-    """The box representations that get scored, each ``[K, D]`` L2-normalised (region and/or context)."""
+def box_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, cfg: GroundConfig,
+                   patches: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The box representations that get scored, each ``[K, D]`` L2-normalised (region and/or context).
+    ``patches``: the image's dense patches when the caller has them (the fast region reuses them)."""
     rcfg = replace(RegionConfig(), **cfg.regions)
     reps = []
     if cfg.region in ("image", "both"):
         reps.append(image_embeddings(model, image, boxes, cfg=rcfg))
     if cfg.region in ("fast", "both"):
-        reps.append(fast_embeddings(model, image, boxes, cfg=rcfg, patches=dense_patches(model, image, rcfg)))
+        reps.append(fast_embeddings(model, image, boxes, cfg=rcfg, patches=patches))
     if cfg.context != "none":
         embs = []
         for i in range(0, len(boxes), cfg.batch_size):
@@ -122,6 +136,27 @@ def box_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, cfg: Groun
             embs.append(model.encode_image(views).float())
         reps.append(F.normalize(torch.cat(embs), dim=-1))
     return reps
+
+
+def ground_proposals(model: Any, image: Image.Image, text_emb: torch.Tensor, n_phrases: int, cfg: GroundConfig,
+                     patches: torch.Tensor | None = None) -> np.ndarray:
+    """Candidate boxes ``[K, 4]`` XYXY px: the connected components of each phrase's dense score map (softmax
+    over phrases + background prompts, with the model's background cosine cut, as in detect) and/or selective
+    search. ``patches``: the image's dense patches ``[1, h, w, D]`` (computed here when needed and absent)."""
+    from clipkit.dense import min_cosine_for
+    from clipkit.methods.detect import score_maps_from_patches
+
+    maps = None
+    rcfg = replace(RegionConfig(), **cfg.regions)
+    if cfg.score_map_proposals:
+        variant = rcfg.dense_variant or default_variant(model)
+        if patches is None:
+            patches = dense_patches(model, image, rcfg)
+        maps = score_maps_from_patches(model, patches, text_emb, variant, image.size, n_labels=n_phrases,
+                                       min_cosine=min_cosine_for(model, variant, cfg.min_cosine))
+    use_ss = cfg.selective_search or not cfg.score_map_proposals
+    return propose(image, score_maps=maps, n_labels=n_phrases, patch_px=patch_pixels(model, image, rcfg),
+                   **{"use_selective_search": use_ss, **cfg.proposals})
 
 
 def score_boxes(reps: Sequence[torch.Tensor], text: torch.Tensor, logit_scale: float) -> torch.Tensor:
@@ -143,14 +178,17 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
 
     image = image.convert("RGB")
     t0 = time.perf_counter()
+    patches = None  # one dense pass, shared by the score-map proposals and the fast region
+    if cfg.region in ("fast", "both") or (boxes is None and cfg.score_map_proposals):
+        patches = dense_patches(model, image, replace(RegionConfig(), **cfg.regions))
     if boxes is None:
-        boxes = propose(image, **cfg.proposals)
+        boxes = ground_proposals(model, image, text_emb, len(phrases), cfg, patches)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     t1 = time.perf_counter()
     n = len(phrases)
     xyxy, conf, cls = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     if len(boxes):
-        reps = box_embeddings(model, image, boxes, cfg)
+        reps = box_embeddings(model, image, boxes, cfg, patches)
         logits = score_boxes(reps, text_emb.to(reps[0].device), float(model.logit_scale)).cpu()  # [K, n+bg]
         probs = (logits / len(reps)).softmax(-1)  # mean logit over representations → calibrated score
         if cfg.all_boxes:

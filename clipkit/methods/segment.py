@@ -64,6 +64,8 @@ class Segmenter:
             less similar to every label.
         stride: sliding-window stride in pixels (default: half the model's input size).
         short_side: resize the short side to this before sliding (default: the model's input size).
+        shifts: sub-patch shifted passes per axis for training-free features (``dense.patch_embeddings``):
+            a finer grid at the same scale, ``shifts²`` forward passes per window (default 1).
         scale: logit scale for training-free variants (default: the variant's official one).
         templates: prompt templates (default: the model's own; the head's training templates with a head).
     """
@@ -80,6 +82,7 @@ class Segmenter:
         min_cosine: float | None = None,
         stride: int | None = None,
         short_side: int | None = None,
+        shifts: int = 1,
         scale: float | None = None,
         templates: str | Sequence[str] | None = None,
     ):
@@ -113,9 +116,8 @@ class Segmenter:
             default_bg = list(DEFAULT_BACKGROUND)
         self.background = [b for b in _background_list(background, default_bg) if b not in self.labels]
         self.variant, self.threshold, self.stride, self.short_side = variant, threshold, stride, short_side
-        if min_cosine is None and self.head is None:
-            min_cosine = (getattr(model, "meta", {}) or {}).get("segment_min_cosine", {}).get(variant)
-        self.min_cosine = None if self.head is not None or min_cosine in (None, -1) else float(min_cosine)
+        self.shifts = shifts
+        self.min_cosine = None if self.head is not None else dense.min_cosine_for(model, variant, min_cosine)
         self.scale, self.templates = scale, templates
         # logits are scale · cos: the rule divides by the scale dense_logits used
         self._cos_scale = dense.logit_scale_for(model, variant) if scale is None else float(scale)
@@ -139,7 +141,7 @@ class Segmenter:
             return lseg.lseg_logits(self.model, self.head, image, self.text, stride=self.stride,
                                     short_side=self.short_side)
         return dense.dense_logits(self.model, image, self.text, variant=self.variant, stride=self.stride,
-                                  scale=self.scale, short_side=self.short_side)
+                                  scale=self.scale, short_side=self.short_side, shifts=self.shifts)
 
     def predict(self, image) -> tuple[np.ndarray, np.ndarray]:
         """``(label_map [H, W] uint8|uint16, probabilities [N, H, W] float32)`` for one image."""
