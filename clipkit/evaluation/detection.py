@@ -74,9 +74,9 @@ def evaluate_detection(data: str | Path, model: Any, *, limit: int | None = None
 
     ``options`` go to :func:`clipkit.methods.detect.run` (``path``, ``score_threshold`` …; the threshold
     defaults to :data:`EVAL_SCORE_THRESHOLD`). ``limit``: evaluate the first N images only.
-    Returns ``{"ap", "ap50", "ap75", "images", "ms_per_image", "ms_proposals_per_image", "path",
-    "detections_per_image"}``; the times cover proposals + region embeddings + scoring per image (decoding and
-    the one-off label text embeddings excluded).
+    Returns ``{"ap", "ap50", "ap75", "images", "ms_per_image", "ms_proposals_per_image",
+    "ms_regions_per_image", "path", "detections_per_image"}``; the times cover proposals + region embeddings +
+    scoring per image (decoding and the one-off label text embeddings excluded), and those two stages apart.
     """
     from clipkit.methods.detect import iter_detect, make_config
     from clipkit.world.dataset import read_export
@@ -103,4 +103,5 @@ def evaluate_detection(data: str | Path, model: Any, *, limit: int | None = None
     n_dets = np.mean([len(d) for d in dets]) if dets else 0.0
     return {**scores, "images": len(paths), "ms_per_image": round(1000 * seconds / len(paths), 1),
             "ms_proposals_per_image": round(1000 * timings.get("proposals", 0.0) / len(paths), 1),
+            "ms_regions_per_image": round(1000 * timings.get("regions", 0.0) / len(paths), 2),
             "path": cfg.path, "detections_per_image": round(float(n_dets), 2)}
