@@ -2,6 +2,7 @@
 
     python bench/segment_miou.py [--model shapes-clip] [--n 100] [--seed 9001] [--threads 2]
         [--background background] [--threshold T] [--min-cosine C] [--variants naclip,...] [--head lseg-shapes]
+        [--shifts S]
 
 Exports ``--n`` scenes of stream ``--seed`` (never used for training: shapes-clip and the LSeg head train on
 other seeds) at the model's input size with 1–4 objects into a temporary folder, then runs the same evaluator
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--min-cosine", type=float, default=None,
                         help="background below this best-label cosine (default: the model's calibrated value)")
     parser.add_argument("--head", default=None, help="LSeg head (default lseg-shapes when bundled; 'none')")
+    parser.add_argument("--shifts", type=int, default=None, help="sub-patch shifted passes (training-free)")
     parser.add_argument("--labels-per-image", action="store_true",
                         help="segment each scene with only its own categories (as eval --labels-per-image)")
     args = parser.parse_args()
@@ -45,7 +47,7 @@ def main() -> None:
     model = load_model(args.model, args.pretrained, device="cpu")
     h, w = model.image_size
     opts = {k: v for k, v in {"background": args.background, "threshold": args.threshold,
-                              "min_cosine": args.min_cosine}.items() if v is not None}
+                              "min_cosine": args.min_cosine, "shifts": args.shifts}.items() if v is not None}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = export(tmp, n=args.n, seed=args.seed, size=(w, h), max_objects=args.max_objects)

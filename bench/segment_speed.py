@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="shapes-clip")
     parser.add_argument("--pretrained", default=None)
-    parser.add_argument("--head", default=None)
+    parser.add_argument("--head", default=None, help="LSeg head (default lseg-shapes for shapes-clip; 'none')")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -58,8 +58,8 @@ def main() -> None:
     for v in dense.VARIANTS:
         fns[f"patch_embeddings {v}"] = lambda v=v: dense.patch_embeddings(model, pixels, v)
     fns["dense_logits naclip (PIL in, 48 labels, upsampled)"] = lambda: dense.dense_logits(model, image, text)
-    head_spec = args.head or ("lseg-shapes" if "lseg-shapes" in lseg.bundled_heads() else None)
-    if head_spec:
+    head_spec = args.head or ("lseg-shapes" if args.model == "shapes-clip" else None)
+    if head_spec and head_spec != "none":
         head = lseg.load_head(head_spec, model)
         fns[f"lseg_logits {head_spec} (PIL in, 48 labels)"] = lambda: lseg.lseg_logits(model, head, image, text)
     with torch.inference_mode():
