@@ -64,6 +64,7 @@ VARIANT_LOGIT_SCALE: dict[str, float | None] = {
 __all__ = [
     "DEFAULT_VARIANT",
     "VARIANTS",
+    "check_shifts",
     "default_variant",
     "dense_logits",
     "image_tensor",
@@ -271,6 +272,13 @@ def _project(visual: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x @ visual.proj if visual.proj is not None else x
 
 
+def check_shifts(model: Any, shifts: int) -> None:
+    """``UsageError`` unless ``shifts`` (sub-patch passes per axis) is a positive divisor of the patch size."""
+    ph, pw = patch_grid(model)
+    if shifts < 1 or ph % shifts or pw % shifts:
+        raise UsageError(f"--shifts must be a positive divisor of the patch size {ph}x{pw}, got {shifts}")
+
+
 def patch_embeddings(
     model: Any, pixels: torch.Tensor, variant: str = DEFAULT_VARIANT, *, normalize: bool = True, shifts: int = 1
 ) -> torch.Tensor:
@@ -292,8 +300,7 @@ def patch_embeddings(
     ph, pw = patch_grid(model)
     if pixels.ndim != 4 or pixels.shape[-2] % ph or pixels.shape[-1] % pw:
         raise UsageError(f"pixels must be [B, 3, H, W] with H, W multiples of the patch size {ph}x{pw}")
-    if shifts < 1 or ph % shifts or pw % shifts:
-        raise UsageError(f"shifts must be a positive divisor of the patch size {ph}x{pw}, got {shifts}")
+    check_shifts(model, shifts)
     if shifts > 1:
         fine = shifted_grid(pixels, lambda px: patch_embeddings(model, px, variant, normalize=normalize),
                             patch=(ph, pw), shifts=shifts)

@@ -106,3 +106,15 @@ def test_help_does_not_import_torch(command):
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "NO-TORCH"
+
+
+@pytest.mark.parametrize("command", ["detect", "ground", "segment"])
+def test_dense_options_pass_through_and_bad_shifts_are_usage_errors(tiny_model_dir, scene_file, command):
+    text = ["--caption", "a red circle"] if command == "ground" else ["-l", "red circle,blue square"]
+    res = invoke(command, scene_file, "-m", tiny_model_dir, *text, "-t", "none", "--shifts", "2",
+                 "--min-cosine", "-1", "-f", "jsonl", "-q",
+                 *(["--selective-search"] if command != "segment" else []))
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[0])["path"] == str(scene_file)
+    res = invoke(command, scene_file, "-m", tiny_model_dir, *text, "--shifts", "3", "-q")
+    assert res.exit_code == 2 and "--shifts must be a positive divisor of the patch size 8x8, got 3" in res.output

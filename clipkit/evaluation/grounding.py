@@ -48,7 +48,7 @@ def evaluate_grounding(data: str | Path, model: Any, *, limit: int | None = None
     for ref in export.referring:
         by_image[ref["path"]].append(ref)
     paths = list(by_image)[: limit or None]
-    cfg = make_config(**options)
+    cfg = make_config(model, **options)
     correct, distractor = [], []
     seconds = 0.0
     for p in paths:

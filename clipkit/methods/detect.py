@@ -224,7 +224,7 @@ def iter_detect(paths: Sequence[str], labels: Sequence[str], model: Any, *, work
     """
     from clipkit.runner import run_over_images
 
-    cfg = _checked_config(labels, options)
+    cfg = _checked_config(labels, options, model)
     labels = list(labels)
     class_emb = classifier(model, labels, cfg)
 
@@ -236,10 +236,13 @@ def iter_detect(paths: Sequence[str], labels: Sequence[str], model: Any, *, work
                                skip=skip, description="detect")
 
 
-def _checked_config(labels: Sequence[str], options: dict[str, Any]) -> DetectConfig:
+def _checked_config(labels: Sequence[str], options: dict[str, Any], model: Any) -> DetectConfig:
+    from clipkit.dense import check_shifts
     from clipkit.errors import UsageError
 
     cfg = make_config(**options)
+    if cfg.score_map_proposals or cfg.path != "image":  # a dense pass: its shifts must fit the model
+        check_shifts(model, replace(RegionConfig(), **cfg.regions).dense_shifts)
     if not labels:
         raise UsageError("no labels given; pass --labels 'a,b' or --labels-file FILE")
     overlap = set(labels) & set(cfg.background)
@@ -267,7 +270,7 @@ def detect(images: Any, labels: str | Sequence[str], *, model: Any = None, pretr
     items = images if isinstance(images, list | tuple) else [images]
     if all(isinstance(i, str) or hasattr(i, "__fspath__") for i in items):
         return list(iter_detect(expand_inputs([str(i) for i in items]), label_list, loaded, **options))
-    cfg = _checked_config(label_list, options)
+    cfg = _checked_config(label_list, options, loaded)
     class_emb = classifier(loaded, label_list, cfg)
     out: list[Any] = []
     for index, item in enumerate(items):

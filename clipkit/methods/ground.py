@@ -76,8 +76,9 @@ class GroundConfig:
     regions: dict[str, Any] = field(default_factory=dict)  # RegionConfig overrides
 
 
-def make_config(**options: Any) -> GroundConfig:
-    """A :class:`GroundConfig` from keyword options; unknown names or bad values raise ``UsageError``."""
+def make_config(model: Any = None, **options: Any) -> GroundConfig:
+    """A :class:`GroundConfig` from keyword options; unknown names or bad values raise ``UsageError``.
+    With ``model``, the dense pass's ``dense_shifts`` is checked against its patch size too."""
     from clipkit.errors import UsageError
     from clipkit.options import config_from_options
 
@@ -90,6 +91,10 @@ def make_config(**options: Any) -> GroundConfig:
         raise UsageError("region and context cannot both be 'none'")
     if not 0.0 <= cfg.threshold <= 1.0:
         raise UsageError("--threshold must be in [0, 1]")
+    if model is not None and (cfg.score_map_proposals or cfg.region in ("fast", "both")):
+        from clipkit.dense import check_shifts
+
+        check_shifts(model, replace(RegionConfig(), **cfg.regions).dense_shifts)
     return cfg
 
 
@@ -236,7 +241,7 @@ def iter_ground(paths: Sequence[str], model: Any, caption: str | None = None,
     or an ``ErrorRecord`` per input. ``options``: :class:`GroundConfig` fields."""
     from clipkit.runner import run_over_images
 
-    cfg = make_config(**options)
+    cfg = make_config(model, **options)
     caption, found = _phrases(caption, phrases)
     text_emb = phrase_embeddings(model, found, cfg)
 
@@ -272,7 +277,7 @@ def ground(images: Any, caption: str | None = None, phrases: str | Sequence[str]
     items = images if isinstance(images, list | tuple) else [images]
     if all(isinstance(i, str) or hasattr(i, "__fspath__") for i in items):
         return list(iter_ground(expand_inputs([str(i) for i in items]), loaded, caption, phrases, **options))
-    cfg = make_config(**options)
+    cfg = make_config(loaded, **options)
     caption, found = _phrases(caption, phrases)
     text_emb = phrase_embeddings(loaded, found, cfg)
     out: list[Any] = []

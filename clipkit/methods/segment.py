@@ -113,6 +113,7 @@ class Segmenter:
                 templates = self.head.cfg.templates
         else:
             dense._visual(model)  # fail early with a clear message on unsupported towers
+            dense.check_shifts(model, shifts)
             default_bg = list(DEFAULT_BACKGROUND)
         self.background = [b for b in _background_list(background, default_bg) if b not in self.labels]
         self.variant, self.threshold, self.stride, self.short_side = variant, threshold, stride, short_side
