@@ -8,8 +8,10 @@ training-free sources, merged and de-duplicated the same way:
    hierarchical grouping of a graph-based over-segmentation; class-agnostic and label-free.
 2. **Score-map components**: given per-label dense score maps (e.g. from :func:`clipkit.dense.dense_logits`
    after a softmax), each label's pixels where it is the arg-max and its score passes a threshold are split
-   into 8-connected components; each component's bounding box is a proposal. With ``model`` and
-   ``text_emb``/``labels`` but no ``score_maps`` the maps are computed here through :mod:`clipkit.dense`.
+   into 8-connected components; each component's bounding box, grown by a fraction of a patch (the maps'
+   edges fall short of the objects'), is a proposal. With ``model`` and ``text_emb``/``labels`` but no
+   ``score_maps`` the maps are computed here through :mod:`clipkit.dense`. ``detect`` and ``ground`` pass their
+   own maps and use these boxes alone by default (selective search only on request).
 
 Both are merged, filtered (min side, min area, max area fraction, max aspect ratio), NMS'd at ``nms_iou``
 (ViLD's RPN NMS 0.7) in priority order (score-map boxes by mean score first, then selective search in its own

@@ -2,8 +2,9 @@
 
 ViLD (Gu et al., ICLR 2022; tensorflow/tpu ``models/official/detection/projects/vild``):
 
-1. class-agnostic proposals (here :mod:`clipkit.proposals`: dense score-map components, plus selective search
-   for the image and ensemble paths; the fast path keeps to its one dense forward pass unless asked);
+1. class-agnostic proposals (here :mod:`clipkit.proposals`: the connected components of the per-label dense
+   score maps from the one dense forward pass — grid refined by sub-patch shifted passes, segment's background
+   cosine cut, boxes grown by 0.15 patch — plus selective search on request);
 2. a region embedding per proposal (here :mod:`clipkit.regions`: ``image`` = ViLD-image crops at 1× + 1.5×,
    ``fast`` = RoIAlign-pooled dense patch embeddings from one forward pass);
 3. classifier = L2-normalised label text embeddings (prompt ensemble,
@@ -16,9 +17,10 @@ ViLD (Gu et al., ICLR 2022; tensorflow/tpu ``models/official/detection/projects/
 5. per-class NMS 0.5 (``torchvision.ops.batched_nms``), score threshold, at most ``max_detections``
    (ViLD: 300; here 100).
 
-Deviations (no trained ViLD detector, CPU): no RPN (training-free proposals), no learned background embedding
-(text prompts instead), the fast path pools training-free dense CLIP features instead of distilled RoI
-features; crops are padded to a square rather than stretched.
+Deviations (no trained ViLD detector, CPU): no RPN (training-free proposals from the dense score maps), no box
+regression, no learned background embedding (text prompts, plus the model's calibrated cosine cut in the score
+maps), the fast path pools training-free dense CLIP features instead of distilled RoI features; crops are padded
+to a square rather than stretched.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """GLIP-style phrase grounding on any CLIP (``clipkit ground``): caption → phrases → boxes.
 
 GLIP (Li et al., CVPR 2022; microsoft/GLIP) aligns the noun phrases of a caption with image regions.
-Without a trained GLIP we score every (proposal, phrase) pair with CLIP, training-free, in the way of ReCLIP
+Without a trained GLIP the candidate boxes are the connected components of the phrases' dense score maps (the
+proposals of ``detect`` with the phrases as labels, :func:`ground_proposals`), and every (box, phrase) pair is
+scored with CLIP, training-free, in the way of ReCLIP
 (Subramanian et al., ACL 2022; allenai/reclip ``executor.py``), which scores each box with two image
 representations and adds the logits (``method_aggregator="sum"``):
 
@@ -17,8 +19,8 @@ over the caption's phrases plus the background prompt(s), of the box's summed lo
 looks more like background or another phrase scores low); ``all_boxes=True`` returns every box of the phrase
 with score ≥ ``threshold`` after NMS (GLIP: class-wise NMS 0.6, at most 100).
 
-Deviations: no GLIP model (CLIP + proposals instead), no token-level alignment or centerness; the score is a
-softmax probability, not GLIP's sigmoid.
+Deviations: no GLIP model (CLIP + score-map proposals instead), no token-level alignment or centerness; the
+score is a softmax probability, not GLIP's sigmoid.
 """
 
 from __future__ import annotations
