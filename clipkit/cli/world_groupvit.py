@@ -23,6 +23,10 @@ def train_groupvit(
         "open_clip_model.safetensors) or 'shapes-clip'. Copies patch embedding, positions, stage-1 blocks and "
         "the text tower (see docs/group.md).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    group_loss: Annotated[float | None, typer.Option(
+        "--group-loss", min=0.0, help="Weight of clipkit's group-level noun loss (0 = official losses only).")] = None,
+    keep_every: Annotated[int | None, typer.Option(
+        "--keep-every", min=0, help="Also keep a checkpoint every N steps in OUT/ckpt-NNNNNN.")] = None,
     evaluate: Annotated[bool, typer.Option(
         "--eval/--no-eval", help="Calibrate the background threshold on validation scenes (seed 2) and "
         "measure held-out mIoU and purity (seed 0) for the model card.")] = True,
@@ -45,7 +49,8 @@ def train_groupvit(
     from clipkit.groupvit.train import TrainOptions, train
 
     given = {"scenes": scenes, "steps": steps, "minutes": minutes, "batch_size": batch_size, "lr": lr,
-             "image_size": image_size, "seed": seed, "threads": threads,
+             "image_size": image_size, "seed": seed, "threads": threads, "group_loss": group_loss,
+             "keep_every": keep_every,
              "init": str(init) if init is not None else None, "init_clip": init_clip}
     opts = TrainOptions(out=str(out), **{k: v for k, v in given.items() if v is not None})
     args = sys.argv[1:]

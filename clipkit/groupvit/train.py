@@ -88,6 +88,7 @@ class TrainOptions:
     threads: int = 2
     log_every: int = 25
     save_every: int = 250
+    keep_every: int = 0  # also keep a copy every this many steps in OUT/ckpt-NNNNNN (0 = none)
     torch_seed: int = 0
     group_loss: float = 1.0  # weight of clipkit's group-level noun loss (0 = the official losses only)
     multi_label: int = 3  # noun prompts per image for the multi-label loss (official gcc_yfcc config: 3)
@@ -291,6 +292,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
                 log(json.dumps(rec))
             if step % opts.save_every == 0:
                 _save(model, vocab, out, opts, step, time.time() - t0, warm)
+            if opts.keep_every and step % opts.keep_every == 0:
+                _save(model, vocab, out / f"ckpt-{step:06d}", opts, step, time.time() - t0, warm)
     finally:
         log_file.close()
     _save(model, vocab, out, opts, step, time.time() - t0, warm)
