@@ -14,7 +14,9 @@ def train_groupvit(
         "--minutes", help="Time budget: training stops (annealed) after this many minutes.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=2, help="Scenes per step.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Training resolution (patch 8).")] = None,
+    image_size: Annotated[int | None, typer.Option(
+        "--image-size", help="Training resolution (patch 8); with --init: continue at this size (positions "
+        "resized).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Scene stream of the training set.")] = None,
     init: Annotated[Path | None, typer.Option(
         "--init", help="Continue from this GroupViT folder (a previous run) instead of random weights.")] = None,

@@ -76,7 +76,7 @@ class TrainOptions:
     out: str = "runs/shapes-groupvit"
     scenes: int = 16000
     seed: int = 1  # scene stream of the training set; `clipkit world export` defaults to seed 0 (held out)
-    image_size: int = 96
+    image_size: int | None = None  # training resolution (None: 96 for a new model, the --init model's own)
     batch_size: int = 64
     steps: int = 2000
     minutes: float = 20.0
@@ -183,6 +183,19 @@ class CompactVocab:
             self.model.text_encoder.token_embedding = self.small
 
 
+def set_image_size(model: GroupViT, size: int) -> None:
+    """Continue training at another resolution (as ViTs are fine-tuned at a higher one): the learned position
+    grid is resized once, bicubically (as inference at other sizes does on the fly), and the config follows."""
+    vision = model.cfg.vision
+    if size % vision.patch_size:
+        raise ValueError(f"image size {size} is not a multiple of the patch size {vision.patch_size}")
+    side = size // vision.patch_size
+    with torch.no_grad():
+        pos = model.img_encoder.pos_embed_for(side, side).clone()
+    model.img_encoder.pos_embed = torch.nn.Parameter(pos)
+    vision.image_size = size
+
+
 def _lr(opts: TrainOptions, step: int, progress: float) -> float:
     if step < opts.warmup_steps:
         return opts.lr * (step + 1) / opts.warmup_steps
@@ -203,8 +216,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
 
         model = load_groupvit(opts.init)
         cfg = model.cfg
+        if opts.image_size and opts.image_size != cfg.vision.image_size:
+            log(f"training at {opts.image_size} px: positions resized from {cfg.vision.image_size} px")
+            set_image_size(model, opts.image_size)
     else:
-        cfg = GroupViTConfig.from_dict(opts.config) if opts.config else tiny_config(opts.image_size)
+        cfg = GroupViTConfig.from_dict(opts.config) if opts.config else tiny_config(opts.image_size or 96)
         model = GroupViT(cfg)
     cfg.multi_label = opts.multi_label
     out = Path(opts.out)
