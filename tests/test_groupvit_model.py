@@ -165,3 +165,19 @@ def test_group_noun_loss_rewards_one_group_per_object():
     # only padding: no signal, no NaN
     none = group_noun_contrastive(specialised, prompts, torch.full((3, 3), -1), scale)
     assert none.item() == 0.0
+
+
+def test_set_image_size_resizes_positions_once_as_inference_does():
+    """Continuing training at another size (``--init ... --image-size``) keeps the model's function at that size."""
+    from clipkit.groupvit.train import set_image_size
+
+    model = tiny().eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        before = model.encode_image(x)
+        set_image_size(model, 48)
+        after = model.encode_image(x)
+    assert model.cfg.vision.image_size == 48 and model.img_encoder.pos_embed.shape[1] == 12 * 12
+    torch.testing.assert_close(after, before)
+    with pytest.raises(ValueError):
+        set_image_size(model, 50)
