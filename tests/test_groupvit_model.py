@@ -181,3 +181,27 @@ def test_set_image_size_resizes_positions_once_as_inference_does():
     torch.testing.assert_close(after, before)
     with pytest.raises(ValueError):
         set_image_size(model, 50)
+
+
+def test_freeze_grouping_keeps_the_assignment_maps_and_trains_the_naming():
+    from clipkit.groupvit.train import freeze_grouping, grouping_eval_mode
+
+    model = tiny().train()
+    frozen = freeze_grouping(model)
+    grouping_eval_mode(model)
+    assert "img_encoder.pos_embed" in frozen and "img_encoder.layers.0.group_token" in frozen
+    assert not any("assign.v_proj" in n and "layers.1" in n for n in frozen)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = [s.clone() for s in model.img_encoder(x).soft]
+        names_before = model.encode_image_groups(x)[1].clone()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    groups = model.encode_image_groups(x)[1]
+    groups.pow(2).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        after = model.img_encoder(x).soft
+        names_after = model.encode_image_groups(x)[1]
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(names_before, names_after)

@@ -27,6 +27,9 @@ def train_groupvit(
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
     group_loss: Annotated[float | None, typer.Option(
         "--group-loss", min=0.0, help="Weight of clipkit's group-level noun loss (0 = official losses only).")] = None,
+    freeze_grouping: Annotated[bool | None, typer.Option(
+        "--freeze-grouping/--no-freeze-grouping", help="Train only what names the groups, not what forms them "
+        "(use with --init; docs/group.md).")] = None,
     keep_every: Annotated[int | None, typer.Option(
         "--keep-every", min=0, help="Also keep a checkpoint every N steps in OUT/ckpt-NNNNNN.")] = None,
     evaluate: Annotated[bool, typer.Option(
@@ -52,7 +55,7 @@ def train_groupvit(
 
     given = {"scenes": scenes, "steps": steps, "minutes": minutes, "batch_size": batch_size, "lr": lr,
              "image_size": image_size, "seed": seed, "threads": threads, "group_loss": group_loss,
-             "keep_every": keep_every,
+             "keep_every": keep_every, "freeze_grouping": freeze_grouping,
              "init": str(init) if init is not None else None, "init_clip": init_clip}
     opts = TrainOptions(out=str(out), **{k: v for k, v in given.items() if v is not None})
     args = sys.argv[1:]

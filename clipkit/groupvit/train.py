@@ -93,6 +93,7 @@ class TrainOptions:
     group_loss: float = 1.0  # weight of clipkit's group-level noun loss (0 = the official losses only)
     multi_label: int = 3  # noun prompts per image for the multi-label loss (official gcc_yfcc config: 3)
     init: str | None = None  # continue from this GroupViT folder instead of random weights
+    freeze_grouping: bool = False  # train only what cannot move the assignment maps (freeze_grouping())
     init_clip: str | None = None  # warm start from an open_clip hub folder or "shapes-clip" (clip_init.py)
     calib_images: int = 256  # training images used to fit the warm start's patch-embedding scalars
     config: dict = field(default_factory=dict)
@@ -196,6 +197,34 @@ def set_image_size(model: GroupViT, size: int) -> None:
     vision.image_size = size
 
 
+def freeze_grouping(model: GroupViT) -> list[str]:
+    """Freeze every parameter that the grouping (the assignment maps of all stages) depends on; returns their
+    names. What stays trainable names the groups without moving them: the last Grouping Block's value path
+    (``assign.v_proj``, ``assign.proj``, ``norm_new_x``, ``mlp_channels``), the later stages, the final norm,
+    both projection heads, the text tower and the temperatures. :func:`grouping_eval_mode` then makes the
+    frozen assignments the inference ones (argmax, no Gumbel noise)."""
+    enc = model.img_encoder
+    last = enc.layers[len(enc.cfg.num_output_groups) - 1].downsample
+    keep = {id(p) for m in (last.assign.v_proj, last.assign.proj, last.norm_new_x, last.mlp_channels)
+            for p in m.parameters()}
+    for layer in enc.layers[len(enc.cfg.num_output_groups):]:
+        keep |= {id(p) for p in layer.parameters()}
+    keep |= {id(p) for p in enc.norm.parameters()}
+    frozen = []
+    for name, p in enc.named_parameters():
+        if id(p) not in keep:
+            p.requires_grad_(False)
+            frozen.append(f"img_encoder.{name}")
+    return frozen
+
+
+def grouping_eval_mode(model: GroupViT) -> None:
+    """Put the image encoder's grouping stages in eval mode (hard argmax assignment; their drop-path is off)."""
+    for layer in model.img_encoder.layers:
+        if layer.downsample is not None:
+            layer.eval()
+
+
 def _lr(opts: TrainOptions, step: int, progress: float) -> float:
     if step < opts.warmup_steps:
         return opts.lr * (step + 1) / opts.warmup_steps
@@ -238,13 +267,17 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
 
     model.train()
+    if opts.freeze_grouping:
+        frozen = freeze_grouping(model)
+        grouping_eval_mode(model)
+        log(f"grouping frozen: {len(frozen)} image-encoder tensors")
     vocab_texts = [*captions, *[_flip_caption(c) for c in captions if "of" in c],
                    *[t.format(n) for names_i in names for n in names_i for t in TEMPLATES]]
     vocab = CompactVocab(model, sorted(set(vocab_texts)))
     log(f"text vocabulary: {len(vocab.ids)} token ids")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "token" not in n and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "token" not in n
-                                                               and "pos_embed" not in n)]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "token" not in n and "pos_embed" not in n]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "token" not in n and "pos_embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.999), eps=1e-8)
     k = cfg.multi_label
@@ -277,6 +310,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
                 nouns.append(n)
             for group in opt.param_groups:
                 group["lr"] = _lr(opts, step, progress)
+            if opts.freeze_grouping:
+                grouping_eval_mode(model)  # _save() puts the whole model back in train mode
             if opts.group_loss:
                 image_x, group_x, vis = model.encode_image_groups(pixels)
             else:
