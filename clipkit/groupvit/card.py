@@ -52,6 +52,37 @@ def _write(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+def run_command(tr: dict) -> str:
+    """The ``clipkit world train-groupvit`` command line of one training record (``clipkit.json`` → training)."""
+    flags = [("--init-clip", tr.get("init_clip")), ("--init", tr.get("init")), ("--image-size", tr.get("image_size")),
+             ("--steps", tr.get("steps")), ("--minutes", tr.get("minutes")), ("--batch-size", tr.get("batch_size")),
+             ("--lr", tr.get("lr")), ("--scenes", tr.get("scenes")), ("--threads", tr.get("threads"))]
+    if tr.get("group_loss", 1.0) != 1.0:
+        flags.append(("--group-loss", tr["group_loss"]))
+    words = ["clipkit world train-groupvit", str(tr.get("out", "OUT"))]
+    words += [f"{flag} {value}" for flag, value in flags if value is not None]
+    if tr.get("freeze_grouping"):
+        words.append("--freeze-grouping")
+    return " ".join(words)
+
+
+def _chain(meta: dict, command: str) -> list[str]:
+    """Markdown lines: every run from the first to this one (``lineage`` + this run), with how each ended."""
+    runs = [*meta.get("lineage", []), meta.get("training", {})]
+    if len(runs) == 1:
+        return ["```", command, "```"]
+    lines = ["A chain of runs, each continuing from the previous one's folder (`--init`):", ""]
+    for i, tr in enumerate(runs, start=1):
+        done, steps = tr.get("steps_done", "?"), tr.get("steps", "?")
+        end = f"{done} of {steps} scheduled steps"
+        if isinstance(done, int) and isinstance(steps, int) and done < steps:
+            timed_out = tr.get("seconds", 0) >= 0.99 * 60 * float(tr.get("minutes", 0) or 0)
+            end += (" (time budget reached: the schedule followed elapsed time, so the step count depends on the "
+                    "machine's load)" if timed_out else ": the checkpoint the next run starts from")
+        lines.append(f"{i}. `{run_command(tr)}` — {end}, {tr.get('seconds', 0) / 60:.0f} min")
+    return lines
+
+
 def model_card(meta: dict, metrics: dict | None, command: str) -> str:
     """The README.md of a shapes-world GroupViT."""
     tr = meta.get("training", {})
@@ -85,9 +116,7 @@ def model_card(meta: dict, metrics: dict | None, command: str) -> str:
         "",
         "## Reproduce",
         "",
-        "```",
-        command,
-        "```",
+        *_chain(meta, command),
         "",
         f"Training: {tr.get('steps_done', '?')} steps of {tr.get('batch_size', '?')} scenes in "
         f"{tr.get('seconds', 0) / 60:.1f} min on a shared 2-core CPU (wall clock; the schedule follows "

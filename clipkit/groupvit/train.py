@@ -240,9 +240,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
         from clipkit.errors import UsageError
 
         raise UsageError("give either --init (a GroupViT folder) or --init-clip (an open_clip model), not both")
+    lineage: list[dict] = []
     if opts.init:
         from clipkit.groupvit.weights import load_groupvit
 
+        lineage = _lineage(Path(opts.init))
         model = load_groupvit(opts.init)
         cfg = model.cfg
         if opts.image_size and opts.image_size != cfg.vision.image_size:
@@ -342,18 +344,31 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
                 log_file.flush()
                 log(json.dumps(rec))
             if step % opts.save_every == 0:
-                _save(model, vocab, out, opts, step, time.time() - t0, warm)
+                _save(model, vocab, out, opts, step, time.time() - t0, warm, lineage)
             if opts.keep_every and step % opts.keep_every == 0:
-                _save(model, vocab, out / f"ckpt-{step:06d}", opts, step, time.time() - t0, warm)
+                _save(model, vocab, out / f"ckpt-{step:06d}", opts, step, time.time() - t0, warm, lineage)
     finally:
         log_file.close()
-    _save(model, vocab, out, opts, step, time.time() - t0, warm)
+    _save(model, vocab, out, opts, step, time.time() - t0, warm, lineage)
     log(f"trained {step} steps in {time.time() - t0:.0f} s -> {out}")
     return out
 
 
+def _lineage(init: Path) -> list[dict]:
+    """The runs that made the ``--init`` folder, oldest first: its own ``lineage`` plus its ``training`` record
+    (config dropped), so a chain of continued runs stays reproducible from the last folder's clipkit.json."""
+    meta_path = init / "clipkit.json"
+    if not meta_path.is_file():
+        return []
+    meta = json.loads(meta_path.read_text())
+    runs = list(meta.get("lineage", []))
+    if "training" in meta:
+        runs.append({k: v for k, v in meta["training"].items() if k != "config"})
+    return runs
+
+
 def _save(model: GroupViT, vocab: CompactVocab, out: Path, opts: TrainOptions, step: int, seconds: float,
-          warm: dict | None = None) -> None:
+          warm: dict | None = None, lineage: list[dict] | None = None) -> None:
     was_training = model.training
     model.eval()
     with vocab.full_table():
@@ -362,6 +377,8 @@ def _save(model: GroupViT, vocab: CompactVocab, out: Path, opts: TrainOptions, s
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta.update({"kind": "groupvit", "templates": list(TEMPLATES), "default_templates": "none",
                  "training": {**asdict(opts), "steps_done": step, "seconds": round(seconds, 1)}})
+    if lineage:
+        meta["lineage"] = lineage
     if warm is not None:
         meta["warm_start"] = {key: warm[key] for key in ("source", "embedding", "left_at_init", "skipped")}
         meta["warm_start"]["copied"] = sorted(warm["copied"])
