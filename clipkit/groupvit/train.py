@@ -91,6 +91,7 @@ class TrainOptions:
     keep_every: int = 0  # also keep a copy every this many steps in OUT/ckpt-NNNNNN (0 = none)
     torch_seed: int = 0
     group_loss: float = 1.0  # weight of clipkit's group-level noun loss (0 = the official losses only)
+    group_symmetric: bool = False  # add the loss's text-to-group direction (losses.group_noun_contrastive)
     multi_label: int = 3  # noun prompts per image for the multi-label loss (official gcc_yfcc config: 3)
     init: str | None = None  # continue from this GroupViT folder instead of random weights
     freeze_grouping: bool = False  # train only what cannot move the assignment maps (freeze_grouping())
@@ -325,10 +326,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
             gnc = torch.zeros(())
             if opts.group_loss and k:
                 ids = torch.tensor([[noun_index.get(n, -1) for n in row] for row in nouns])
-                gnc = group_noun_contrastive(group_x, text_x[:, 1:], ids, model.multi_label_logit_scale)
+                sym, ml_scale = opts.group_symmetric, model.multi_label_logit_scale
+                gnc = group_noun_contrastive(group_x, text_x[:, 1:], ids, ml_scale, sym)
                 for tokens in vis.stage_tokens[:-1]:  # deep supervision of the earlier grouping stages
                     early = model.img_projector(model.img_encoder.norm(tokens))
-                    gnc = gnc + group_noun_contrastive(early, text_x[:, 1:], ids, model.multi_label_logit_scale)
+                    gnc = gnc + group_noun_contrastive(early, text_x[:, 1:], ids, ml_scale, sym)
                 loss = loss + opts.group_loss * gnc
             opt.zero_grad(set_to_none=True)
             loss.backward()
