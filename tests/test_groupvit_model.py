@@ -228,3 +228,27 @@ def test_symmetric_group_noun_loss_pushes_unnamed_groups_away_from_the_nouns():
     both = [group_noun_contrastive(x, prompts, ids, scale, symmetric=True) for x in (groups, mimic)]
     assert torch.isclose(one_way[0], one_way[1])
     assert both[1] > both[0] + 0.01
+
+
+def test_unclaimed_group_flatness_targets_only_unclaimed_groups_of_complete_captions():
+    from clipkit.groupvit.losses import unclaimed_group_flatness
+
+    torch.manual_seed(0)
+    t = F.normalize(torch.randn(6, 16), dim=-1)
+    ids = torch.tensor([[0, 1, -1], [2, 3, 4]])
+    prompts = torch.stack([t[[0, 1, 0]], t[[2, 3, 4]]])
+    groups = torch.zeros(2, 5, 16)
+    for b, row in enumerate(ids.tolist()):
+        for g, noun in enumerate(n for n in row if n >= 0):
+            groups[b, g] = t[noun]
+    flat = groups.clone()  # unclaimed groups are zero: equal scores for every noun
+    peaked = groups.clone()
+    peaked[:, 4] = t[0]  # an unclaimed group that looks like a noun
+    peaked[0, 4] = 0.9 * t[1] + 0.1 * t[5]  # (image 0: not t[0] itself, which its group 0 claims)
+    scale = torch.tensor(math.log(30.0))
+    complete = torch.tensor([True, True])
+    low = unclaimed_group_flatness(flat, prompts, ids, complete, scale)
+    high = unclaimed_group_flatness(peaked, prompts, ids, complete, scale)
+    assert high > low + 0.5
+    skipped = unclaimed_group_flatness(peaked, prompts, ids, torch.tensor([False, False]), scale)
+    assert skipped.item() == 0.0

@@ -33,6 +33,8 @@ def train_groupvit(
     group_symmetric: Annotated[bool | None, typer.Option(
         "--group-symmetric/--no-group-symmetric", help="Add the text-to-group direction to the group-level noun "
         "loss (docs/group.md).")] = None,
+    group_flat: Annotated[float | None, typer.Option(
+        "--group-flat", min=0.0, help="Weight of the unclaimed-group flatness term (docs/group.md; 0 = off).")] = None,
     keep_every: Annotated[int | None, typer.Option(
         "--keep-every", min=0, help="Also keep a checkpoint every N steps in OUT/ckpt-NNNNNN.")] = None,
     evaluate: Annotated[bool, typer.Option(
@@ -59,6 +61,7 @@ def train_groupvit(
     given = {"scenes": scenes, "steps": steps, "minutes": minutes, "batch_size": batch_size, "lr": lr,
              "image_size": image_size, "seed": seed, "threads": threads, "group_loss": group_loss,
              "keep_every": keep_every, "freeze_grouping": freeze_grouping, "group_symmetric": group_symmetric,
+             "group_flat": group_flat,
              "init": str(init) if init is not None else None, "init_clip": init_clip}
     opts = TrainOptions(out=str(out), **{k: v for k, v in given.items() if v is not None})
     args = sys.argv[1:]

@@ -59,6 +59,8 @@ def run_command(tr: dict) -> str:
              ("--lr", tr.get("lr")), ("--scenes", tr.get("scenes")), ("--threads", tr.get("threads"))]
     if tr.get("group_loss", 1.0) != 1.0:
         flags.append(("--group-loss", tr["group_loss"]))
+    if tr.get("group_flat"):
+        flags.append(("--group-flat", tr["group_flat"]))
     words = ["clipkit world train-groupvit", str(tr.get("out", "OUT"))]
     words += [f"{flag} {value}" for flag, value in flags if value is not None]
     if tr.get("freeze_grouping"):

@@ -5,6 +5,8 @@ Both use L2-normalised features and a learnable temperature ``exp(logit_scale)``
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -81,3 +83,34 @@ def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, lo
     cols = logits.permute(2, 0, 1)[torch.arange(len(vid), device=groups.device)].flatten(1)  # [M, B*G]
     t2g = F.cross_entropy(cols, owner * groups.shape[1] + best)
     return 0.5 * (g2t + t2g)
+
+
+def unclaimed_group_flatness(groups: Tensor, prompts: Tensor, noun_ids: Tensor, complete: Tensor,
+                             logit_scale: Tensor) -> Tensor:
+    """Groups that no noun of their caption claims should name nothing (an addition of clipkit's, NOT official).
+
+    ``groups [B, G, D]``, ``prompts [B, K, D]``, ``noun_ids [B, K]`` as in :func:`group_noun_contrastive`;
+    ``complete [B]`` bool: the caption's prompts cover *all* of the image's objects (otherwise an unclaimed group
+    may hold an unmentioned object, and the image is skipped). A group is claimed when it is some noun's
+    best-matching group. For every unclaimed group of a complete image: KL(softmax over the batch's prompts ||
+    uniform) at the inference temperature ``exp(logit_scale)`` (not trained by this term), so that its class
+    scores are flat and the official rule's background threshold removes it. Returns a scalar (0 if none).
+    """
+    b, g, _ = groups.shape
+    k = prompts.shape[1]
+    ids = noun_ids.reshape(-1)
+    valid = ids >= 0
+    if not bool(valid.any()):
+        return groups.sum() * 0.0
+    gn = F.normalize(groups, dim=-1)
+    tn = F.normalize(prompts, dim=-1).reshape(b * k, -1)[valid]  # [M, D]
+    logits = torch.einsum("bgd,md->bgm", gn, tn) * _scale(logit_scale).detach()  # [B, G, M]
+    owner = torch.arange(b, device=groups.device).repeat_interleave(k)[valid]
+    best = logits[owner, :, torch.arange(len(tn), device=groups.device)].detach().argmax(dim=-1)  # [M]
+    claimed = torch.zeros(b, g, dtype=torch.bool, device=groups.device)
+    claimed[owner, best] = True
+    mask = ~claimed & complete.to(groups.device)[:, None]
+    if not bool(mask.any()):
+        return groups.sum() * 0.0
+    logp = F.log_softmax(logits[mask], dim=-1)  # [U, M]
+    return (torch.sum(logp.exp() * logp, dim=-1) + math.log(logp.shape[-1])).mean()

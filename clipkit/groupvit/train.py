@@ -43,7 +43,12 @@ import numpy as np
 import torch
 
 from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig
-from clipkit.groupvit.losses import group_noun_contrastive, image_text_contrastive, multi_label_contrastive
+from clipkit.groupvit.losses import (
+    group_noun_contrastive,
+    image_text_contrastive,
+    multi_label_contrastive,
+    unclaimed_group_flatness,
+)
 from clipkit.groupvit.model import GroupViT
 from clipkit.groupvit.text import tokenize
 from clipkit.groupvit.weights import save_hf_dir
@@ -92,6 +97,7 @@ class TrainOptions:
     torch_seed: int = 0
     group_loss: float = 1.0  # weight of clipkit's group-level noun loss (0 = the official losses only)
     group_symmetric: bool = False  # add the loss's text-to-group direction (losses.group_noun_contrastive)
+    group_flat: float = 0.0  # weight of losses.unclaimed_group_flatness (0 = off)
     multi_label: int = 3  # noun prompts per image for the multi-label loss (official gcc_yfcc config: 3)
     init: str | None = None  # continue from this GroupViT folder instead of random weights
     freeze_grouping: bool = False  # train only what cannot move the assignment maps (freeze_grouping())
@@ -332,6 +338,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
                     early = model.img_projector(model.img_encoder.norm(tokens))
                     gnc = gnc + group_noun_contrastive(early, text_x[:, 1:], ids, ml_scale, sym)
                 loss = loss + opts.group_loss * gnc
+                if opts.group_flat:
+                    complete = torch.tensor([len(names[i]) <= k for i in idx])
+                    loss = loss + opts.group_flat * unclaimed_group_flatness(group_x, text_x[:, 1:], ids, complete,
+                                                                             model.logit_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip_grad)
