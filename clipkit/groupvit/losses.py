@@ -44,6 +44,24 @@ def multi_label_contrastive(image: Tensor, prompts: Tensor, logit_scale: Tensor)
     return 0.5 * (loss_img + loss_txt)
 
 
+def _claims(groups: Tensor, prompts: Tensor, noun_ids: Tensor, scale: Tensor
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """Scaled cosine logits ``[B, G, M]`` of every group against the M real prompts, the image of each prompt
+    ``[M]``, its noun id ``[M]`` and its best-matching group in its own image ``[M]`` (no gradient through
+    the choice); None when the batch has no real prompt."""
+    b, k = prompts.shape[:2]
+    ids = noun_ids.reshape(-1)
+    valid = ids >= 0
+    if not bool(valid.any()):
+        return None
+    gn = F.normalize(groups, dim=-1)
+    tn = F.normalize(prompts, dim=-1).reshape(b * k, -1)[valid]  # [M, D]
+    logits = torch.einsum("bgd,md->bgm", gn, tn) * scale  # [B, G, M]
+    owner = torch.arange(b, device=groups.device).repeat_interleave(k)[valid]  # image of each anchor
+    best = logits[owner, :, torch.arange(len(tn), device=groups.device)].detach().argmax(dim=-1)  # [M]
+    return logits, owner, ids[valid], best
+
+
 def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, logit_scale: Tensor,
                            symmetric: bool = False) -> Tensor:
     """Group-level multi-label contrastive loss (an addition of clipkit's, NOT in the official GroupViT).
@@ -61,19 +79,10 @@ def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, lo
     directions. This pushes the image's *other* groups (the background's among them) away from the nouns
     its objects claim, so that unnamed groups score low and fall under the background threshold.
     """
-    b = groups.shape[0]
-    k = prompts.shape[1]
-    ids = noun_ids.reshape(-1)
-    valid = ids >= 0
-    if not bool(valid.any()):
+    claims = _claims(groups, prompts, noun_ids, _scale(logit_scale))
+    if claims is None:
         return groups.sum() * 0.0
-    gn = F.normalize(groups, dim=-1)
-    tn = F.normalize(prompts, dim=-1).reshape(b * k, -1)[valid]  # [M, D]
-    vid = ids[valid]  # [M]
-    logits = torch.einsum("bgd,md->bgm", gn, tn) * _scale(logit_scale)  # [B, G, M]
-    owner = torch.arange(b, device=groups.device).repeat_interleave(k)[valid]  # image of each anchor
-    anchor_logits = logits[owner, :, torch.arange(len(vid), device=groups.device)]  # [M, G]
-    best = anchor_logits.detach().argmax(dim=-1)  # [M]
+    logits, owner, vid, best = claims
     rows = logits[owner, best]  # [M, M]: the chosen group vs every real prompt
     target = (vid[:, None] == vid[None, :]).to(rows.dtype)
     target = target / target.sum(dim=-1, keepdim=True)
@@ -96,18 +105,11 @@ def unclaimed_group_flatness(groups: Tensor, prompts: Tensor, noun_ids: Tensor, 
     uniform) at the inference temperature ``exp(logit_scale)`` (not trained by this term), so that its class
     scores are flat and the official rule's background threshold removes it. Returns a scalar (0 if none).
     """
-    b, g, _ = groups.shape
-    k = prompts.shape[1]
-    ids = noun_ids.reshape(-1)
-    valid = ids >= 0
-    if not bool(valid.any()):
+    claims = _claims(groups, prompts, noun_ids, _scale(logit_scale).detach())
+    if claims is None:
         return groups.sum() * 0.0
-    gn = F.normalize(groups, dim=-1)
-    tn = F.normalize(prompts, dim=-1).reshape(b * k, -1)[valid]  # [M, D]
-    logits = torch.einsum("bgd,md->bgm", gn, tn) * _scale(logit_scale).detach()  # [B, G, M]
-    owner = torch.arange(b, device=groups.device).repeat_interleave(k)[valid]
-    best = logits[owner, :, torch.arange(len(tn), device=groups.device)].detach().argmax(dim=-1)  # [M]
-    claimed = torch.zeros(b, g, dtype=torch.bool, device=groups.device)
+    logits, owner, _, best = claims
+    claimed = torch.zeros(groups.shape[:2], dtype=torch.bool, device=groups.device)
     claimed[owner, best] = True
     mask = ~claimed & complete.to(groups.device)[:, None]
     if not bool(mask.any()):
