@@ -30,9 +30,6 @@ def train_groupvit(
     freeze_grouping: Annotated[bool | None, typer.Option(
         "--freeze-grouping/--no-freeze-grouping", help="Train only what names the groups, not what forms them "
         "(use with --init; docs/group.md).")] = None,
-    group_symmetric: Annotated[bool | None, typer.Option(
-        "--group-symmetric/--no-group-symmetric", help="Add the text-to-group direction to the group-level noun "
-        "loss (docs/group.md).")] = None,
     group_flat: Annotated[float | None, typer.Option(
         "--group-flat", min=0.0, help="Weight of the unclaimed-group flatness term (docs/group.md; 0 = off).")] = None,
     keep_every: Annotated[int | None, typer.Option(
@@ -60,7 +57,7 @@ def train_groupvit(
 
     given = {"scenes": scenes, "steps": steps, "minutes": minutes, "batch_size": batch_size, "lr": lr,
              "image_size": image_size, "seed": seed, "threads": threads, "group_loss": group_loss,
-             "keep_every": keep_every, "freeze_grouping": freeze_grouping, "group_symmetric": group_symmetric,
+             "keep_every": keep_every, "freeze_grouping": freeze_grouping,
              "group_flat": group_flat,
              "init": str(init) if init is not None else None, "init_clip": init_clip}
     opts = TrainOptions(out=str(out), **{k: v for k, v in given.items() if v is not None})

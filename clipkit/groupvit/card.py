@@ -65,8 +65,6 @@ def run_command(tr: dict) -> str:
     words += [f"{flag} {value}" for flag, value in flags if value is not None]
     if tr.get("freeze_grouping"):
         words.append("--freeze-grouping")
-    if tr.get("group_symmetric"):
-        words.append("--group-symmetric")
     return " ".join(words)
 
 

@@ -62,8 +62,7 @@ def _claims(groups: Tensor, prompts: Tensor, noun_ids: Tensor, scale: Tensor
     return logits, owner, ids[valid], best
 
 
-def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, logit_scale: Tensor,
-                           symmetric: bool = False) -> Tensor:
+def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, logit_scale: Tensor) -> Tensor:
     """Group-level multi-label contrastive loss (an addition of clipkit's, NOT in the official GroupViT).
 
     ``groups [B, G, D]`` projected final segment tokens, ``prompts [B, K, D]`` the noun prompts, ``noun_ids
@@ -73,11 +72,6 @@ def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, lo
     noun (any template, any image) are all positives. A single group holding the whole image cannot prefer one
     of its image's nouns over another, so the loss rewards one group per object, which the image-level
     losses alone did not (they collapsed to 1-2 groups in our CPU budget, see docs/group.md).
-
-    ``symmetric``: also the text-to-group direction, as the official multi-label loss has both: each real prompt
-    against all ``B*G`` groups of the batch, target its chosen group; the result is the mean of the two
-    directions. This pushes the image's *other* groups (the background's among them) away from the nouns
-    its objects claim, so that unnamed groups score low and fall under the background threshold.
     """
     claims = _claims(groups, prompts, noun_ids, _scale(logit_scale))
     if claims is None:
@@ -86,12 +80,7 @@ def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, lo
     rows = logits[owner, best]  # [M, M]: the chosen group vs every real prompt
     target = (vid[:, None] == vid[None, :]).to(rows.dtype)
     target = target / target.sum(dim=-1, keepdim=True)
-    g2t = torch.sum(-target * F.log_softmax(rows, dim=-1), dim=-1).mean()
-    if not symmetric:
-        return g2t
-    cols = logits.permute(2, 0, 1)[torch.arange(len(vid), device=groups.device)].flatten(1)  # [M, B*G]
-    t2g = F.cross_entropy(cols, owner * groups.shape[1] + best)
-    return 0.5 * (g2t + t2g)
+    return torch.sum(-target * F.log_softmax(rows, dim=-1), dim=-1).mean()
 
 
 def unclaimed_group_flatness(groups: Tensor, prompts: Tensor, noun_ids: Tensor, complete: Tensor,

@@ -96,7 +96,6 @@ class TrainOptions:
     keep_every: int = 0  # also keep a copy every this many steps in OUT/ckpt-NNNNNN (0 = none)
     torch_seed: int = 0
     group_loss: float = 1.0  # weight of clipkit's group-level noun loss (0 = the official losses only)
-    group_symmetric: bool = False  # add the loss's text-to-group direction (losses.group_noun_contrastive)
     group_flat: float = 0.0  # weight of losses.unclaimed_group_flatness (0 = off)
     multi_label: int = 3  # noun prompts per image for the multi-label loss (official gcc_yfcc config: 3)
     init: str | None = None  # continue from this GroupViT folder instead of random weights
@@ -332,11 +331,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
             gnc = torch.zeros(())
             if opts.group_loss and k:
                 ids = torch.tensor([[noun_index.get(n, -1) for n in row] for row in nouns])
-                sym, ml_scale = opts.group_symmetric, model.multi_label_logit_scale
-                gnc = group_noun_contrastive(group_x, text_x[:, 1:], ids, ml_scale, sym)
+                gnc = group_noun_contrastive(group_x, text_x[:, 1:], ids, model.multi_label_logit_scale)
                 for tokens in vis.stage_tokens[:-1]:  # deep supervision of the earlier grouping stages
                     early = model.img_projector(model.img_encoder.norm(tokens))
-                    gnc = gnc + group_noun_contrastive(early, text_x[:, 1:], ids, ml_scale, sym)
+                    gnc = gnc + group_noun_contrastive(early, text_x[:, 1:], ids, model.multi_label_logit_scale)
                 loss = loss + opts.group_loss * gnc
                 if opts.group_flat:
                     complete = torch.tensor([len(names[i]) <= k for i in idx])
