@@ -23,8 +23,17 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a train-groupvit output folder (float32)")
     ap.add_argument("dest", type=Path, help="the folder to write (replaced)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--card-only", action="store_true", help="only re-render DEST/README.md from its clipkit.json "
+                    "and metrics.json (no training folder is read, nothing is re-measured)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.card_only:
+        from clipkit.groupvit.card import model_card
+
+        meta = json.loads((args.dest / "clipkit.json").read_text())
+        metrics = json.loads((args.dest / "metrics.json").read_text())
+        (args.dest / "README.md").write_text(model_card(meta, metrics, meta.get("command", "")))
+        return
     model = load_groupvit(args.run)
     if args.dest.exists():
         shutil.rmtree(args.dest)

@@ -81,7 +81,8 @@ def _chain(meta: dict, command: str) -> list[str]:
             timed_out = tr.get("seconds", 0) >= 0.99 * 60 * float(tr.get("minutes", 0) or 0)
             end += (" (time budget reached: the schedule followed elapsed time, so the step count depends on the "
                     "machine's load)" if timed_out else ": the checkpoint the next run starts from")
-        lines.append(f"{i}. `{run_command(tr)}` — {end}, {tr.get('seconds', 0) / 60:.0f} min")
+        note = f" (`--init`: {tr['init_note']})" if tr.get("init_note") else ""
+        lines.append(f"{i}. `{run_command(tr)}` — {end}, {tr.get('seconds', 0) / 60:.0f} min{note}")
     return lines
 
 
@@ -94,13 +95,23 @@ def _origin(meta: dict) -> str:
     return "trained further from `" + runs[-1]["init"] + "`" if runs[-1].get("init") else "trained from scratch"
 
 
+def _minutes(meta: dict) -> float:
+    return sum(r.get("seconds", 0) for r in [*meta.get("lineage", []), meta.get("training", {})]) / 60
+
+
 def _frozen_note(meta: dict) -> list[str]:
     tr = meta.get("training", {})
-    if not tr.get("freeze_grouping"):
-        return []
-    return [f"The last run froze everything the grouping depends on and trained, at {tr.get('image_size')} px, "
-            "only what names the groups (`--freeze-grouping`, a deviation: continuing the full recipe made the",
-            "names better but the groups worse; see docs/group.md)."]
+    lines = []
+    if tr.get("freeze_grouping"):
+        size = tr.get("config", {}).get("vision", {}).get("image_size")
+        lines += [f"The last run froze everything the grouping depends on and trained, at {size} px, only what "
+                  "names the groups (`--freeze-grouping`, a deviation: continuing the full recipe made the",
+                  "names better but the groups worse; see docs/group.md)."]
+    if tr.get("group_flat"):
+        lines += [f"It adds clipkit's unclaimed-group flatness term (`--group-flat {tr['group_flat']}`, not "
+                  "official): groups that no noun of the caption claims get flat class scores, so the official",
+                  "background rule removes them (GroupViT has no background class)."]
+    return lines
 
 
 def model_card(meta: dict, metrics: dict | None, command: str) -> str:
@@ -181,14 +192,15 @@ def model_card(meta: dict, metrics: dict | None, command: str) -> str:
         if test["miou"] < 0.6:
             lines += [
                 f"**Status: below the issue's target (mIoU 0.60): {test['miou']:.3f}.** docs/group.md and",
-                "bench/results/group.md say where the rest is lost (the grouping itself bounds it: each final group",
-                "labelled by its majority ground-truth class scores little more; see `bench/group_diagnose.py`).",
+                "bench/results/group.md say where the rest is lost: mostly in the grouping itself, whose bound",
+                "(each final group labelled by its majority ground-truth class) `bench/group_diagnose.py` measures.",
                 "",
             ]
     lines += [
         "## Limits",
         "",
-        "Trained for minutes on synthetic flat shapes: it knows 8 colours x 6 shapes and nothing else.",
+        f"Trained for {_minutes(meta):.0f} min of CPU wall clock on synthetic flat shapes: it knows 8 colours x 6 "
+        "shapes and nothing else.",
         "Use it to test and demonstrate `clipkit group`, not on photographs.",
         "",
     ]
