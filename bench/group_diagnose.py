@@ -13,6 +13,7 @@ For stream ``--seed`` (validation: 2), ``--n`` scenes at 224 px, all 48 labels:
 - ``entropy``: mean entropy (nats) of the soft assignment per token, per stage; ``groups_used`` per stage.
 
     PYTHONPATH=$PWD python bench/group_diagnose.py --model clipkit/assets/shapes-groupvit --seed 2 --n 100
+    PYTHONPATH=$PWD python bench/group_diagnose.py --grid-ceiling 28 --seed 2 --n 100
 """
 
 from __future__ import annotations
@@ -116,15 +117,38 @@ def diagnose(model_dir: str, seed: int, n: int, size: int = 224, short_side: int
     }
 
 
+def grid_ceiling(grid: int, seed: int, n: int, size: int = 224) -> float:
+    """mIoU of a perfect grouping on a ``grid x grid`` patch grid: the ground truth average-pooled to the grid
+    and upsampled bilinearly, argmax (what soft assignment maps of that resolution could at best express)."""
+    from clipkit.evaluation.segmentation import confusion_matrix, miou_from_confusion
+    from clipkit.world import CATEGORIES, SceneConfig, generate
+
+    k = len(CATEGORIES) + 1
+    conf = np.zeros((k, k), np.int64)
+    for scene in generate(n, seed=seed, config=SceneConfig(size=(size, size))):
+        gt = torch.from_numpy(scene.label_map().astype(np.int64))
+        pooled = F.adaptive_avg_pool2d(F.one_hot(gt, k).permute(2, 0, 1).float()[None], grid)
+        up = F.interpolate(pooled, size=(size, size), mode="bilinear", align_corners=False)[0]
+        conf += confusion_matrix(up.argmax(0).numpy(), gt.numpy(), k)
+    return miou_from_confusion(conf, ["background", *CATEGORIES])["miou"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", help="GroupViT folder (required unless --grid-ceiling)")
+    ap.add_argument("--grid-ceiling", type=int, default=None, help="only print the ceiling of a GRID x GRID grid")
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--short-side", type=int, default=None, help="inference size (default: training size)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.grid_ceiling:
+        print(json.dumps({"grid": args.grid_ceiling, "seed": args.seed, "n": args.n,
+                          "miou": grid_ceiling(args.grid_ceiling, args.seed, args.n)}))
+        return
+    if not args.model:
+        ap.error("--model is required")
     print(json.dumps(diagnose(args.model, args.seed, args.n, short_side=args.short_side), indent=2))
 
 
