@@ -169,7 +169,7 @@ def test_group_noun_loss_rewards_one_group_per_object():
 
 def test_set_image_size_resizes_positions_once_as_inference_does():
     """Continuing training at another size (``--init ... --image-size``) keeps the model's function at that size."""
-    from clipkit.groupvit.train import set_image_size
+    from clipkit.groupvit.phases import set_image_size
 
     model = tiny().eval()
     x = torch.randn(2, 3, 48, 48)
@@ -184,7 +184,7 @@ def test_set_image_size_resizes_positions_once_as_inference_does():
 
 
 def test_freeze_grouping_keeps_the_assignment_maps_and_trains_the_naming():
-    from clipkit.groupvit.train import freeze_grouping, grouping_eval_mode
+    from clipkit.groupvit.phases import freeze_grouping, grouping_eval_mode
 
     model = tiny().train()
     frozen = freeze_grouping(model)

@@ -20,6 +20,11 @@ whole text tower (``tiny_config``'s text tower is shapes-clip's); projection hea
 and later stages stay at random init. ``image_mean/std`` become the source's. The report goes to the log and to
 ``clipkit.json`` (``warm_start``).
 
+Continued runs (``init``): ``image_size`` resizes the position grid (:mod:`clipkit.groupvit.phases`);
+``freeze_grouping`` trains only what names the groups, with the grouping stages in eval mode; ``group_flat``
+adds :func:`clipkit.groupvit.losses.unclaimed_group_flatness` (flat noun scores for groups no noun claims).
+Each run's ``clipkit.json`` carries the records of the runs it continues (``lineage``).
+
 Deviations (documented in docs/group.md): the noun phrases are the world's object names ("red circle") read from
 the scene instead of an NLTK chunker (NLTK's tagger data cannot be downloaded here); augmentation is a horizontal
 flip (the caption's "left of"/"right of" swapped) instead of RandAugment + random resized crops; one process,
@@ -50,6 +55,7 @@ from clipkit.groupvit.losses import (
     unclaimed_group_flatness,
 )
 from clipkit.groupvit.model import GroupViT
+from clipkit.groupvit.phases import freeze_grouping, grouping_eval_mode, set_image_size
 from clipkit.groupvit.text import tokenize
 from clipkit.groupvit.weights import save_hf_dir
 
@@ -188,47 +194,6 @@ class CompactVocab:
             yield
         finally:
             self.model.text_encoder.token_embedding = self.small
-
-
-def set_image_size(model: GroupViT, size: int) -> None:
-    """Continue training at another resolution (as ViTs are fine-tuned at a higher one): the learned position
-    grid is resized once, bicubically (as inference at other sizes does on the fly), and the config follows."""
-    vision = model.cfg.vision
-    if size % vision.patch_size:
-        raise ValueError(f"image size {size} is not a multiple of the patch size {vision.patch_size}")
-    side = size // vision.patch_size
-    with torch.no_grad():
-        pos = model.img_encoder.pos_embed_for(side, side).clone()
-    model.img_encoder.pos_embed = torch.nn.Parameter(pos)
-    vision.image_size = size
-
-
-def freeze_grouping(model: GroupViT) -> list[str]:
-    """Freeze every parameter that the grouping (the assignment maps of all stages) depends on; returns their
-    names. What stays trainable names the groups without moving them: the last Grouping Block's value path
-    (``assign.v_proj``, ``assign.proj``, ``norm_new_x``, ``mlp_channels``), the later stages, the final norm,
-    both projection heads, the text tower and the temperatures. :func:`grouping_eval_mode` then makes the
-    frozen assignments the inference ones (argmax, no Gumbel noise)."""
-    enc = model.img_encoder
-    last = enc.layers[len(enc.cfg.num_output_groups) - 1].downsample
-    keep = {id(p) for m in (last.assign.v_proj, last.assign.proj, last.norm_new_x, last.mlp_channels)
-            for p in m.parameters()}
-    for layer in enc.layers[len(enc.cfg.num_output_groups):]:
-        keep |= {id(p) for p in layer.parameters()}
-    keep |= {id(p) for p in enc.norm.parameters()}
-    frozen = []
-    for name, p in enc.named_parameters():
-        if id(p) not in keep:
-            p.requires_grad_(False)
-            frozen.append(f"img_encoder.{name}")
-    return frozen
-
-
-def grouping_eval_mode(model: GroupViT) -> None:
-    """Put the image encoder's grouping stages in eval mode (hard argmax assignment; their drop-path is off)."""
-    for layer in model.img_encoder.layers:
-        if layer.downsample is not None:
-            layer.eval()
 
 
 def _lr(opts: TrainOptions, step: int, progress: float) -> float:
