@@ -165,3 +165,67 @@ def test_group_noun_loss_rewards_one_group_per_object():
     # only padding: no signal, no NaN
     none = group_noun_contrastive(specialised, prompts, torch.full((3, 3), -1), scale)
     assert none.item() == 0.0
+
+
+def test_set_image_size_resizes_positions_once_as_inference_does():
+    """Continuing training at another size (``--init ... --image-size``) keeps the model's function at that size."""
+    from clipkit.groupvit.phases import set_image_size
+
+    model = tiny().eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        before = model.encode_image(x)
+        set_image_size(model, 48)
+        after = model.encode_image(x)
+    assert model.cfg.vision.image_size == 48 and model.img_encoder.pos_embed.shape[1] == 12 * 12
+    torch.testing.assert_close(after, before)
+    with pytest.raises(ValueError):
+        set_image_size(model, 50)
+
+
+def test_freeze_grouping_keeps_the_assignment_maps_and_trains_the_naming():
+    from clipkit.groupvit.phases import freeze_grouping, grouping_eval_mode
+
+    model = tiny().train()
+    frozen = freeze_grouping(model)
+    grouping_eval_mode(model)
+    assert "img_encoder.pos_embed" in frozen and "img_encoder.layers.0.group_token" in frozen
+    assert not any("assign.v_proj" in n and "layers.1" in n for n in frozen)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = [s.clone() for s in model.img_encoder(x).soft]
+        names_before = model.encode_image_groups(x)[1].clone()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    groups = model.encode_image_groups(x)[1]
+    groups.pow(2).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        after = model.img_encoder(x).soft
+        names_after = model.encode_image_groups(x)[1]
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(names_before, names_after)
+
+
+def test_unclaimed_group_flatness_targets_only_unclaimed_groups_of_complete_captions():
+    from clipkit.groupvit.losses import unclaimed_group_flatness
+
+    torch.manual_seed(0)
+    t = F.normalize(torch.randn(6, 16), dim=-1)
+    ids = torch.tensor([[0, 1, -1], [2, 3, 4]])
+    prompts = torch.stack([t[[0, 1, 0]], t[[2, 3, 4]]])
+    groups = torch.zeros(2, 5, 16)
+    for b, row in enumerate(ids.tolist()):
+        for g, noun in enumerate(n for n in row if n >= 0):
+            groups[b, g] = t[noun]
+    flat = groups.clone()  # unclaimed groups are zero: equal scores for every noun
+    peaked = groups.clone()
+    peaked[:, 4] = t[0]  # an unclaimed group that looks like a noun
+    peaked[0, 4] = 0.9 * t[1] + 0.1 * t[5]  # (image 0: not t[0] itself, which its group 0 claims)
+    scale = torch.tensor(math.log(30.0))
+    complete = torch.tensor([True, True])
+    low = unclaimed_group_flatness(flat, prompts, ids, complete, scale)
+    high = unclaimed_group_flatness(peaked, prompts, ids, complete, scale)
+    assert high > low + 0.5
+    skipped = unclaimed_group_flatness(peaked, prompts, ids, torch.tensor([False, False]), scale)
+    assert skipped.item() == 0.0

@@ -14,7 +14,9 @@ def train_groupvit(
         "--minutes", help="Time budget: training stops (annealed) after this many minutes.")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=2, help="Scenes per step.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
-    image_size: Annotated[int | None, typer.Option("--image-size", help="Training resolution (patch 8).")] = None,
+    image_size: Annotated[int | None, typer.Option(
+        "--image-size", help="Training resolution (patch 8); with --init: continue at this size (positions "
+        "resized).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Scene stream of the training set.")] = None,
     init: Annotated[Path | None, typer.Option(
         "--init", help="Continue from this GroupViT folder (a previous run) instead of random weights.")] = None,
@@ -23,6 +25,15 @@ def train_groupvit(
         "open_clip_model.safetensors) or 'shapes-clip'. Copies patch embedding, positions, stage-1 blocks and "
         "the text tower (see docs/group.md).")] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    group_loss: Annotated[float | None, typer.Option(
+        "--group-loss", min=0.0, help="Weight of clipkit's group-level noun loss (0 = official losses only).")] = None,
+    freeze_grouping: Annotated[bool | None, typer.Option(
+        "--freeze-grouping/--no-freeze-grouping", help="Train only what names the groups, not what forms them "
+        "(use with --init; docs/group.md).")] = None,
+    group_flat: Annotated[float | None, typer.Option(
+        "--group-flat", min=0.0, help="Weight of the unclaimed-group flatness term (docs/group.md; 0 = off).")] = None,
+    keep_every: Annotated[int | None, typer.Option(
+        "--keep-every", min=0, help="Also keep a checkpoint every N steps in OUT/ckpt-NNNNNN.")] = None,
     evaluate: Annotated[bool, typer.Option(
         "--eval/--no-eval", help="Calibrate the background threshold on validation scenes (seed 2) and "
         "measure held-out mIoU and purity (seed 0) for the model card.")] = True,
@@ -45,7 +56,9 @@ def train_groupvit(
     from clipkit.groupvit.train import TrainOptions, train
 
     given = {"scenes": scenes, "steps": steps, "minutes": minutes, "batch_size": batch_size, "lr": lr,
-             "image_size": image_size, "seed": seed, "threads": threads,
+             "image_size": image_size, "seed": seed, "threads": threads, "group_loss": group_loss,
+             "keep_every": keep_every, "freeze_grouping": freeze_grouping,
+             "group_flat": group_flat,
              "init": str(init) if init is not None else None, "init_clip": init_clip}
     opts = TrainOptions(out=str(out), **{k: v for k, v in given.items() if v is not None})
     args = sys.argv[1:]

@@ -5,6 +5,8 @@ Both use L2-normalised features and a learnable temperature ``exp(logit_scale)``
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -42,6 +44,24 @@ def multi_label_contrastive(image: Tensor, prompts: Tensor, logit_scale: Tensor)
     return 0.5 * (loss_img + loss_txt)
 
 
+def _claims(groups: Tensor, prompts: Tensor, noun_ids: Tensor, scale: Tensor
+            ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """Scaled cosine logits ``[B, G, M]`` of every group against the M real prompts, the image of each prompt
+    ``[M]``, its noun id ``[M]`` and its best-matching group in its own image ``[M]`` (no gradient through
+    the choice); None when the batch has no real prompt."""
+    b, k = prompts.shape[:2]
+    ids = noun_ids.reshape(-1)
+    valid = ids >= 0
+    if not bool(valid.any()):
+        return None
+    gn = F.normalize(groups, dim=-1)
+    tn = F.normalize(prompts, dim=-1).reshape(b * k, -1)[valid]  # [M, D]
+    logits = torch.einsum("bgd,md->bgm", gn, tn) * scale  # [B, G, M]
+    owner = torch.arange(b, device=groups.device).repeat_interleave(k)[valid]  # image of each anchor
+    best = logits[owner, :, torch.arange(len(tn), device=groups.device)].detach().argmax(dim=-1)  # [M]
+    return logits, owner, ids[valid], best
+
+
 def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, logit_scale: Tensor) -> Tensor:
     """Group-level multi-label contrastive loss (an addition of clipkit's, NOT in the official GroupViT).
 
@@ -53,20 +73,35 @@ def group_noun_contrastive(groups: Tensor, prompts: Tensor, noun_ids: Tensor, lo
     of its image's nouns over another, so the loss rewards one group per object, which the image-level
     losses alone did not (they collapsed to 1-2 groups in our CPU budget, see docs/group.md).
     """
-    b = groups.shape[0]
-    k = prompts.shape[1]
-    ids = noun_ids.reshape(-1)
-    valid = ids >= 0
-    if not bool(valid.any()):
+    claims = _claims(groups, prompts, noun_ids, _scale(logit_scale))
+    if claims is None:
         return groups.sum() * 0.0
-    gn = F.normalize(groups, dim=-1)
-    tn = F.normalize(prompts, dim=-1).reshape(b * k, -1)[valid]  # [M, D]
-    vid = ids[valid]  # [M]
-    logits = torch.einsum("bgd,md->bgm", gn, tn) * _scale(logit_scale)  # [B, G, M]
-    owner = torch.arange(b, device=groups.device).repeat_interleave(k)[valid]  # image of each anchor
-    anchor_logits = logits[owner, :, torch.arange(len(vid), device=groups.device)]  # [M, G]
-    best = anchor_logits.detach().argmax(dim=-1)  # [M]
+    logits, owner, vid, best = claims
     rows = logits[owner, best]  # [M, M]: the chosen group vs every real prompt
     target = (vid[:, None] == vid[None, :]).to(rows.dtype)
     target = target / target.sum(dim=-1, keepdim=True)
     return torch.sum(-target * F.log_softmax(rows, dim=-1), dim=-1).mean()
+
+
+def unclaimed_group_flatness(groups: Tensor, prompts: Tensor, noun_ids: Tensor, complete: Tensor,
+                             logit_scale: Tensor) -> Tensor:
+    """Groups that no noun of their caption claims should name nothing (an addition of clipkit's, NOT official).
+
+    ``groups [B, G, D]``, ``prompts [B, K, D]``, ``noun_ids [B, K]`` as in :func:`group_noun_contrastive`;
+    ``complete [B]`` bool: the caption's prompts cover *all* of the image's objects (otherwise an unclaimed group
+    may hold an unmentioned object, and the image is skipped). A group is claimed when it is some noun's
+    best-matching group. For every unclaimed group of a complete image: KL(softmax over the batch's prompts ||
+    uniform) at the inference temperature ``exp(logit_scale)`` (not trained by this term), so that its class
+    scores are flat and the official rule's background threshold removes it. Returns a scalar (0 if none).
+    """
+    claims = _claims(groups, prompts, noun_ids, _scale(logit_scale).detach())
+    if claims is None:
+        return groups.sum() * 0.0
+    logits, owner, _, best = claims
+    claimed = torch.zeros(groups.shape[:2], dtype=torch.bool, device=groups.device)
+    claimed[owner, best] = True
+    mask = ~claimed & complete.to(groups.device)[:, None]
+    if not bool(mask.any()):
+        return groups.sum() * 0.0
+    logp = F.log_softmax(logits[mask], dim=-1)  # [U, M]
+    return (torch.sum(logp.exp() * logp, dim=-1) + math.log(logp.shape[-1])).mean()

@@ -20,6 +20,11 @@ whole text tower (``tiny_config``'s text tower is shapes-clip's); projection hea
 and later stages stay at random init. ``image_mean/std`` become the source's. The report goes to the log and to
 ``clipkit.json`` (``warm_start``).
 
+Continued runs (``init``): ``image_size`` resizes the position grid (:mod:`clipkit.groupvit.phases`);
+``freeze_grouping`` trains only what names the groups, with the grouping stages in eval mode; ``group_flat``
+adds :func:`clipkit.groupvit.losses.unclaimed_group_flatness` (flat noun scores for groups no noun claims).
+Each run's ``clipkit.json`` carries the records of the runs it continues (``lineage``).
+
 Deviations (documented in docs/group.md): the noun phrases are the world's object names ("red circle") read from
 the scene instead of an NLTK chunker (NLTK's tagger data cannot be downloaded here); augmentation is a horizontal
 flip (the caption's "left of"/"right of" swapped) instead of RandAugment + random resized crops; one process,
@@ -43,8 +48,14 @@ import numpy as np
 import torch
 
 from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig
-from clipkit.groupvit.losses import group_noun_contrastive, image_text_contrastive, multi_label_contrastive
+from clipkit.groupvit.losses import (
+    group_noun_contrastive,
+    image_text_contrastive,
+    multi_label_contrastive,
+    unclaimed_group_flatness,
+)
 from clipkit.groupvit.model import GroupViT
+from clipkit.groupvit.phases import freeze_grouping, grouping_eval_mode, set_image_size
 from clipkit.groupvit.text import tokenize
 from clipkit.groupvit.weights import save_hf_dir
 
@@ -76,7 +87,7 @@ class TrainOptions:
     out: str = "runs/shapes-groupvit"
     scenes: int = 16000
     seed: int = 1  # scene stream of the training set; `clipkit world export` defaults to seed 0 (held out)
-    image_size: int = 96
+    image_size: int | None = None  # training resolution (None: 96 for a new model, the --init model's own)
     batch_size: int = 64
     steps: int = 2000
     minutes: float = 20.0
@@ -88,10 +99,13 @@ class TrainOptions:
     threads: int = 2
     log_every: int = 25
     save_every: int = 250
+    keep_every: int = 0  # also keep a copy every this many steps in OUT/ckpt-NNNNNN (0 = none)
     torch_seed: int = 0
     group_loss: float = 1.0  # weight of clipkit's group-level noun loss (0 = the official losses only)
+    group_flat: float = 0.0  # weight of losses.unclaimed_group_flatness (0 = off)
     multi_label: int = 3  # noun prompts per image for the multi-label loss (official gcc_yfcc config: 3)
     init: str | None = None  # continue from this GroupViT folder instead of random weights
+    freeze_grouping: bool = False  # train only what cannot move the assignment maps (freeze_grouping())
     init_clip: str | None = None  # warm start from an open_clip hub folder or "shapes-clip" (clip_init.py)
     calib_images: int = 256  # training images used to fit the warm start's patch-embedding scalars
     config: dict = field(default_factory=dict)
@@ -197,13 +211,18 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
         from clipkit.errors import UsageError
 
         raise UsageError("give either --init (a GroupViT folder) or --init-clip (an open_clip model), not both")
+    lineage: list[dict] = []
     if opts.init:
         from clipkit.groupvit.weights import load_groupvit
 
+        lineage = _lineage(Path(opts.init))
         model = load_groupvit(opts.init)
         cfg = model.cfg
+        if opts.image_size and opts.image_size != cfg.vision.image_size:
+            log(f"training at {opts.image_size} px: positions resized from {cfg.vision.image_size} px")
+            set_image_size(model, opts.image_size)
     else:
-        cfg = GroupViTConfig.from_dict(opts.config) if opts.config else tiny_config(opts.image_size)
+        cfg = GroupViTConfig.from_dict(opts.config) if opts.config else tiny_config(opts.image_size or 96)
         model = GroupViT(cfg)
     cfg.multi_label = opts.multi_label
     out = Path(opts.out)
@@ -221,13 +240,17 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
 
     model.train()
+    if opts.freeze_grouping:
+        frozen = freeze_grouping(model)
+        grouping_eval_mode(model)
+        log(f"grouping frozen: {len(frozen)} image-encoder tensors")
     vocab_texts = [*captions, *[_flip_caption(c) for c in captions if "of" in c],
                    *[t.format(n) for names_i in names for n in names_i for t in TEMPLATES]]
     vocab = CompactVocab(model, sorted(set(vocab_texts)))
     log(f"text vocabulary: {len(vocab.ids)} token ids")
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "token" not in n and "pos_embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "token" not in n
-                                                               and "pos_embed" not in n)]
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "token" not in n and "pos_embed" not in n]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "token" not in n and "pos_embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": opts.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=opts.lr, betas=(0.9, 0.999), eps=1e-8)
     k = cfg.multi_label
@@ -260,6 +283,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
                 nouns.append(n)
             for group in opt.param_groups:
                 group["lr"] = _lr(opts, step, progress)
+            if opts.freeze_grouping:
+                grouping_eval_mode(model)  # _save() puts the whole model back in train mode
             if opts.group_loss:
                 image_x, group_x, vis = model.encode_image_groups(pixels)
             else:
@@ -276,6 +301,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
                     early = model.img_projector(model.img_encoder.norm(tokens))
                     gnc = gnc + group_noun_contrastive(early, text_x[:, 1:], ids, model.multi_label_logit_scale)
                 loss = loss + opts.group_loss * gnc
+                if opts.group_flat:
+                    complete = torch.tensor([len(names[i]) <= k for i in idx])
+                    loss = loss + opts.group_flat * unclaimed_group_flatness(group_x, text_x[:, 1:], ids, complete,
+                                                                             model.logit_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip_grad)
@@ -290,16 +319,31 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
                 log_file.flush()
                 log(json.dumps(rec))
             if step % opts.save_every == 0:
-                _save(model, vocab, out, opts, step, time.time() - t0, warm)
+                _save(model, vocab, out, opts, step, time.time() - t0, warm, lineage)
+            if opts.keep_every and step % opts.keep_every == 0:
+                _save(model, vocab, out / f"ckpt-{step:06d}", opts, step, time.time() - t0, warm, lineage)
     finally:
         log_file.close()
-    _save(model, vocab, out, opts, step, time.time() - t0, warm)
+    _save(model, vocab, out, opts, step, time.time() - t0, warm, lineage)
     log(f"trained {step} steps in {time.time() - t0:.0f} s -> {out}")
     return out
 
 
+def _lineage(init: Path) -> list[dict]:
+    """The runs that made the ``--init`` folder, oldest first: its own ``lineage`` plus its ``training`` record
+    (config dropped), so a chain of continued runs stays reproducible from the last folder's clipkit.json."""
+    meta_path = init / "clipkit.json"
+    if not meta_path.is_file():
+        return []
+    meta = json.loads(meta_path.read_text())
+    runs = list(meta.get("lineage", []))
+    if "training" in meta:
+        runs.append({k: v for k, v in meta["training"].items() if k != "config"})
+    return runs
+
+
 def _save(model: GroupViT, vocab: CompactVocab, out: Path, opts: TrainOptions, step: int, seconds: float,
-          warm: dict | None = None) -> None:
+          warm: dict | None = None, lineage: list[dict] | None = None) -> None:
     was_training = model.training
     model.eval()
     with vocab.full_table():
@@ -308,6 +352,8 @@ def _save(model: GroupViT, vocab: CompactVocab, out: Path, opts: TrainOptions, s
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta.update({"kind": "groupvit", "templates": list(TEMPLATES), "default_templates": "none",
                  "training": {**asdict(opts), "steps_done": step, "seconds": round(seconds, 1)}})
+    if lineage:
+        meta["lineage"] = lineage
     if warm is not None:
         meta["warm_start"] = {key: warm[key] for key in ("source", "embedding", "left_at_init", "skipped")}
         meta["warm_start"]["copied"] = sorted(warm["copied"])

@@ -1,0 +1,53 @@
+"""Helpers for continuing a GroupViT run in another regime (``clipkit world train-groupvit --init ...``).
+
+``set_image_size``: continue at another resolution (positions resized once); ``freeze_grouping`` and
+``grouping_eval_mode``: keep the grouping (every assignment map) fixed and train only what names the groups.
+Both are clipkit deviations from the official single-phase recipe; docs/group.md says why and what they gave.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from clipkit.groupvit.model import GroupViT
+
+
+def set_image_size(model: GroupViT, size: int) -> None:
+    """Continue training at another resolution (as ViTs are fine-tuned at a higher one): the learned position
+    grid is resized once, bicubically (as inference at other sizes does on the fly), and the config follows."""
+    vision = model.cfg.vision
+    if size % vision.patch_size:
+        raise ValueError(f"image size {size} is not a multiple of the patch size {vision.patch_size}")
+    side = size // vision.patch_size
+    with torch.no_grad():
+        pos = model.img_encoder.pos_embed_for(side, side).clone()
+    model.img_encoder.pos_embed = torch.nn.Parameter(pos)
+    vision.image_size = size
+
+
+def freeze_grouping(model: GroupViT) -> list[str]:
+    """Freeze every parameter that the grouping (the assignment maps of all stages) depends on; returns their
+    names. What stays trainable names the groups without moving them: the last Grouping Block's value path
+    (``assign.v_proj``, ``assign.proj``, ``norm_new_x``, ``mlp_channels``), the later stages, the final norm,
+    both projection heads, the text tower and the temperatures. :func:`grouping_eval_mode` then makes the
+    frozen assignments the inference ones (argmax, no Gumbel noise)."""
+    enc = model.img_encoder
+    last = enc.layers[len(enc.cfg.num_output_groups) - 1].downsample
+    keep = {id(p) for m in (last.assign.v_proj, last.assign.proj, last.norm_new_x, last.mlp_channels)
+            for p in m.parameters()}
+    for layer in enc.layers[len(enc.cfg.num_output_groups):]:
+        keep |= {id(p) for p in layer.parameters()}
+    keep |= {id(p) for p in enc.norm.parameters()}
+    frozen = []
+    for name, p in enc.named_parameters():
+        if id(p) not in keep:
+            p.requires_grad_(False)
+            frozen.append(f"img_encoder.{name}")
+    return frozen
+
+
+def grouping_eval_mode(model: GroupViT) -> None:
+    """Put the image encoder's grouping stages in eval mode (hard argmax assignment; their drop-path is off)."""
+    for layer in model.img_encoder.layers:
+        if layer.downsample is not None:
+            layer.eval()
