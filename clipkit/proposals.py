@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["ProposalConfig", "boxes_from_score_maps", "filter_boxes", "grow_boxes", "propose", "selective_search"]
+__all__ = ["ProposalConfig", "boxes_from_score_maps", "filter_boxes", "grow_boxes", "propose",
+           "score_maps_from_patches", "selective_search"]
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,29 @@ def propose(image: Image.Image | np.ndarray, *, model: Any = None, score_maps: A
         return boxes.reshape(0, 4)
     keep_idx = _nms(boxes, prio, conf.nms_iou)[: conf.max_proposals]
     return np.ascontiguousarray(boxes[keep_idx], dtype=np.float32)
+
+
+def score_maps_from_patches(model: Any, patches: Any, label_emb: Any, variant: str,
+                            size: tuple[int, int], *, n_labels: int | None = None,
+                            min_cosine: float | None = None) -> Any:
+    """Per-label probability maps ``[N, H, W]`` (torch float32) at ``size = (W, H)`` from dense patches
+    ``[1, h, w, D]`` and label embeddings ``[N, D]`` (torch): softmax over labels of the variant's official logit
+    scale × cosine, bilinearly upsampled.
+
+    ``min_cosine``: every probability is set to 0 where the best cosine of the first ``n_labels`` (default: all)
+    rows of ``label_emb`` is below it — the background rule of ``segment`` — so those pixels give no box.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from clipkit.dense import logit_scale_for
+
+    cos = torch.einsum("hwd,nd->nhw", patches[0].float(), F.normalize(label_emb.float(), dim=-1))
+    cos = F.interpolate(cos[None], size=(size[1], size[0]), mode="bilinear", align_corners=False)[0]
+    probs = (logit_scale_for(model, variant) * cos).softmax(0)
+    if min_cosine is not None:
+        probs = probs * (cos[:n_labels].amax(0) >= min_cosine)[None]
+    return probs
 
 
 def dense_score_maps(model: Any, image: Image.Image, *, text_emb: Any = None,

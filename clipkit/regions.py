@@ -19,7 +19,7 @@ square; padding keeps shapes undistorted) — set ``pad_square=False`` to stretc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from torchvision.ops import roi_align
 from clipkit.dense import default_variant
 
 __all__ = ["RegionConfig", "default_variant", "fast_embeddings", "image_embeddings", "image_tensor",
-           "patch_pixels", "square_boxes"]
+           "patch_pixels", "region_config", "square_boxes"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ class RegionConfig:
     dense_shifts: int = 4  # sub-patch shifted passes per axis for the dense grid (finer boxes; 1 = one pass)
     roi_output: int = 4  # roi_align output grid for the fast path, averaged after pooling
     sampling_ratio: int = 2  # roi_align samples per bin side (2×2 bilinear samples per output cell)
+
+
+def region_config(overrides: dict[str, Any] | None = None) -> RegionConfig:
+    """The defaults of :class:`RegionConfig` with ``overrides`` (a method config's ``regions`` dict) applied."""
+    return replace(RegionConfig(), **(overrides or {}))
 
 
 def image_tensor(model: Any, image: Image.Image) -> torch.Tensor:

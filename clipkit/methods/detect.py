@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,15 +35,15 @@ import torch
 from PIL import Image
 
 from clipkit.dense import min_cosine_for
-from clipkit.proposals import propose
+from clipkit.proposals import propose, score_maps_from_patches
 from clipkit.regions import (
-    RegionConfig,
     default_variant,
     dense_patches,
     fast_embeddings,
     image_embeddings,
     image_tensor,
     patch_pixels,
+    region_config,
 )
 
 __all__ = [
@@ -141,27 +141,6 @@ def postprocess(boxes: np.ndarray, probs: torch.Tensor, n_labels: int, cfg: Dete
     return b[keep].numpy(), scores[keep].numpy().astype(np.float32), cls_idx[keep].numpy().astype(np.int64)
 
 
-def score_maps_from_patches(model: Any, patches: torch.Tensor, label_emb: torch.Tensor, variant: str,
-                            size: tuple[int, int], *, n_labels: int | None = None,
-                            min_cosine: float | None = None) -> torch.Tensor:
-    """Per-label probability maps ``[N, H, W]`` at ``size = (W, H)`` from dense patches ``[1, h, w, D]``:
-    softmax over labels of the variant's official logit scale × cosine, bilinearly upsampled.
-
-    ``min_cosine``: every probability is set to 0 where the best cosine of the first ``n_labels`` (default: all)
-    rows of ``label_emb`` is below it — the background rule of ``segment`` — so those pixels give no box.
-    """
-    import torch.nn.functional as F
-
-    from clipkit.dense import logit_scale_for
-
-    cos = torch.einsum("hwd,nd->nhw", patches[0].float(), F.normalize(label_emb.float(), dim=-1))
-    cos = F.interpolate(cos[None], size=(size[1], size[0]), mode="bilinear", align_corners=False)[0]
-    probs = (logit_scale_for(model, variant) * cos).softmax(0)
-    if min_cosine is not None:
-        probs = probs * (cos[:n_labels].amax(0) >= min_cosine)[None]
-    return probs
-
-
 def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_emb: torch.Tensor,
                  cfg: DetectConfig, *, path: str = "", timings: dict[str, float] | None = None) -> Any:
     """Detect ``labels`` in one PIL ``image``; ``class_emb`` ``[len(labels) + n_background, D]`` are the label
@@ -173,7 +152,7 @@ def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_em
     from clipkit.results import Detections
 
     image = image.convert("RGB")
-    rcfg = replace(RegionConfig(), **cfg.regions)
+    rcfg = region_config(cfg.regions)
     t0 = time.perf_counter()
     n_labels = len(labels)
     maps = patches = None
@@ -244,7 +223,7 @@ def _checked_config(labels: Sequence[str], options: dict[str, Any], model: Any) 
 
     cfg = make_config(**options)
     if cfg.score_map_proposals or cfg.path != "image":  # a dense pass: its shifts must fit the model
-        check_shifts(model, replace(RegionConfig(), **cfg.regions).dense_shifts)
+        check_shifts(model, region_config(cfg.regions).dense_shifts)
     if not labels:
         raise UsageError("no labels given; pass --labels 'a,b' or --labels-file FILE")
     overlap = set(labels) & set(cfg.background)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,15 +36,15 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from clipkit.phrases import Phrase, parse_phrases
-from clipkit.proposals import propose
+from clipkit.proposals import propose, score_maps_from_patches
 from clipkit.regions import (
-    RegionConfig,
     default_variant,
     dense_patches,
     fast_embeddings,
     image_embeddings,
     image_tensor,
     patch_pixels,
+    region_config,
 )
 from clipkit.results import Grounding
 
@@ -96,7 +96,7 @@ def make_config(model: Any = None, **options: Any) -> GroundConfig:
     if model is not None and (cfg.score_map_proposals or cfg.region in ("fast", "both")):
         from clipkit.dense import check_shifts
 
-        check_shifts(model, replace(RegionConfig(), **cfg.regions).dense_shifts)
+        check_shifts(model, region_config(cfg.regions).dense_shifts)
     return cfg
 
 
@@ -130,7 +130,7 @@ def box_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, cfg: Groun
                    patches: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The box representations that get scored, each ``[K, D]`` L2-normalised (region and/or context).
     ``patches``: the image's dense patches when the caller has them (the fast region reuses them)."""
-    rcfg = replace(RegionConfig(), **cfg.regions)
+    rcfg = region_config(cfg.regions)
     reps = []
     if cfg.region in ("image", "both"):
         reps.append(image_embeddings(model, image, boxes, cfg=rcfg))
@@ -151,10 +151,9 @@ def ground_proposals(model: Any, image: Image.Image, text_emb: torch.Tensor, n_p
     over phrases + background prompts, with the model's background cosine cut, as in detect) and/or selective
     search. ``patches``: the image's dense patches ``[1, h, w, D]`` (computed here when needed and absent)."""
     from clipkit.dense import min_cosine_for
-    from clipkit.methods.detect import score_maps_from_patches
 
     maps = None
-    rcfg = replace(RegionConfig(), **cfg.regions)
+    rcfg = region_config(cfg.regions)
     if cfg.score_map_proposals:
         variant = rcfg.dense_variant or default_variant(model)
         if patches is None:
@@ -187,7 +186,7 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
     t0 = time.perf_counter()
     patches = None  # one dense pass, shared by the score-map proposals and the fast region
     if cfg.region in ("fast", "both") or (boxes is None and cfg.score_map_proposals):
-        patches = dense_patches(model, image, replace(RegionConfig(), **cfg.regions))
+        patches = dense_patches(model, image, region_config(cfg.regions))
     if boxes is None:
         boxes = ground_proposals(model, image, text_emb, len(phrases), cfg, patches)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
