@@ -207,6 +207,33 @@ def test_freeze_grouping_keeps_the_assignment_maps_and_trains_the_naming():
     assert not torch.allclose(names_before, names_after)
 
 
+def test_freezing_the_first_stage_lets_the_second_regroup():
+    """``--freeze-stages 1``: stage 1's assignment stays, stage 2's moves with training."""
+    from clipkit.groupvit.phases import freeze_grouping, grouping_eval_mode
+
+    torch.manual_seed(0)
+    model = tiny().train()
+    frozen = freeze_grouping(model, stages=1)
+    grouping_eval_mode(model, stages=1)
+    assert "img_encoder.layers.0.group_token" in frozen
+    assert not any(n.startswith("img_encoder.layers.1.") for n in frozen)
+    assert model.img_encoder.layers[1].training and not model.img_encoder.layers[0].training
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = [s.clone() for s in model.eval().img_encoder(x).soft]
+    model.train()
+    grouping_eval_mode(model, stages=1)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.encode_image_groups(x)[1].pow(2).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        after = model.eval().img_encoder(x).soft
+    torch.testing.assert_close(after[0], before[0])
+    assert not torch.allclose(after[1], before[1])
+    with pytest.raises(ValueError):
+        freeze_grouping(tiny(), stages=3)
+
+
 def test_unclaimed_group_flatness_targets_only_unclaimed_groups_of_complete_captions():
     from clipkit.groupvit.losses import unclaimed_group_flatness
 

@@ -30,6 +30,12 @@ def train_groupvit(
     freeze_grouping: Annotated[bool | None, typer.Option(
         "--freeze-grouping/--no-freeze-grouping", help="Train only what names the groups, not what forms them "
         "(use with --init; docs/group.md).")] = None,
+    freeze_stages: Annotated[int | None, typer.Option(
+        "--freeze-stages", min=1, help="Freeze only the first K stages' grouping; later stages regroup "
+        "(use with --init; docs/group.md).")] = None,
+    scene_size: Annotated[int | None, typer.Option(
+        "--scene-size", min=16, help="Generate the scenes at this size and resize them to --image-size "
+        "(bicubic, as inference does; default: the image size).")] = None,
     group_flat: Annotated[float | None, typer.Option(
         "--group-flat", min=0.0, help="Weight of the unclaimed-group flatness term (docs/group.md; 0 = off).")] = None,
     keep_every: Annotated[int | None, typer.Option(
@@ -58,6 +64,7 @@ def train_groupvit(
     given = {"scenes": scenes, "steps": steps, "minutes": minutes, "batch_size": batch_size, "lr": lr,
              "image_size": image_size, "seed": seed, "threads": threads, "group_loss": group_loss,
              "keep_every": keep_every, "freeze_grouping": freeze_grouping,
+             "freeze_stages": freeze_stages, "scene_size": scene_size,
              "group_flat": group_flat,
              "init": str(init) if init is not None else None, "init_clip": init_clip}
     opts = TrainOptions(out=str(out), **{k: v for k, v in given.items() if v is not None})

@@ -25,17 +25,27 @@ def set_image_size(model: GroupViT, size: int) -> None:
     vision.image_size = size
 
 
-def freeze_grouping(model: GroupViT) -> list[str]:
-    """Freeze every parameter that the grouping (the assignment maps of all stages) depends on; returns their
-    names. What stays trainable names the groups without moving them: the last Grouping Block's value path
-    (``assign.v_proj``, ``assign.proj``, ``norm_new_x``, ``mlp_channels``), the later stages, the final norm,
-    both projection heads, the text tower and the temperatures. :func:`grouping_eval_mode` then makes the
-    frozen assignments the inference ones (argmax, no Gumbel noise)."""
+def _frozen_count(model: GroupViT, stages: int | None) -> int:
+    total = len(model.img_encoder.cfg.num_output_groups)
+    n = total if stages is None else stages
+    if not 1 <= n <= total:
+        raise ValueError(f"can freeze 1..{total} grouping stages, not {n}")
+    return n
+
+
+def freeze_grouping(model: GroupViT, stages: int | None = None) -> list[str]:
+    """Freeze every parameter that the assignment maps of the first ``stages`` grouping stages (default: all)
+    depend on; returns their names. What stays trainable names the groups without moving those maps: the
+    value path of the last frozen stage's Grouping Block (``assign.v_proj``, ``assign.proj``, ``norm_new_x``,
+    ``mlp_channels``), every later stage (with ``stages`` < all, the later stages' grouping trains too), the
+    final norm, both projection heads, the text tower and the temperatures. :func:`grouping_eval_mode` then
+    makes the frozen assignments the inference ones (argmax, no Gumbel noise)."""
     enc = model.img_encoder
-    last = enc.layers[len(enc.cfg.num_output_groups) - 1].downsample
+    n = _frozen_count(model, stages)
+    last = enc.layers[n - 1].downsample
     keep = {id(p) for m in (last.assign.v_proj, last.assign.proj, last.norm_new_x, last.mlp_channels)
             for p in m.parameters()}
-    for layer in enc.layers[len(enc.cfg.num_output_groups):]:
+    for layer in enc.layers[n:]:
         keep |= {id(p) for p in layer.parameters()}
     keep |= {id(p) for p in enc.norm.parameters()}
     frozen = []
@@ -46,8 +56,10 @@ def freeze_grouping(model: GroupViT) -> list[str]:
     return frozen
 
 
-def grouping_eval_mode(model: GroupViT) -> None:
-    """Put the image encoder's grouping stages in eval mode (hard argmax assignment; their drop-path is off)."""
-    for layer in model.img_encoder.layers:
+def grouping_eval_mode(model: GroupViT, stages: int | None = None) -> None:
+    """Put the first ``stages`` (default: all) grouping stages of the image encoder in eval mode (hard argmax
+    assignment; their drop-path is off)."""
+    n = _frozen_count(model, stages)
+    for layer in model.img_encoder.layers[:n]:
         if layer.downsample is not None:
             layer.eval()

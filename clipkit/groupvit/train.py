@@ -21,7 +21,9 @@ and later stages stay at random init. ``image_mean/std`` become the source's. Th
 ``clipkit.json`` (``warm_start``).
 
 Continued runs (``init``): ``image_size`` resizes the position grid (:mod:`clipkit.groupvit.phases`);
-``freeze_grouping`` trains only what names the groups, with the grouping stages in eval mode; ``group_flat``
+``scene_size`` generates the scenes at another size and resizes every batch to ``image_size`` (PIL bicubic, as
+inference resizes a picture); ``freeze_grouping`` trains only what names the groups, with the grouping stages in
+eval mode, ``freeze_stages`` = K freezes only the first K stages (the later ones regroup); ``group_flat``
 adds :func:`clipkit.groupvit.losses.unclaimed_group_flatness` (flat noun scores for groups no noun claims).
 Each run's ``clipkit.json`` carries the records of the runs it continues (``lineage``).
 
@@ -106,6 +108,8 @@ class TrainOptions:
     multi_label: int = 3  # noun prompts per image for the multi-label loss (official gcc_yfcc config: 3)
     init: str | None = None  # continue from this GroupViT folder instead of random weights
     freeze_grouping: bool = False  # train only what cannot move the assignment maps (freeze_grouping())
+    freeze_stages: int = 0  # freeze only the first K stages' assignment maps (0 = see freeze_grouping)
+    scene_size: int | None = None  # generate scenes at this size, resized per batch to the model's (bicubic)
     init_clip: str | None = None  # warm start from an open_clip hub folder or "shapes-clip" (clip_init.py)
     calib_images: int = 256  # training images used to fit the warm start's patch-embedding scalars
     config: dict = field(default_factory=dict)
@@ -125,6 +129,18 @@ def _scenes(n: int, seed: int, size: int, log: Callable[[str], None]) -> tuple[n
         if (i + 1) % 4000 == 0:
             log(f"generated {i + 1}/{n} scenes ({time.time() - t0:.0f} s)")
     return images, captions, names
+
+
+def _batch(images: np.ndarray, idx: list[int], size: int) -> torch.Tensor:
+    """``[B, 3, size, size]`` float32 in [0, 1]; scenes of another size are resized as inference's
+    ``preprocess`` resizes a picture (PIL bicubic), so training at 352 px on 224 px scenes sees what
+    inference at 352 px sees."""
+    if images.shape[1] != size:
+        from PIL import Image
+
+        rows = [np.asarray(Image.fromarray(images[i]).resize((size, size), Image.Resampling.BICUBIC)) for i in idx]
+        return torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).float() / 255.0
+    return torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255.0
 
 
 def _flip_caption(caption: str) -> str:
@@ -227,7 +243,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     cfg.multi_label = opts.multi_label
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    images, captions, names = _scenes(opts.scenes, opts.seed, cfg.vision.image_size, log)
+    images, captions, names = _scenes(opts.scenes, opts.seed, opts.scene_size or cfg.vision.image_size, log)
     warm: dict | None = None
     if opts.init_clip:
         from clipkit.groupvit.clip_init import init_from_clip, summary
@@ -240,10 +256,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     std = torch.tensor(cfg.image_std).view(1, 3, 1, 1)
 
     model.train()
-    if opts.freeze_grouping:
-        frozen = freeze_grouping(model)
-        grouping_eval_mode(model)
-        log(f"grouping frozen: {len(frozen)} image-encoder tensors")
+    frozen_stages = None if opts.freeze_grouping else (opts.freeze_stages or 0)
+    if frozen_stages != 0:
+        frozen = freeze_grouping(model, frozen_stages)
+        grouping_eval_mode(model, frozen_stages)
+        log(f"grouping frozen ({frozen_stages or 'all'} stages): {len(frozen)} image-encoder tensors")
     vocab_texts = [*captions, *[_flip_caption(c) for c in captions if "of" in c],
                    *[t.format(n) for names_i in names for n in names_i for t in TEMPLATES]]
     vocab = CompactVocab(model, sorted(set(vocab_texts)))
@@ -270,7 +287,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
             if len(order) < opts.batch_size:
                 order += np.random.default_rng(opts.torch_seed + step).permutation(len(images)).tolist()
             idx, order = order[: opts.batch_size], order[opts.batch_size :]
-            batch = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255.0
+            batch = _batch(images, idx, cfg.vision.image_size)
             flip = torch.rand(len(idx)) < 0.5
             batch[flip] = batch[flip].flip(-1)
             pixels = (batch - mean) / std
@@ -283,8 +300,8 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
                 nouns.append(n)
             for group in opt.param_groups:
                 group["lr"] = _lr(opts, step, progress)
-            if opts.freeze_grouping:
-                grouping_eval_mode(model)  # _save() puts the whole model back in train mode
+            if frozen_stages != 0:
+                grouping_eval_mode(model, frozen_stages)  # _save() puts the whole model back in train mode
             if opts.group_loss:
                 image_x, group_x, vis = model.encode_image_groups(pixels)
             else:
