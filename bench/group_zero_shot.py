@@ -5,6 +5,7 @@ Seed 1 is the training stream of shapes-groupvit, seed 2 its calibration stream,
 held-out test stream.
 
     PYTHONPATH=$PWD python bench/group_zero_shot.py --model clipkit/assets/shapes-groupvit --seed 0 --n 300
+    PYTHONPATH=$PWD python bench/group_zero_shot.py --model DIR --seed 2 --n 100 --top-ks 5,8,12,48   # calibration
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--thresholds", default=",".join(str(t) for t in DEFAULT_THRESHOLDS))
+    ap.add_argument("--top-ks", default="5", help="image-level top-k values to sweep, e.g. 5,8,12,48")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -35,7 +37,8 @@ def main() -> None:
     except OSError:
         templates = ["a photo of a {}."]
     thresholds = [float(x) for x in args.thresholds.split(",")]
-    result = sweep_world(model, templates, seed=args.seed, n=args.n, size=args.size, thresholds=thresholds)
+    result = sweep_world(model, templates, seed=args.seed, n=args.n, size=args.size, thresholds=thresholds,
+                         top_ks=[int(x) for x in args.top_ks.split(",")])
     result.pop("per_class_at_best")
     print(json.dumps({"model": args.model, **result}, indent=2))
 

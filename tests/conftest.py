@@ -39,6 +39,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def tiny_groupvit(seed: int = 0):
+    """A random-init GroupViT (32 px, patch 4, 8 -> 4 groups, width 32), in eval mode."""
+    import torch
+
+    from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig
+    from clipkit.groupvit.model import GroupViT
+
+    cfg = GroupViTConfig(
+        vision=VisionConfig(image_size=32, patch_size=4, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
+                            num_group_tokens=(8, 4, 0), num_output_groups=(8, 4), drop_path_rate=0.0),
+        text=TextConfig(context_length=16, width=32, layers=1, heads=2), projection_dim=16,
+        projection_inner_dim=32)
+    torch.manual_seed(seed)
+    return GroupViT(cfg).eval()
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     """The tiny model loaded through clipkit's registry (on CPU)."""

@@ -6,13 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from conftest import tiny_groupvit
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from clipkit.cli.app import app
-from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig
-from clipkit.groupvit.model import GroupViT
 from clipkit.groupvit.weights import save_hf_dir
 
 runner = CliRunner()
@@ -22,13 +20,7 @@ runner = CliRunner()
 def groupvit_dir(tmp_path_factory):
     """A random-init GroupViT in the Hugging Face layout, as `--model PATH` takes it."""
     folder = tmp_path_factory.mktemp("gv")
-    cfg = GroupViTConfig(
-        vision=VisionConfig(image_size=32, patch_size=4, width=32, depths=(1, 1, 1), num_heads=(2, 2, 2),
-                            num_group_tokens=(8, 4, 0), num_output_groups=(8, 4), drop_path_rate=0.0),
-        text=TextConfig(context_length=16, width=32, layers=1, heads=2), projection_dim=16,
-        projection_inner_dim=32)
-    torch.manual_seed(0)
-    save_hf_dir(GroupViT(cfg).eval(), folder)
+    save_hf_dir(tiny_groupvit(), folder)
     return folder
 
 
@@ -75,6 +67,8 @@ def test_bad_input_becomes_an_error_record(groupvit_dir, images):
     (["--bg-thresh", "high"], "--bg-thresh must be a number"),
     (["--bg-thresh", "1.5"], "--bg-thresh must lie in [0, 1]"),
     (["--top-k", "0"], "--top-k must be at least 1"),
+    (["--window", "18"], "--window and --stride must be positive multiples of the patch size 4"),
+    (["--window", "16", "--stride", "6"], "multiples of the patch size"),
 ])
 def test_bad_options_are_usage_errors(groupvit_dir, images, args, message):
     res = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(groupvit_dir), "-l", "a,b", *args])
@@ -126,3 +120,17 @@ def test_bg_thresh_none_reaches_the_method(groupvit_dir, images):
     assert res.exit_code == 0, res.output
     [line] = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
     assert abs(sum(c["fraction"] for c in line["classes"]) - 1.0) < 1e-3
+
+
+def test_sliding_windows_write_the_same_artefacts(groupvit_dir, images, tmp_path):
+    """`--window/--stride`: the official slide mode; stage maps show each window's groups."""
+    out = tmp_path / "slide"
+    res = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(groupvit_dir), "-l", "a,b",
+                              "--short-side", "48", "--window", "32", "--stride", "16", "-d", str(out),
+                              "-f", "jsonl"])
+    assert res.exit_code == 0, res.output
+    [line] = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    assert line["method"] == "groupvit"
+    assert line["stages"][1] > 4  # more final groups than one window has: 2 x 3 windows (48 x 64 px, 32 / 16)
+    for suffix in ("", "_overlay", "_stage1", "_stage2"):
+        assert Image.open(out / f"scene0{suffix}.png").size == (64, 48)

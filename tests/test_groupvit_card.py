@@ -22,6 +22,9 @@ def test_chain_of_runs_lists_every_command_in_order(tmp_path):
     assert "--image-size 192" in lines[2] and lines[2].count("--freeze-grouping") == 1
     assert run_command(third).startswith("clipkit world train-groupvit runs/c --init runs/b/ckpt-006000")
     json.dumps(card)  # plain text
+    fourth = {"out": "runs/d", "init": "runs/c", "image_size": 352, "scene_size": 224, "freeze_stages": 1}
+    assert "--image-size 352 --scene-size 224 --freeze-stages 1" in run_command(fourth)
+    assert "--freeze-stages" not in run_command(third)
 
 
 def test_lineage_is_carried_from_the_init_folder(tmp_path):
@@ -31,3 +34,18 @@ def test_lineage_is_carried_from_the_init_folder(tmp_path):
         "lineage": [{"out": "runs/a"}], "training": {"out": "runs/b", "config": {"vision": {}}}}))
     assert _lineage(tmp_path) == [{"out": "runs/a"}, {"out": "runs/b"}]
     assert _lineage(tmp_path / "missing") == []
+
+
+def test_calibration_sweep_picks_the_best_top_k_and_threshold(tmp_path):
+    """``finish_model`` calibrates (top-k, bg_thresh) jointly on validation: the pair it reports is the best."""
+    from conftest import tiny_groupvit
+
+    from clipkit.groupvit.evaluate import miou_at, sweep_world
+
+    sweep = sweep_world(tiny_groupvit(), ["a {}"], seed=2, n=2, size=64, thresholds=(0.1, 0.9), top_ks=(1, 48))
+    table = {(int(k), float(t)): v for k, row in sweep["miou_by_top_k"].items() for t, v in row.items()}
+    assert set(table) == {(1, 0.1), (1, 0.9), (48, 0.1), (48, 0.9)}
+    best = (sweep["best_top_k"], sweep["best_bg_thresh"])
+    assert table[best] == max(table.values()) == miou_at(sweep, best[1])
+    assert miou_at(sweep, 0.9, 1) == table[1, 0.9]
+    assert set(sweep["miou_no_background_by_top_k"]) == {"1", "48"}

@@ -13,8 +13,10 @@ from clipkit.cli.group import (
     GroupModelOpt,
     GroupsOpt,
     ShortSideOpt,
+    StrideOpt,
     TopKOpt,
     VariantOpt,
+    WindowOpt,
     parse_groups,
 )
 from clipkit.cli.options import (
@@ -42,6 +44,8 @@ def eval_group(
     bg_thresh: BgThreshOpt = None,
     top_k: TopKOpt = None,
     short_side: ShortSideOpt = None,
+    window: WindowOpt = None,
+    stride: StrideOpt = None,
     variant: VariantOpt = None,
     groups: GroupsOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N images.",
@@ -82,7 +86,8 @@ def eval_group(
     loaded = load_group_model(**model_options(model, pretrained, device, precision, offline, trust_checkpoint,
                                               threads))
     options = drop_none(templates=templates, topk=top_k, bg_thresh=bg_thresh,
-                        short_side=short_side, variant=variant, groups=parse_groups(groups))
+                        short_side=short_side, window=window, stride=stride, variant=variant,
+                        groups=parse_groups(groups))
     result = evaluate_group(data, loaded, labels=label_list, limit=limit, quiet=bool(quiet), **options)
     write_report(json.dumps(result, indent=2) + "\n" if fmt == "json" else _table(result), output)
 

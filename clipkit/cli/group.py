@@ -38,8 +38,15 @@ BgThreshOpt = Annotated[str | None, typer.Option(
     "background. Default: the model's calibrated value (shapes-groupvit), else the official 0.95.",
     rich_help_panel=GRP, show_default=False)]
 TopKOpt = Annotated[int | None, typer.Option(
-    "--top-k", "-k", help="Only the image's k best labels may name a group (official: 5).", rich_help_panel=GRP,
-    show_default=False)]
+    "--top-k", "-k", help="Only the image's k best labels may name a group. Default: the model's calibrated "
+    "value (shapes-groupvit), else the official 5.", rich_help_panel=GRP, show_default=False)]
+WindowOpt = Annotated[int | None, typer.Option(
+    "--window", help="GroupViT only: the official evaluation's sliding-window mode, square windows of this "
+    "many pixels (after --short-side), each segmented on its own, scores averaged. Default: off.",
+    rich_help_panel=GRP, show_default=False)]
+StrideOpt = Annotated[int | None, typer.Option(
+    "--stride", help="Sliding-window step in pixels (default: half the window, as the official 448/224).",
+    rich_help_panel=GRP, show_default=False)]
 ShortSideOpt = Annotated[int | None, typer.Option(
     "--short-side", help="Resize the short side to this before the model (default: its training size).",
     rich_help_panel=GRP, show_default=False)]
@@ -71,6 +78,8 @@ def group(
     bg_thresh: BgThreshOpt = None,
     top_k: TopKOpt = None,
     short_side: ShortSideOpt = None,
+    window: WindowOpt = None,
+    stride: StrideOpt = None,
     variant: VariantOpt = None,
     groups: GroupsOpt = None,
     overlay: Annotated[bool | None, typer.Option(
@@ -104,6 +113,8 @@ def group(
 
       clipkit group photo.jpg -m ./groupvit-gcc-yfcc -l "cat,dog,grass,sky" -d out/
 
+      clipkit group big.jpg -m ./groupvit-gcc-yfcc -l cat,dog --short-side 448 --window 448 --stride 224
+
       clipkit group photo.jpg -m ViT-B-16 -p openai -l cat,dog --groups 64,8 -d out/
     """
     from clipkit.cli.common import model_options
@@ -117,7 +128,8 @@ def group(
                                               threads))
     sink = open_sink(format, output, resume, title="group")
     options = drop_none(templates=templates, topk=top_k,
-                        short_side=short_side, variant=variant, groups=parse_groups(groups), overlay=overlay,
+                        short_side=short_side, window=window, stride=stride, variant=variant,
+                        groups=parse_groups(groups), overlay=overlay,
                         bg_thresh=bg_thresh,
                         out_dir=out_dir, workers=workers)
     results = iter_group(paths, label_list, loaded, quiet=bool(quiet), skip=sink.done, **options)

@@ -26,6 +26,7 @@ from clipkit.errors import ModelError, UsageError
 from clipkit.groupvit import fallback as fb
 from clipkit.groupvit.model import GroupViT
 from clipkit.groupvit.segment import OFFICIAL_BG_THRESH, OFFICIAL_TOPK, label_groups, preprocess, segment
+from clipkit.groupvit.slide import segment_slide
 from clipkit.groupvit.text import label_embeddings
 from clipkit.images import Batch, as_pil, expand_inputs
 from clipkit.prompts import parse_labels, resolve_templates, text_embeddings
@@ -109,6 +110,14 @@ def _check(bg_thresh: float | None, topk: int, groups: Sequence[int]) -> None:
         raise UsageError("--groups needs two counts, the second no larger than the first (e.g. 64,8)")
 
 
+def _check_window(model: GroupViTModel | LoadedModel, window: int, stride: int | None) -> None:
+    if not isinstance(model, GroupViTModel):
+        raise UsageError("--window (sliding-window inference) needs a GroupViT model")
+    p = model.net.cfg.vision.patch_size
+    if window < p or window % p or not stride or stride % p:
+        raise UsageError(f"--window and --stride must be positive multiples of the patch size {p}")
+
+
 def resolve_bg_thresh(value: float | str | None, model: GroupViTModel | LoadedModel) -> float | None:
     """``"default"`` -> the model's calibrated threshold (else the official 0.95); ``"none"`` or None -> no
     background; a number or numeric string -> float. Anything else is a ``UsageError``."""
@@ -129,27 +138,34 @@ class Grouper:
     """Callable ``(PIL image, path) -> Segmentation`` for one label set.
 
     bg_thresh: background threshold of the official rule (default: the model's calibrated value from its
-    clipkit.json, else the official 0.95); ``None`` = no background. topk: image-level class filter (5).
-    short_side: GroupViT input short side (default: its training size). Fallback only: ``variant`` of the dense
+    clipkit.json, else the official 0.95); ``None`` = no background. topk: image-level class filter (default:
+    the model's calibrated value, else the official 5). short_side: GroupViT input short side (default: its
+    training size). ``window`` (and ``stride``, default ``window // 2``): GroupViT only, the official evaluation's
+    sliding-window mode (:mod:`clipkit.groupvit.slide`; off by default). Fallback only: ``variant`` of the dense
     embeddings (default ``clipkit.dense.default_variant``: the stock tokens of average-pooled towers such as
     shapes-clip, NACLIP otherwise), ``groups`` (64, 8), ``iters``, ``tau``.
     """
 
     def __init__(self, model: GroupViTModel | LoadedModel, labels: Sequence[str], *,
                  templates: str | Sequence[str] | None = None, bg_thresh: float | str | None = "default",
-                 topk: int = OFFICIAL_TOPK, short_side: int | None = None, variant: str | None = None,
+                 topk: int | None = None, short_side: int | None = None, window: int | None = None,
+                 stride: int | None = None, variant: str | None = None,
                  groups: Sequence[int] = fb.DEFAULT_GROUPS, iters: int = fb.DEFAULT_ITERS,
                  tau: float = fb.DEFAULT_TAU) -> None:
         self.model, self.labels = model, list(labels)
         self.is_groupvit = isinstance(model, GroupViTModel)
         self.bg_thresh = resolve_bg_thresh(bg_thresh, model)
-        self.topk, self.short_side = topk, short_side
+        self.topk = topk if topk is not None else int(getattr(model, "meta", {}).get("top_k", OFFICIAL_TOPK))
+        self.short_side = short_side
+        self.window, self.stride = window, stride or (window // 2 if window else None)
+        if window is not None:
+            _check_window(model, window, self.stride)
         if not self.is_groupvit:  # the dense variant only matters for the fallback
             from clipkit.dense import default_variant
 
             self.variant = variant or default_variant(model)
         self.groups, self.iters, self.tau = tuple(int(g) for g in groups), iters, tau
-        _check(self.bg_thresh, topk, self.groups)
+        _check(self.bg_thresh, self.topk, self.groups)
         if self.is_groupvit:
             if templates is None:
                 templates = model.meta.get("templates") or list(OFFICIAL_TEMPLATES)
@@ -165,7 +181,11 @@ class Grouper:
         if self.is_groupvit:
             net = self.model.net
             pixels = preprocess(image, net, self.short_side).to(self.model.device)
-            seg = segment(net, pixels, self.text, size, bg_thresh=self.bg_thresh, topk=self.topk)
+            if self.window:
+                seg = segment_slide(net, pixels, self.text, size, window=self.window, stride=self.stride,
+                                    bg_thresh=self.bg_thresh, topk=self.topk)
+            else:
+                seg = segment(net, pixels, self.text, size, bg_thresh=self.bg_thresh, topk=self.topk)
             method = "groupvit"
         else:
             from clipkit.dense import patch_embeddings
