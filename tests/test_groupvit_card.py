@@ -25,6 +25,10 @@ def test_chain_of_runs_lists_every_command_in_order(tmp_path):
     fourth = {"out": "runs/d", "init": "runs/c", "image_size": 352, "scene_size": 224, "freeze_stages": 1}
     assert "--image-size 352 --scene-size 224 --freeze-stages 1" in run_command(fourth)
     assert "--freeze-stages" not in run_command(third)
+    # a run on another scene stream, whose kept checkpoint a later run starts from, says both
+    fifth = {"out": "runs/e", "init": "runs/d", "seed": 3, "keep_every": 500}
+    assert "--seed 3 --keep-every 500" in run_command(fifth)
+    assert "--seed" not in run_command({**fifth, "seed": 1}) and "--keep-every" not in run_command(third)
 
 
 def test_lineage_is_carried_from_the_init_folder(tmp_path):

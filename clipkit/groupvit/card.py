@@ -62,7 +62,9 @@ def run_command(tr: dict) -> str:
     flags = [("--init-clip", tr.get("init_clip")), ("--init", tr.get("init")), ("--image-size", tr.get("image_size")),
              ("--scene-size", tr.get("scene_size")), ("--freeze-stages", tr.get("freeze_stages") or None),
              ("--steps", tr.get("steps")), ("--minutes", tr.get("minutes")), ("--batch-size", tr.get("batch_size")),
-             ("--lr", tr.get("lr")), ("--scenes", tr.get("scenes")), ("--threads", tr.get("threads"))]
+             ("--lr", tr.get("lr")), ("--scenes", tr.get("scenes")), ("--threads", tr.get("threads")),
+             # the training stream when it is not the default 1; kept checkpoints, which later runs start from
+             ("--seed", tr["seed"] if tr.get("seed", 1) != 1 else None), ("--keep-every", tr.get("keep_every") or None)]
     if tr.get("group_loss", 1.0) != 1.0:
         flags.append(("--group-loss", tr["group_loss"]))
     if tr.get("group_flat"):
@@ -110,8 +112,10 @@ def _frozen_note(meta: dict) -> list[str]:
     lines = []
     if tr.get("freeze_grouping"):
         size = tr.get("config", {}).get("vision", {}).get("image_size")
-        lines += [f"The last run froze everything the grouping depends on and trained, at {size} px, only what "
-                  "names the groups (`--freeze-grouping`, a deviation: continuing the full recipe made the",
+        scenes = (f" on {tr['scene_size']} px scenes resized to it, as `clipkit group` resizes its input"
+                  if tr.get("scene_size") and tr["scene_size"] != size else "")
+        lines += [f"The last run froze everything the grouping depends on and trained, at {size} px{scenes}, only "
+                  "what names the groups (`--freeze-grouping`, a deviation: continuing the full recipe made the",
                   "names better but the groups worse; see docs/group.md)."]
     if tr.get("group_flat"):
         lines += [f"It adds clipkit's unclaimed-group flatness term (`--group-flat {tr['group_flat']}`, not "
