@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("dest", type=Path, help="the folder to write (replaced)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--val-n", type=int, default=VAL_N, help="validation scenes for the calibration")
-    ap.add_argument("--card-only", action="store_true", help="only re-render DEST/README.md from its clipkit.json "
-                    "and metrics.json (no training folder is read, nothing is re-measured)")
+    ap.add_argument("--card-only", action="store_true", help="only re-render DEST's command and README.md from its "
+                    "clipkit.json and metrics.json (no training folder is read, nothing is re-measured)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.card_only:
@@ -42,14 +42,16 @@ def main() -> None:
 
         meta = json.loads((args.dest / "clipkit.json").read_text())
         metrics = json.loads((args.dest / "metrics.json").read_text())
-        (args.dest / "README.md").write_text(model_card(meta, metrics, meta.get("command", "")))
+        meta["command"] = run_command(meta["training"])  # the card's command lines follow run_command's rules
+        (args.dest / "clipkit.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (args.dest / "README.md").write_text(model_card(meta, metrics, meta["command"]))
         return
     model = load_groupvit(args.run)
     if args.dest.exists():
         shutil.rmtree(args.dest)
     save_hf_dir(model, args.dest, dtype=torch.float16)
-    shutil.copy2(args.run / "clipkit.json", args.dest / "clipkit.json")
     meta = json.loads((args.run / "clipkit.json").read_text())
+    (args.dest / "clipkit.json").write_text(json.dumps(meta, indent=2) + "\n")
     (args.dest / "train_log.jsonl").write_text(_train_log(args.run, meta["training"].get("steps_done")))
     metrics = finish_model(args.dest, command=run_command(meta["training"]), val_n=args.val_n)
     assert metrics is not None

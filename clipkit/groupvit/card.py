@@ -57,20 +57,23 @@ def _write(path: Path, text: str) -> None:
     atomic_write_text(path, text)
 
 
+# Training-record fields written as flags whenever the record has them, then those written only when they differ
+# from the trainer's default (older records lack some: they ran with the default).
+_GIVEN_FLAGS = ("init_clip", "init", "image_size", "scene_size", "steps", "minutes", "batch_size", "lr", "scenes",
+                "threads")
+_CHANGED_FLAGS = ("freeze_stages", "seed", "keep_every", "group_loss", "group_flat")
+
+
 def run_command(tr: dict) -> str:
     """The ``clipkit world train-groupvit`` command line of one training record (``clipkit.json`` → training)."""
-    flags = [("--init-clip", tr.get("init_clip")), ("--init", tr.get("init")), ("--image-size", tr.get("image_size")),
-             ("--scene-size", tr.get("scene_size")), ("--freeze-stages", tr.get("freeze_stages") or None),
-             ("--steps", tr.get("steps")), ("--minutes", tr.get("minutes")), ("--batch-size", tr.get("batch_size")),
-             ("--lr", tr.get("lr")), ("--scenes", tr.get("scenes")), ("--threads", tr.get("threads")),
-             # the training stream when it is not the default 1; kept checkpoints, which later runs start from
-             ("--seed", tr["seed"] if tr.get("seed", 1) != 1 else None), ("--keep-every", tr.get("keep_every") or None)]
-    if tr.get("group_loss", 1.0) != 1.0:
-        flags.append(("--group-loss", tr["group_loss"]))
-    if tr.get("group_flat"):
-        flags.append(("--group-flat", tr["group_flat"]))
+    from dataclasses import fields
+
+    from clipkit.groupvit.train import TrainOptions
+
+    defaults = {f.name: f.default for f in fields(TrainOptions)}
     words = ["clipkit world train-groupvit", str(tr.get("out", "OUT"))]
-    words += [f"{flag} {value}" for flag, value in flags if value is not None]
+    words += [f"--{k.replace('_', '-')} {tr[k]}" for k in _GIVEN_FLAGS if tr.get(k) is not None]
+    words += [f"--{k.replace('_', '-')} {tr[k]}" for k in _CHANGED_FLAGS if tr.get(k, defaults[k]) != defaults[k]]
     if tr.get("freeze_grouping"):
         words.append("--freeze-grouping")
     return " ".join(words)
@@ -150,7 +153,7 @@ def model_card(meta: dict, metrics: dict | None, command: str) -> str:
         "",
         "Stored in the Hugging Face port's layout (`config.json`, `model.safetensors`,",
         "`preprocessor_config.json`), so `transformers.GroupViTModel.from_pretrained` opens it too;",
-        "`clipkit.json` holds the prompt templates and the calibrated background threshold.",
+        "`clipkit.json` holds the prompt templates, the calibrated background threshold and image-level top-k.",
         "",
         "## Reproduce",
         "",
