@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 import torch
 
-from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso import SketchConfig, sketch_image
 from clipkit.clipasso.init import random_walk_strokes
 from clipkit.clipasso.loss import SketchLoss
 from clipkit.clipasso.optimize import initial_strokes, start_distribution, target_tensor
@@ -40,7 +40,7 @@ def main() -> None:
     loaded = load_model(args.model, device="cpu")
     text = text_embeddings(loaded, list(SHAPES))
     renderer = get_renderer("torch")
-    opts = SketchOptions(iterations=args.iterations, seeds=args.seeds, canvas=args.canvas)
+    opts = SketchConfig(iterations=args.iterations, seeds=args.seeds, canvas=args.canvas)
     hits = {"original image": 0, "random strokes": 0, "initial strokes": 0, "CLIPasso sketch": 0}
     seconds, iterations = [], []
     cfg = SceneConfig(size=(224, 224), max_objects=1)

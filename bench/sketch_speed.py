@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso import SketchConfig, sketch_image
 from clipkit.clipasso.optimize import initial_strokes, optimise_seed, start_distribution, target_tensor
 from clipkit.registry import load_model
 from clipkit.world.scenes import SceneConfig, generate_scene
@@ -30,7 +30,7 @@ def _load(spec: str):
 
 def steady_rate(loaded, image, iterations: int) -> tuple[float, float]:
     """(iterations/s, seconds of setup: target, saliency, XDoG) over one seed without early stopping."""
-    opts = SketchOptions(iterations=iterations, seeds=1, min_delta=-1.0)  # min_delta < 0: never stop early
+    opts = SketchConfig(iterations=iterations, seeds=1, min_delta=-1.0)  # min_delta < 0: never stop early
     t0 = time.perf_counter()
     target = target_tensor(image, opts.canvas)
     prob = start_distribution(loaded, target, opts)
@@ -63,7 +63,7 @@ def main() -> None:
         row = f"| {spec} | {rate:.2f} | {1 / rate:.3f} | {setup:.1f} | {estimate / 60:.0f} min |"
         print(row + " —" if spec not in full else row, flush=True)
         if spec in full:
-            out = sketch_image(image, loaded, SketchOptions())
+            out = sketch_image(image, loaded, SketchConfig())
             seeds = ", ".join(f"{s}: {v:.4f}" for s, v in out.seed_losses.items())
             print(f"|   (finished) | | | | | {out.seconds:.0f} s; kept seed {out.seed} ran {out.iterations} it; "
                   f"losses {seeds} |", flush=True)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from clipkit import hub
-from clipkit.registry import bundled_models
+from clipkit.registry import local_models
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -14,10 +13,8 @@ def list_models() -> list[dict[str, Any]]:
     import open_clip
 
     rows: list[dict[str, Any]] = []
-    for name, folder in bundled_models().items():
-        meta_file = folder / "clipkit.json"
-        kind = json.loads(meta_file.read_text()).get("kind", "clip") if meta_file.is_file() else "clip"
-        rows.append({"model": name, "pretrained": "bundled", "kind": kind, "local": True})
+    for row in local_models():
+        rows.append({"model": row["model"], "pretrained": "bundled", "kind": row["kind"], "local": True})
     for arch, tag in open_clip.list_pretrained():
         cfg = open_clip.get_pretrained_cfg(arch, tag)
         rows.append({"model": arch, "pretrained": tag, "kind": "open_clip",

@@ -1,9 +1,9 @@
-"""The image source: input expansion, robust decoding, and batching in DataLoader workers.
+"""The image source: input expansion and robust decoding (the runner batches them in worker processes).
 
 Inputs are files, directories (recursive, by extension), glob patterns, ``-`` (paths on stdin) and
 ``--files-from FILE``. Every decoded image is RGB ``PIL.Image``: EXIF orientation applied, alpha composited on
-white, 16-bit and float modes scaled to 8 bits. A file that fails to decode becomes an error record; the run goes
-on. Decoding happens in DataLoader worker processes so the model never waits for JPEG decoding.
+white, 16-bit and float modes scaled to 8 bits. A file that fails to decode raises ``ImageError`` with a one-line
+reason, which the runner turns into an error record; the run goes on.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from __future__ import annotations
 import glob
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipkit.errors import ImageError, UsageError
-from clipkit.results import ErrorRecord
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
@@ -29,10 +27,12 @@ IMAGE_EXTENSIONS = frozenset(
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
-def expand_inputs(inputs: Sequence[str], files_from: str | Path | None = None) -> list[str]:
+def expand_inputs(inputs: Sequence[str], files_from: str | Path | None = None, *,
+                  allow_empty: bool = False) -> list[str]:
     """Expand files, directories, globs, ``-`` and a list file into an ordered list of paths (duplicates dropped).
 
     Paths that do not exist are kept: they become error records when read, so one typo does not stop a run.
+    No input at all is a usage error unless ``allow_empty``.
     """
     raw: list[str] = []
     for item in inputs:
@@ -56,7 +56,7 @@ def expand_inputs(inputs: Sequence[str], files_from: str | Path | None = None) -
             out.extend(sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file()))
         else:
             out.append(item)
-    if not out:
+    if not out and not allow_empty:
         raise UsageError("no input images: give files, folders, globs, '-' (paths on stdin) or --files-from FILE")
     return list(dict.fromkeys(out))
 
@@ -103,61 +103,6 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(f"cannot decode image: {exc}") from None
 
 
-@dataclass
-class ImageItem:
-    """One input after decoding: ``image`` (RGB) or ``error``; ``pixels`` is ``transform(image)`` when asked."""
-
-    index: int
-    path: str
-    image: Image.Image | None = None
-    pixels: Any = None
-    error: str | None = None
-
-
-@dataclass
-class Batch:
-    """Decoded inputs in input order. ``pixels`` is ``[B, 3, H, W]`` float32 for the successful items only."""
-
-    items: list[ImageItem] = field(default_factory=list)
-    pixels: Any = None
-
-    @property
-    def ok(self) -> list[ImageItem]:
-        return [it for it in self.items if it.error is None]
-
-    @property
-    def errors(self) -> list[ErrorRecord]:
-        return [ErrorRecord(it.path, it.error) for it in self.items if it.error is not None]
-
-
-class _Decoded:
-    """A torch Dataset (duck-typed) decoding path i in a worker; errors are returned, never raised."""
-
-    def __init__(self, paths: Sequence[str], transform: Callable | None, keep_image: bool):
-        self.paths, self.transform, self.keep_image = list(paths), transform, keep_image
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> ImageItem:
-        path = self.paths[index]
-        try:
-            image = load_image(path)
-            pixels = self.transform(image) if self.transform is not None else None
-        except ImageError as exc:
-            return ImageItem(index, path, error=str(exc))
-        except Exception as exc:  # a broken transform on one odd file must not stop the run
-            return ImageItem(index, path, error=f"cannot preprocess image: {exc}")
-        return ImageItem(index, path, image if self.keep_image else None, pixels)
-
-
-def _collate(items: list[ImageItem]) -> Batch:
-    import torch
-
-    ok = [it.pixels for it in items if it.error is None and it.pixels is not None]
-    return Batch(items=items, pixels=torch.stack(ok) if ok else None)
-
-
 def default_workers(n_inputs: int, batch_size: int) -> int:
     """Worker processes for decoding: none for a single batch (start-up costs more than it saves)."""
     import os
@@ -167,48 +112,16 @@ def default_workers(n_inputs: int, batch_size: int) -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def iter_batches(
-    paths: Sequence[str],
-    *,
-    transform: Callable | None = None,
-    batch_size: int = 32,
-    workers: int | None = None,
-    keep_image: bool = False,
-) -> Iterator[Batch]:
-    """Decode ``paths`` (in worker processes) and yield them in order as batches.
-
-    ``transform`` (e.g. the model's preprocess) runs in the workers; ``keep_image`` also ships the RGB
-    ``PIL.Image`` back for methods that need the original resolution.
-    """
-    from torch.utils.data import DataLoader
-
-    if batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    n_workers = default_workers(len(paths), batch_size) if workers is None else workers
-    if n_workers < 0:
-        raise UsageError("--workers must be 0 or more")
-    loader = DataLoader(
-        _Decoded(paths, transform, keep_image),  # type: ignore[arg-type]
-        batch_size=batch_size,
-        num_workers=n_workers,
-        collate_fn=_collate,
-        prefetch_factor=4 if n_workers else None,
-        persistent_workers=False,
-    )
-    yield from loader
-
-
-def iter_images(paths: Sequence[str], *, workers: int | None = None) -> Iterator[ImageItem]:
-    """Decoded RGB images one by one, in input order (workers decode ahead)."""
-    n_workers = default_workers(len(paths), 1) if workers is None else workers
-    for batch in iter_batches(paths, batch_size=1, workers=n_workers, keep_image=True):
-        yield from batch.items
-
-
 def as_pil(image: Any) -> Image.Image:
     """Accept a path, a PIL image or an HWC uint8 array (Python API convenience) and return RGB PIL."""
     if isinstance(image, Image.Image):
         return to_rgb(image)
     if isinstance(image, np.ndarray):
-        return to_rgb(Image.fromarray(image))
-    return load_image(image)
+        try:
+            return to_rgb(Image.fromarray(image))
+        except (TypeError, ValueError) as exc:
+            raise ImageError(f"cannot read array of shape {image.shape} and dtype {image.dtype} as an image "
+                             "(HWC or HW uint8 expected)") from exc
+    if isinstance(image, str) or hasattr(image, "__fspath__"):
+        return load_image(image)
+    raise ImageError(f"unsupported input type {type(image).__name__}: give a path, PIL image, array or tensor")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from clipkit.registry import LoadedModel
 
 _MEMORY: dict[str, object] = {}
+TEMPLATE_SETS = ("openai", "simple", "none")
 
 
 def template_sets() -> dict[str, list[str]]:
@@ -42,9 +43,39 @@ def template_sets() -> dict[str, list[str]]:
 
 def _check_template(template: str, source: str) -> str:
     template = template.replace("{label}", "{}")
-    if template.count("{}") != 1:
-        raise UsageError(f"template {template!r} from {source} must contain the label placeholder {{}} exactly once")
+    if template.count("{}") != 1 or "{" in template.replace("{}", "") or "}" in template.replace("{}", ""):
+        raise UsageError(f"template {template!r} from {source} must contain the label placeholder {{}} exactly once "
+                         "and no other braces")
     return template
+
+
+def check_templates(spec: str | Sequence[str] | None) -> None:
+    """Raise the usage error :func:`resolve_templates` would, without building the sets (no torch import)."""
+    if spec is None or (isinstance(spec, str) and spec in TEMPLATE_SETS):
+        return
+    _templates_from(spec, TEMPLATE_SETS)
+
+
+def _templates_from(spec: str | Sequence[str], sets: dict[str, list[str]] | Sequence[str]) -> list[str]:
+    if not isinstance(spec, str):
+        templates = [_check_template(t, "the template list") for t in spec]
+        if not templates:
+            raise UsageError("the template list is empty")
+        return templates
+    if "{" in spec:
+        return [_check_template(spec, "--templates")]
+    path = Path(spec).expanduser()
+    if path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read template file {path}: {exc}") from None
+        lines = [ln.strip() for ln in text.splitlines()]
+        templates = [_check_template(ln, str(path)) for ln in lines if ln and not ln.startswith("#")]
+        if not templates:
+            raise UsageError(f"template file {path} holds no templates")
+        return templates
+    raise UsageError(f"unknown template set {spec!r}: use {', '.join(sets)}, a file, or a template containing {{}}")
 
 
 def resolve_templates(spec: str | Sequence[str] | None = None, model: LoadedModel | None = None) -> list[str]:
@@ -54,24 +85,9 @@ def resolve_templates(spec: str | Sequence[str] | None = None, model: LoadedMode
     """
     if spec is None:
         spec = model.default_templates if model is not None else "openai"
-    if not isinstance(spec, str):
-        templates = [_check_template(t, "the template list") for t in spec]
-        if not templates:
-            raise UsageError("the template list is empty")
-        return templates
-    sets = template_sets()
-    if spec in sets:
-        return sets[spec]
-    if "{" in spec:
-        return [_check_template(spec, "--templates")]
-    path = Path(spec).expanduser()
-    if path.is_file():
-        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        templates = [_check_template(ln, str(path)) for ln in lines if ln and not ln.startswith("#")]
-        if not templates:
-            raise UsageError(f"template file {path} holds no templates")
-        return templates
-    raise UsageError(f"unknown template set {spec!r}: use {', '.join(sets)}, a file, or a template containing {{}}")
+    if isinstance(spec, str) and spec in TEMPLATE_SETS:
+        return template_sets()[spec]
+    return _templates_from(spec, TEMPLATE_SETS)
 
 
 def parse_labels(labels: str | Sequence[str] | None = None, labels_file: str | Path | None = None) -> list[str]:

@@ -11,6 +11,11 @@ Accepted specs (``load_model(model, pretrained)``):
   unless ``trust_checkpoint``), or ``pretrained="random"`` for random weights (benchmarks, tests).
 
 One model is loaded per (spec, device, precision) per process.
+
+The registry loads every model kind clipkit runs: CLIPs (:func:`load_model`), GroupViTs
+(:func:`load_groupvit_model`; ``load(spec, kind="group")`` picks a GroupViT or a CLIP for the fallback) and LSeg
+heads (:func:`load_head`). :func:`local_models` lists what is on this machine, with its kind. Methods ask the
+registry; they never open weight files themselves.
 """
 
 from __future__ import annotations
@@ -89,7 +94,7 @@ def bundled_models() -> dict[str, Path]:
     return {
         p.name: p
         for p in sorted(ASSETS.iterdir())
-        if p.is_dir() and ((p / "open_clip_config.json").is_file() or (p / "clipkit.json").is_file())
+        if p.is_dir() and any((p / n).is_file() for n in ("open_clip_config.json", "clipkit.json", "lseg_config.json"))
     }
 
 
@@ -131,9 +136,10 @@ def _resolve(model: str, pretrained: str | None, offline: bool | None) -> dict:
         folder = Path(model).expanduser().resolve()
     if folder is not None:
         meta = json.loads((folder / "clipkit.json").read_text()) if (folder / "clipkit.json").is_file() else {}
-        if meta.get("kind", "clip") != "clip":
-            command = {"groupvit": "group"}.get(meta["kind"], meta["kind"])
-            raise ModelError(f"{model} is a {meta['kind']} model, not a CLIP: use it with `clipkit {command}`")
+        kind = _kind_of(folder)
+        if kind != "clip":
+            use = {"groupvit": "`clipkit group`", "lseg-head": "`clipkit segment --head`"}.get(kind, kind)
+            raise ModelError(f"{model} is a {kind} model, not a CLIP: use it with {use}")
         weights = _folder_weights(folder)
         if not (folder / "open_clip_config.json").is_file() or weights is None:
             raise ModelError(
@@ -246,3 +252,98 @@ def load_model(
     )
     _CACHE[key] = loaded
     return loaded
+
+
+# ---------------------------------------------------------------------------------------------------- GroupViT
+DEFAULT_GROUPVIT = "shapes-groupvit"
+
+
+@dataclass
+class GroupViTModel:
+    """A loaded GroupViT: the network plus what inference needs (``meta`` from the folder's clipkit.json)."""
+
+    net: Any
+    name: str
+    device: torch.device
+    path: Path | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _kind_of(folder: Path) -> str:
+    meta = folder / "clipkit.json"
+    if meta.is_file():
+        return json.loads(meta.read_text()).get("kind", "clip")
+    return "lseg-head" if (folder / "lseg_config.json").is_file() else "clip"
+
+
+def groupvit_source(model: str | None, pretrained: str | None = None) -> Path | None:
+    """The folder/file of a GroupViT spec, or None when ``model`` names something else (an open_clip model)."""
+    from clipkit.groupvit.weights import is_hf_groupvit_dir
+
+    spec = model or DEFAULT_GROUPVIT
+    if pretrained is not None:
+        return None
+    bundled = bundled_models()
+    if spec in bundled:
+        return bundled[spec] if _kind_of(bundled[spec]) == "groupvit" else None
+    path = Path(spec).expanduser()
+    if path.is_dir() and is_hf_groupvit_dir(path):
+        return path.resolve()
+    if path.is_file() and path.suffix in (".pth", ".pt"):
+        return path.resolve()
+    return None
+
+
+def load_groupvit_model(model: str | None = None, pretrained: str | None = None, *, device: str | None = None,
+                        precision: str | None = None, offline: bool | None = None,
+                        trust_checkpoint: bool = False) -> GroupViTModel | LoadedModel:
+    """A GroupViT for GroupViT specs (default ``shapes-groupvit``), else :func:`load_model` (the fallback)."""
+    from clipkit.errors import UsageError
+
+    source = groupvit_source(model, pretrained)
+    if source is None:
+        if model is None:
+            raise ModelError(f"the bundled model {DEFAULT_GROUPVIT!r} is missing from this install: reinstall "
+                             "clipkit")
+        return load_model(model, pretrained, device=device, precision=precision, offline=offline,
+                          trust_checkpoint=trust_checkpoint)
+    if precision not in (None, "fp32"):
+        raise UsageError("GroupViT runs in fp32 (its hard assignment is an argmax over close scores)")
+    dev = resolve_device(device)
+    key = ("groupvit", str(source), str(dev))
+    if key in _CACHE:
+        return _CACHE[key]  # type: ignore[return-value]
+    from clipkit.groupvit.weights import load_groupvit
+
+    try:
+        net = load_groupvit(source)
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        raise ModelError(f"could not load GroupViT weights from {source}: {str(exc).splitlines()[0][:300]}") from exc
+    meta_path = (source if source.is_dir() else source.parent) / "clipkit.json"
+    meta = json.loads(meta_path.read_text()) if source.is_dir() and meta_path.is_file() else {}
+    loaded = GroupViTModel(net.to(dev).eval().requires_grad_(False), model or DEFAULT_GROUPVIT, dev, source, meta)
+    _CACHE[key] = loaded  # type: ignore[assignment]
+    return loaded
+
+
+def load(model: str | None = None, pretrained: str | None = None, *, kind: str = "clip", **options: Any) -> Any:
+    """The model a method of ``kind`` runs on: ``"clip"`` → :func:`load_model`; ``"group"`` →
+    :func:`load_groupvit_model` (a GroupViT, or a CLIP for the training-free fallback)."""
+    if kind == "group":
+        return load_groupvit_model(model, pretrained, **options)
+    return load_model(model, pretrained, **options)
+
+
+def load_head(spec: str | Path, model: Any | None = None) -> Any:
+    """An LSeg head by bundled name (``lseg-shapes``) or path (its folder, or exactly the ``.safetensors``
+    named), checked against ``model``'s image tower (:func:`clipkit.lseg.load_head`)."""
+    from clipkit import lseg
+
+    return lseg.load_head(spec, model)
+
+
+def local_models() -> list[dict[str, Any]]:
+    """Every bundled model with its kind (``clip``, ``groupvit``, ``lseg-head``): rows ``{"model", "kind",
+    "path"}``."""
+    return [{"model": name, "kind": _kind_of(folder), "path": str(folder)} for name, folder in
+            bundled_models().items()]

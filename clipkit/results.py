@@ -1,8 +1,12 @@
 """Result types: one per kind, shared across methods.
 
-Every result has ``path`` and ``to_dict()`` (its JSON line) and ``table_row()`` (its cells in a terminal table).
-Arrays are numpy, so results are cheap to keep, index and serialise. Coordinates are XYXY in absolute pixels of
-the original image; label maps are ``[H, W]`` integers where 0 is background and k is ``labels[k - 1]``.
+Every result has ``path`` (the input's name), ``files`` (the artefacts written for it, kind → path) and
+``to_dict()`` (its JSON line) and ``table_row()`` (its cells in a terminal table). Arrays are numpy, so results
+are cheap to keep, index and serialise. Coordinates are XYXY in absolute pixels of the original image; label
+maps are ``[H, W]`` integers where 0 is background and k is ``labels[k - 1]``.
+
+JSON carries scores and coordinates at full float32 precision (the shortest decimal that reads back as the same
+float32); only the terminal table rounds.
 """
 
 from __future__ import annotations
@@ -14,8 +18,15 @@ from typing import Any
 import numpy as np
 
 
-def _r(value: float, digits: int = 4) -> float:
-    return round(float(value), digits)
+def _f32(value: float) -> float:
+    """The float32 ``value`` as the shortest decimal that round-trips (``0.1f`` → 0.1, not 0.10000000149)."""
+    return float(str(np.float32(value)))
+
+
+def _with_files(data: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
+    if files:
+        data["files"] = dict(files)
+    return data
 
 
 @dataclass
@@ -53,8 +64,8 @@ class Classification:
         return self.labels[0] if self.labels else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "labels": [{"label": lb, "score": _r(s)} for lb, s in zip(self.labels, self.scores,
-                                                                                      strict=True)]}
+        return {"path": self.path, "labels": [{"label": lb, "score": _f32(s)}
+                                              for lb, s in zip(self.labels, self.scores, strict=True)]}
 
     def table_row(self) -> list[str]:
         return [self.path, ", ".join(f"{lb} {s:.3f}" for lb, s in zip(self.labels[:5], self.scores[:5], strict=True))]
@@ -66,7 +77,8 @@ class Segmentation:
 
     ``label_map``: ``[H, W]`` uint8/uint16 at the original size, 0 = background, k = ``labels[k - 1]``.
     ``scores``: optional ``[N, H, W]`` float per-label probabilities (same order as ``labels``).
-    ``extras``: method-specific arrays (e.g. GroupViT's per-stage group maps ``stage1``/``stage2``).
+    ``extras``: method-specific arrays (e.g. GroupViT's per-stage group maps ``stage1``/``stage2``); arrays
+    stay out of the JSON, other values go in it.
     """
 
     path: str
@@ -74,6 +86,7 @@ class Segmentation:
     label_map: np.ndarray
     scores: np.ndarray | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.label_map.ndim != 2:
@@ -91,13 +104,13 @@ class Segmentation:
             if count == 0:
                 continue
             score = float(self.scores[k - 1][mask].mean()) if self.scores is not None else 1.0
-            out.append({"label": label, "fraction": _r(count / total), "score": _r(score)})
+            out.append({"label": label, "fraction": _f32(count / total), "score": _f32(score)})
         return sorted(out, key=lambda c: -c["fraction"])
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"path": self.path, "classes": self.classes()}
         data.update({k: v for k, v in self.extras.items() if not isinstance(v, np.ndarray)})
-        return data
+        return _with_files(data, self.files)
 
     def table_row(self) -> list[str]:
         return [self.path, ", ".join(f"{c['label']} {c['fraction']:.1%}" for c in self.classes()[:5]) or "(none)"]
@@ -120,6 +133,7 @@ class Detections:
     path: str = ""
     image_size: tuple[int, int] = (0, 0)
     meta: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
@@ -152,8 +166,8 @@ class Detections:
         """One dict per box: ``{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}`` plus its data."""
         out = []
         for i in range(len(self)):
-            x0, y0, x1, y1 = (_r(v, 1) for v in self.xyxy[i])
-            item: dict[str, Any] = {"label": self.labels[self.class_id[i]], "score": _r(self.confidence[i]),
+            x0, y0, x1, y1 = (_f32(v) for v in self.xyxy[i])
+            item: dict[str, Any] = {"label": self.labels[self.class_id[i]], "score": _f32(self.confidence[i]),
                                     "box": {"xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1}}
             for key, value in self.data.items():
                 v = value[i]
@@ -162,7 +176,7 @@ class Detections:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "detections": self.box_dicts(), **self.meta}
+        return _with_files({"path": self.path, "detections": self.box_dicts(), **self.meta}, self.files)
 
     def table_row(self) -> list[str]:
         return [self.path, ", ".join(f"{d['label']} {d['score']:.2f}" for d in self.box_dicts()[:6]) or "(none)"]
@@ -181,6 +195,7 @@ class Grounding:
     caption: str
     phrases: list[Any]
     detections: Detections
+    files: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"path", "caption", "phrases": [{"phrase", "span", "boxes": [{"score", "box"}]}]}``."""
@@ -190,7 +205,7 @@ class Grounding:
             per_phrase[int(c)].append({"score": d["score"], "box": d["box"]})
         out = [{"phrase": ph.text, "span": list(ph.span), "boxes": boxes}
                for ph, boxes in zip(self.phrases, per_phrase, strict=True)]
-        return {"path": self.path, "caption": self.caption, "phrases": out}
+        return _with_files({"path": self.path, "caption": self.caption, "phrases": out}, self.files)
 
     def table_row(self) -> list[str]:
         det = self.detections
@@ -200,22 +215,31 @@ class Grounding:
 
 @dataclass
 class Sketch:
-    """A finished sketch: the SVG and PNG written, the final loss, iterations run and wall time."""
+    """A finished CLIPasso sketch of one image: ``output`` is the :class:`clipkit.clipasso.SketchOutput`
+    (control points ``[N, 4, 2]`` canvas px, stroke width, rendered ``alpha`` ``[H, W]`` in [0, 1], loss,
+    iterations, seed, seconds); ``files`` the SVG/PNG/GIF written for it."""
 
     path: str
-    svg: str
-    png: str
-    loss: float
-    iterations: int
-    seconds: float
-    extras: dict[str, Any] = field(default_factory=dict)
+    output: Any
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def svg(self) -> str:
+        """The sketch as an SVG document (one cubic-Bézier ``<path>`` per stroke)."""
+        from clipkit.svg import to_svg
+
+        return to_svg(self.output.points, self.output.width, self.output.size)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "svg": self.svg, "png": self.png, "loss": _r(self.loss, 6),
-                "iterations": self.iterations, "seconds": _r(self.seconds, 2), **self.extras}
+        out = self.output
+        data = {"path": self.path, "loss": _f32(out.loss), "iterations": out.iterations,
+                "best_iteration": out.best_iteration, "seed": out.seed, "seconds": round(float(out.seconds), 3)}
+        return _with_files(data, self.files)
 
     def table_row(self) -> list[str]:
-        return [self.path, f"{self.svg} (loss {self.loss:.4f}, {self.iterations} it, {self.seconds:.1f} s)"]
+        out = self.output
+        where = self.files.get("svg", "(not written)")
+        return [self.path, f"{where} (loss {out.loss:.4f}, {out.iterations} it, {out.seconds:.1f} s)"]
 
 
-Result = ErrorRecord | Classification | Segmentation | Detections | Sketch
+Result = ErrorRecord | Classification | Segmentation | Detections | Grounding | Sketch

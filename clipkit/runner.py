@@ -1,19 +1,177 @@
-"""Running a method over many images: decoding ahead, error records, progress on stderr.
+"""The one runner: inputs → decoded batches → a predictor → results and error records, in input order.
 
-``run_over_images`` is the loop every command shares. It expands nothing and writes nothing: it feeds decoded
-batches to the method's ``process(batch) -> list[Result]`` and yields results and error records in input order,
-while a rich progress bar on stderr (only when stderr is a terminal and not ``quiet``) counts images.
+It is the only code that knows about inputs (paths, folders, globs, ``-``, ``--files-from`` and in-memory PIL
+images, HWC uint8 arrays or CHW tensors), decoding workers, batches, error records, progress and resume. Every
+method (:mod:`clipkit.methods`) gets the same behaviour from it:
+
+* naming: a file input is named by its path as given (after folder/glob expansion); an in-memory item by
+  ``<image i>``, ``i`` being its index in the caller's list; errors use the same names;
+* an input that cannot be decoded, or on which the predictor fails, becomes an :class:`ErrorRecord`; the others
+  in its batch are retried one by one, so one bad file never costs another its result;
+* ``skip`` (``--resume``) holds keys already done; they are not decoded again;
+* a progress bar on stderr (when it is a terminal and not ``quiet``).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from clipkit.images import Batch, iter_batches
-from clipkit.results import ErrorRecord, Result
+from clipkit.errors import ClipkitError
+from clipkit.images import as_pil, default_workers, expand_inputs, load_image
+from clipkit.methods import Predictor, Sample
+from clipkit.results import ErrorRecord
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input: ``key`` (its name in results) and ``source`` (a path string, or the in-memory object)."""
+
+    key: str
+    source: Any
+
+    @property
+    def is_file(self) -> bool:
+        return isinstance(self.source, str)
+
+
+def collect_inputs(images: Any, files_from: str | Path | None = None) -> list[Input]:
+    """Inputs from a path, folder, glob, ``-``, a PIL image / array / tensor, or a list mixing them.
+
+    Strings and ``os.PathLike`` objects are expanded (folders recursively, globs, ``-`` = paths on stdin); a
+    missing file stays an input and becomes an error record when read.
+    """
+    items = list(images) if isinstance(images, list | tuple) else ([] if images is None else [images])
+    out: list[Input] = []
+    for index, item in enumerate(items):
+        if isinstance(item, Input):
+            out.append(item)
+        elif isinstance(item, str) or hasattr(item, "__fspath__"):
+            out.extend(Input(p, p) for p in expand_inputs([str(item)], allow_empty=True))
+        else:
+            out.append(Input(f"<image {index}>", item))
+    if files_from is not None:
+        out.extend(Input(p, p) for p in expand_inputs([], files_from, allow_empty=True))
+    keys = list(dict.fromkeys(i.key for i in out))
+    if not keys:
+        expand_inputs([])  # raises the one "no input images" usage error
+    by_key = {i.key: i for i in out}
+    return [by_key[k] for k in keys]
+
+
+def decode(item: Input) -> Any:
+    """The RGB ``PIL.Image`` of an input (``ImageError``/``ValueError`` with a one-line reason on failure)."""
+    if item.is_file:
+        return load_image(item.source)
+    source = item.source
+    if hasattr(source, "detach") and hasattr(source, "permute"):  # a CHW tensor, float in [0, 1] or uint8
+        import numpy as np
+        import torch
+
+        array = source.detach().cpu()
+        if array.is_floating_point():
+            array = (array.clamp(0, 1) * 255).round()
+        source = np.ascontiguousarray(array.to(torch.uint8).permute(1, 2, 0).numpy())
+        if source.shape[2] == 1:
+            source = source[:, :, 0]
+    return as_pil(source)
+
+
+class _Decoded:
+    """A map-style dataset (duck-typed for DataLoader): input i → a Sample, or an ErrorRecord; never raises."""
+
+    def __init__(self, items: Sequence[Input], transform: Any, keep_image: bool):
+        self.items, self.transform, self.keep_image = list(items), transform, keep_image
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Sample | ErrorRecord:
+        item = self.items[index]
+        try:
+            image = decode(item)
+        except (ClipkitError, OSError, ValueError, TypeError) as exc:
+            return ErrorRecord(item.key, str(exc) or type(exc).__name__)
+        try:
+            pixels = self.transform(image) if self.transform is not None else None
+        except Exception as exc:  # a broken transform on one odd image must not stop the run
+            return ErrorRecord(item.key, f"cannot preprocess image: {exc}")
+        return Sample(item.key, image if self.keep_image else None, pixels)
+
+
+def _collate(samples: list[Sample | ErrorRecord]) -> list[Sample | ErrorRecord]:
+    return samples
+
+
+def _batches(items: Sequence[Input], transform: Any, keep_image: bool, batch_size: int,
+             workers: int | None) -> Iterator[list[Sample | ErrorRecord]]:
+    from torch.utils.data import DataLoader
+
+    in_memory = any(not i.is_file for i in items)
+    n_workers = 0 if in_memory else default_workers(len(items), batch_size) if workers is None else workers
+    yield from DataLoader(_Decoded(items, transform, keep_image),  # type: ignore[arg-type]
+                          batch_size=batch_size, num_workers=n_workers, collate_fn=_collate,
+                          prefetch_factor=4 if n_workers else None, persistent_workers=False)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, ClipkitError | OSError):
+        return str(exc) or type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _predict(predictor: Predictor, samples: list[Sample]) -> list[Any]:
+    """Results for ``samples``; if the batch fails, each sample alone, so only the bad ones become errors."""
+    try:
+        results = list(predictor.predict(samples))
+        if len(results) != len(samples):
+            raise RuntimeError(f"predictor returned {len(results)} results for {len(samples)} images")
+        return results
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as exc:
+        if len(samples) == 1:
+            return [ErrorRecord(samples[0].key, _message(exc))]
+    return [r for s in samples for r in _predict(predictor, [s])]
+
+
+def run(predictor: Predictor, items: Sequence[Input], *, batch_size: int = 1, workers: int | None = None,
+        keep_image: bool = False, quiet: bool = True, skip: set[str] | None = None,
+        description: str = "images", on_result: Any = None) -> Iterator[Any]:
+    """Yield one result (or ErrorRecord) per input not in ``skip``, in input order.
+
+    ``keep_image``: ship the decoded image even when the predictor does not need it (the artefact writer
+    draws on it). ``on_result(result, sample)`` is called for each successful result before it is yielded
+    (artefacts are written there, from the image already decoded).
+    """
+    if batch_size < 1:
+        from clipkit.errors import UsageError
+
+        raise UsageError("--batch-size must be at least 1")
+    todo = [i for i in items if not skip or i.key not in skip]
+    keep = keep_image or predictor.keep_image
+    with progress(len(todo), description, quiet) as bar:
+        for batch in _batches(todo, predictor.transform, keep, batch_size, workers):
+            ok = [s for s in batch if isinstance(s, Sample)]
+            results = iter(_predict(predictor, ok) if ok else ())
+            for entry in batch:
+                if isinstance(entry, ErrorRecord):
+                    yield entry
+                    continue
+                result = next(results)
+                if on_result is not None and not isinstance(result, ErrorRecord):
+                    try:
+                        on_result(result, entry)
+                    except OSError as exc:
+                        result = ErrorRecord(entry.key, f"cannot write artefacts: {exc}")
+                entry.image = entry.pixels = None  # free the batch's memory as results stream out
+                yield result
+            bar.advance(len(batch))
 
 
 class _Progress:
@@ -52,33 +210,8 @@ class _Progress:
 
 
 def progress(total: int, description: str = "images", quiet: bool = False) -> AbstractContextManager[_Progress]:
-    """A progress context with ``advance(n)``; silent when ``quiet`` or stderr is not a terminal."""
-    return _Progress(total, description, quiet) if total else nullcontext(_Progress(0, description, True))
+    """A progress context with ``advance(n)`` on stderr; silent when ``quiet`` or stderr is not a terminal.
 
-
-def run_over_images(
-    paths: Sequence[str],
-    process: Callable[[Batch], Sequence[Result]],
-    *,
-    transform: Callable | None = None,
-    batch_size: int = 32,
-    workers: int | None = None,
-    keep_image: bool = False,
-    quiet: bool = False,
-    skip: set[str] | None = None,
-    description: str = "images",
-) -> Iterator[Result]:
-    """Yield ``process``'s results for ``paths`` in order, with an ErrorRecord for each input that failed.
-
-    ``process`` receives a Batch whose successful items have ``pixels`` (``transform`` applied in the decoding
-    workers) and, with ``keep_image``, the RGB image; it returns one result per successful item, in order.
-    ``skip`` holds paths already done by an interrupted run (``--resume``).
+    Every long loop (world export, training, evaluation) uses this one bar.
     """
-    todo = [p for p in paths if not skip or p not in skip]
-    with progress(len(todo), description, quiet) as bar:
-        for batch in iter_batches(todo, transform=transform, batch_size=batch_size, workers=workers,
-                                  keep_image=keep_image):
-            results = iter(process(batch) if batch.ok else ())
-            for item in batch.items:
-                yield ErrorRecord(item.path, item.error) if item.error is not None else next(results)
-            bar.advance(len(batch.items))
+    return _Progress(total, description, quiet) if total else nullcontext(_Progress(0, description, True))

@@ -1,10 +1,13 @@
 """Where results go: JSONL/JSON/CSV/table on stdout or in ``--output FILE``.
 
 The format defaults to JSONL when stdout is piped and a table on a terminal (``--format`` overrides; with
-``--output`` the suffix decides). JSONL streams: each line is flushed as soon as its image is done. An ``--output``
-file is built as ``FILE.partial`` and moved into place when the run ends, so ``FILE`` is always whole; with
-``resume`` a rerun reads the partial file, keeps its good lines and skips the inputs they cover (failed inputs are
-retried).
+``--output`` the suffix decides). On stdout, JSONL streams: each line is flushed as soon as its image is done.
+
+``--output FILE`` is journalled: every result is appended (and flushed) to ``FILE.partial`` as a JSON line, and
+when the run ends the journal becomes ``FILE`` in the chosen format, moved into place atomically — so ``FILE`` is
+always whole, and an interrupted run leaves a ``.partial`` that says so. ``--resume`` reads the journal (or, when
+the last run finished, ``FILE`` itself, in any format but a table), keeps its successful records, and reports
+their inputs as done; failed inputs are retried. This works the same for every command and format.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from clipkit.errors import UsageError
-from clipkit.results import ErrorRecord, Result
 from clipkit.writers import atomic_write_text
 
 FORMATS = ("jsonl", "json", "csv", "table")
@@ -57,103 +59,162 @@ def flat_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
+def check_output(fmt: str | None, output: str | Path | None, resume: bool) -> None:
+    """Usage errors of the output options, before any work: a folder as ``--output``, ``--resume`` without one
+    or with a table, an unknown format."""
+    resolve_format(fmt, output, sys.stdout)
+    if output is not None and Path(output).is_dir():
+        raise UsageError(f"--output {output} is a folder: name a file (pictures go to --out-dir)")
+    if resume and output is None:
+        raise UsageError("--resume needs --output FILE (the output of the interrupted run)")
+    if resume and resolve_format(fmt, output, sys.stdout) == "table":
+        raise UsageError("--resume cannot read back a table: use --format jsonl, json or csv")
+
+
 class ResultSink:
-    """Collects results and writes them in one format; ``close()`` finishes the output."""
+    """Collects results and writes them in one format; ``close()`` finishes the output and returns the exit code."""
 
     def __init__(self, fmt: str | None = None, output: str | Path | None = None, *, resume: bool = False,
                  stream: TextIO | None = None, title: str = "results"):
+        check_output(fmt, output, resume)
         self.stream = stream or sys.stdout
         self.output = Path(output) if output is not None else None
         self.format = resolve_format(fmt, output, self.stream)
         self.title = title
-        self.records: list[dict[str, Any]] = []
-        self.rows: list[list[str]] = []
+        self.records: list[dict[str, Any]] = []  # stdout json/csv/table only
+        self.kept_rows: list[dict[str, Any]] = []  # CSV rows of a finished run being resumed
         self.failed = 0
         self.done: set[str] = set()
-        self._partial: TextIO | None = None
-        if self.output is not None and self.format == "jsonl":
-            self._open_partial(resume)
-        elif resume and self.output is None:
-            raise UsageError("--resume needs --output FILE (the JSONL file of the interrupted run)")
+        self._journal: TextIO | None = None
+        if self.output is not None:
+            self._open_journal(resume)
 
     @property
     def partial_path(self) -> Path:
         assert self.output is not None
         return self.output.with_name(self.output.name + ".partial")
 
-    def _open_partial(self, resume: bool) -> None:
-        kept: list[str] = []
-        if resume:
-            source = self.partial_path if self.partial_path.exists() else self.output
-            if source is not None and source.exists():
-                for line in source.read_text(encoding="utf-8").splitlines():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # the torn last line of an interrupted run
-                    if isinstance(record, dict) and "path" in record and "error" not in record:
-                        kept.append(line)
-                        self.done.add(str(record["path"]))
-        self.partial_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.partial_path, "".join(line + "\n" for line in kept))
-        self._partial = open(self.partial_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+    def _previous(self) -> list[dict[str, Any]]:
+        """Successful records of the run being resumed (journal first, else the finished output)."""
+        assert self.output is not None
+        source = self.partial_path if self.partial_path.exists() else self.output
+        if not source.exists():
+            return []
+        text = source.read_text(encoding="utf-8", errors="surrogateescape")
+        if source == self.output and self.format == "csv":
+            rows = list(csv.DictReader(io.StringIO(text)))
+            self.kept_rows = [r for r in rows if not r.get("error")]
+            self.done = {r["path"] for r in self.kept_rows if "path" in r}
+            return []
+        if source == self.output and self.format == "json":
+            try:
+                records = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"--resume: {source} is not a JSON list of results ({exc})") from None
+        else:
+            records = []
+            for line in text.splitlines():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # the torn last line of an interrupted run
+        kept = [r for r in records if isinstance(r, dict) and "path" in r and "error" not in r]
+        self.done = {str(r["path"]) for r in kept}
+        return kept
 
-    def add(self, result: Result) -> None:
+    def _open_journal(self, resume: bool) -> None:
+        kept = self._previous() if resume else []
+        atomic_write_text(self.partial_path, "".join(_dumps(r) + "\n" for r in kept))
+        self._journal = open(self.partial_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def add(self, result: Any) -> None:
         """Record one result (or error record); JSONL lines are written immediately."""
-        if isinstance(result, ErrorRecord):
-            self.failed += 1
-            print(f"error: {result.path}: {result.error}", file=sys.stderr)
         record = result.to_dict()
-        if self.format == "jsonl":
-            line = json.dumps(record, ensure_ascii=False)
-            target = self._partial or self.stream
-            target.write(line + "\n")
-            target.flush()
-        elif self.format == "table":
-            self.rows.append(result.table_row())
+        if "error" in record:
+            self.failed += 1
+            print(f"error: {record['path']}: {record['error']}", file=sys.stderr)
+        if self._journal is not None:
+            self._journal.write(_dumps(record) + "\n")
+            self._journal.flush()
+        elif self.format == "jsonl":
+            self.stream.write(_dumps(record) + "\n")
+            self.stream.flush()
         else:
             self.records.append(record)
 
     def close(self) -> int:
         """Finish the output; return the exit code (0 all inputs succeeded, 1 any failed)."""
-        if self.format == "jsonl" and self._partial is not None:
-            self._partial.flush()
-            os.fsync(self._partial.fileno())
-            self._partial.close()
-            os.replace(self.partial_path, self.output)  # type: ignore[arg-type]
-        elif self.format == "json":
-            self._emit(json.dumps(self.records, indent=2, ensure_ascii=False) + "\n")
-        elif self.format == "csv":
-            rows = [row for record in self.records for row in flat_rows(record)]
+        if self._journal is not None:
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self._journal.close()
+            if self.format == "jsonl":
+                os.replace(self.partial_path, self.output)  # type: ignore[arg-type]
+            else:
+                text = self.partial_path.read_text(encoding="utf-8")
+                records = [json.loads(line) for line in text.splitlines() if line.strip()]
+                atomic_write_text(self.output, self._render(records))  # type: ignore[arg-type]
+                self.partial_path.unlink()
+        elif self.format != "jsonl":
+            self.stream.write(self._render(self.records))
+            self.stream.flush()
+        return 1 if self.failed else 0
+
+    def abort(self) -> None:
+        """End an interrupted run: the journal is flushed and left as ``FILE.partial``; ``FILE`` is untouched."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _render(self, records: list[dict[str, Any]]) -> str:
+        if self.format == "json":
+            return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+        if self.format == "csv":
+            rows = self.kept_rows + [row for record in records for row in flat_rows(record)]
             columns = list(dict.fromkeys(key for row in rows for key in row))
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             writer.writerows(rows)
-            self._emit(buffer.getvalue())
-        elif self.format == "table":
-            self._table()
-        return 1 if self.failed else 0
+            return buffer.getvalue()
+        if self.format == "table":
+            return self._table(records)
+        return "".join(_dumps(r) + "\n" for r in records)
 
-    def _emit(self, text: str) -> None:
-        if self.output is not None:
-            atomic_write_text(self.output, text)
-        else:
-            self.stream.write(text)
-            self.stream.flush()
-
-    def _table(self) -> None:
+    def _table(self, records: list[dict[str, Any]]) -> str:
         from rich.console import Console
         from rich.table import Table
 
         table = Table(title=self.title, show_lines=False)
         table.add_column("image", overflow="fold")
         table.add_column("result", overflow="fold")
-        for row in self.rows:
-            table.add_row(*row)
-        if self.output is not None:
-            buffer = io.StringIO()
-            Console(file=buffer, width=120).print(table)
-            atomic_write_text(self.output, buffer.getvalue())
-        else:
-            Console(file=self.stream).print(table)
+        for record in records:
+            table.add_row(str(record.get("path", "")), _summary(record))
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=None if self.output is None and self.stream.isatty() else 120,
+                          force_terminal=self.output is None and self.stream.isatty())
+        console.print(table)
+        return buffer.getvalue()
+
+
+def _summary(record: dict[str, Any]) -> str:
+    """One table cell for a result record (scores rounded for reading)."""
+    if "error" in record:
+        return f"[red]error: {record['error']}[/red]"
+    if "labels" in record:
+        return ", ".join(f"{x['label']} {x['score']:.3f}" for x in record["labels"][:5]) or "(none)"
+    if "classes" in record:
+        return ", ".join(f"{c['label']} {c['fraction']:.1%}" for c in record["classes"][:5]) or "(none)"
+    if "detections" in record:
+        return ", ".join(f"{d['label']} {d['score']:.2f}" for d in record["detections"][:6]) or "(none)"
+    if "phrases" in record:
+        cells = [f"{p['phrase']} {b['score']:.2f}" for p in record["phrases"] for b in p["boxes"]]
+        return ", ".join(cells[:6]) or "(none)"
+    if "loss" in record:
+        where = record.get("files", {}).get("svg", "(not written)")
+        return f"{where} (loss {record['loss']:.4f}, {record['iterations']} it, {record['seconds']:.1f} s)"
+    return json.dumps({k: v for k, v in record.items() if k != "path"})[:200]

@@ -67,9 +67,10 @@ def palette(n: int) -> np.ndarray:
 
 
 def label_png(label_map: np.ndarray, n_labels: int) -> Image.Image:
-    """A palette ('P' mode) PNG image whose pixel values are the label indices (0 = background)."""
+    """A PNG image whose pixel values are the label indices (0 = background): palette ('P' mode) for up to 255
+    labels, 16-bit greyscale ('I;16') beyond (palette PNGs hold at most 256 colours)."""
     if n_labels > 255:
-        raise ValueError("palette PNGs hold at most 255 labels")
+        return Image.fromarray(label_map.astype(np.uint16))
     image = Image.fromarray(label_map.astype(np.uint8), mode="P")
     image.putpalette(palette(n_labels).reshape(-1).tolist())
     return image

@@ -131,7 +131,7 @@ def test_template_file_and_labels_file(tiny_model_dir, image_dir, tmp_path):
      (["-l", "a,b", "-t", "nope"], 2, "Error: unknown template set 'nope'"),
      (["-l", "a,b", "--format", "xml"], 2, "Error: unknown format 'xml'"),
      (["-l", "a,b", "--device", "cuda:7"], 2, "Error: device 'cuda:7' requested but CUDA is not available"),
-     (["-l", "a,b", "-m", "ViT-Q-99"], 1, "Error: unknown model 'ViT-Q-99'")],
+     (["-l", "a,b", "-m", "ViT-Q-99"], 2, "Error: unknown model 'ViT-Q-99'")],
 )
 def test_bad_usage_gives_one_error_line_and_exit_code(tiny_model_dir, image_dir, args, code, message):
     extra = [] if "-m" in args else ["-m", str(tiny_model_dir)]

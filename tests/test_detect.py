@@ -10,13 +10,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from clipkit.errors import UsageError
-from clipkit.methods.detect import (
-    DetectConfig,
-    class_probabilities,
-    detect,
-    make_config,
-    postprocess,
-)
+from clipkit.api import detect
+from clipkit.methods.detect import DetectConfig, class_probabilities, postprocess
 from clipkit.regions import RegionConfig, _crops, fast_embeddings, image_embeddings, square_boxes
 
 
@@ -100,30 +95,30 @@ def test_postprocess_drops_background_boxes_and_applies_nms_threshold_and_cap():
                           [0.8, 0.1, 0.1],  # a, overlaps box 0 -> suppressed by per-class NMS
                           [0.35, 0.2, 0.45],  # best is background -> dropped even though a >= threshold
                           [0.1, 0.6, 0.3]])  # b
-    xyxy, score, cls = postprocess(boxes, probs, 2, DetectConfig(score_threshold=0.3))
+    xyxy, score, cls = postprocess(boxes, probs, 2, DetectConfig(threshold=0.3))
     assert cls.tolist() == [0, 1]
     np.testing.assert_allclose(xyxy, boxes[[0, 3]])
     np.testing.assert_allclose(score, [0.9, 0.6], rtol=1e-6)
-    xyxy, score, cls = postprocess(boxes, probs, 2, DetectConfig(score_threshold=0.3, max_detections=1))
+    xyxy, score, cls = postprocess(boxes, probs, 2, DetectConfig(threshold=0.3, max_detections=1))
     assert len(score) == 1 and score[0] == pytest.approx(0.9)
     # without background dropping box 2 comes back as label a
-    _, _, cls = postprocess(boxes, probs, 2, DetectConfig(score_threshold=0.3, drop_background=False))
+    _, _, cls = postprocess(boxes, probs, 2, DetectConfig(threshold=0.3, drop_background=False))
     assert sorted(cls.tolist()) == [0, 0, 1]
 
 
 def test_config_errors_are_usage_errors():
     with pytest.raises(UsageError, match="--path must be one of"):
-        make_config(path="slow")
-    with pytest.raises(UsageError, match="unknown detect option"):
-        make_config(nms=0.3)
-    with pytest.raises(UsageError, match="bad proposal/region option"):
-        make_config(proposals={"max_boxes": 3})
-    assert make_config(background="bg; empty").background == ("bg", "empty")
+        DetectConfig.make(path="slow")
+    with pytest.raises(UsageError, match="unknown option --nms"):
+        DetectConfig.make(nms=0.3)
+    with pytest.raises(UsageError, match="unknown proposals override"):
+        DetectConfig.make(proposals={"max_boxes": 3})
+    assert DetectConfig.make(background="bg, empty").background == ("bg", "empty")
 
 
 @pytest.mark.parametrize("path", ["image", "fast", "ensemble"])
 def test_detect_returns_pixel_boxes_for_each_path(tiny_model, path):
-    [det] = detect(scene(), "red circle,blue square", model=tiny_model, path=path, score_threshold=0.0,
+    [det] = detect(scene(), "red circle,blue square", model=tiny_model, path=path, threshold=0.0,
                    templates="none", drop_background=False)
     assert det.labels == ["red circle", "blue square"]
     assert len(det) > 0 and det.image_size == (96, 80)
@@ -158,7 +153,7 @@ def test_proposals_come_from_the_dense_pass_unless_selective_search_is_asked_for
     calls = []
     real = proposals.selective_search
     monkeypatch.setattr(proposals, "selective_search", lambda *a, **k: calls.append(1) or real(*a, **k))
-    detect([scene()], ["red circle", "blue square"], model=tiny_model, path=path, score_threshold=0.0)
+    detect([scene()], ["red circle", "blue square"], model=tiny_model, path=path, threshold=0.0)
     assert not calls
     detect([scene()], ["red circle"], model=tiny_model, path=path, selective_search=True)
     assert calls

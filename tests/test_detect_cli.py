@@ -36,7 +36,7 @@ def test_detect_writes_jsonl_png_and_coco(tiny_model_dir, scene_file, tmp_path):
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout.splitlines()[0])
     assert record["path"] == str(scene_file) and record["detections"]
-    png = Image.open(out / "scene.png")
+    png = Image.open(out / "scene.boxes.png")
     assert png.size == (96, 80)
     coco = json.loads((tmp_path / "dets.json").read_text())
     assert len(coco) == len(record["detections"])
@@ -60,7 +60,7 @@ def test_detect_coco_categories_map_labels_to_ids(tiny_model_dir, scene_file, tm
 
 def test_detect_bad_path_option_is_a_usage_error(tiny_model_dir, scene_file):
     res = invoke("detect", scene_file, "-m", tiny_model_dir, "-l", "red circle", "--path", "slow", "-q")
-    assert res.exit_code == 2 and "--path must be one of image, fast, ensemble" in res.output
+    assert res.exit_code == 2 and "--path must be one of 'image', 'fast' or 'ensemble', not 'slow'" in res.output
 
 
 def test_ground_cli_record_and_png(tiny_model_dir, scene_file, tmp_path):
@@ -71,7 +71,7 @@ def test_ground_cli_record_and_png(tiny_model_dir, scene_file, tmp_path):
     assert [p["phrase"] for p in record["phrases"]] == ["a red circle", "a blue square"]
     assert [p["span"] for p in record["phrases"]] == [[0, 12], [21, 34]]
     assert all(len(p["boxes"]) == 1 for p in record["phrases"])
-    assert (tmp_path / "g" / "scene.png").is_file()
+    assert (tmp_path / "g" / "scene.boxes.png").is_file()
 
 
 def test_ground_cli_needs_a_caption_or_phrases(tiny_model_dir, scene_file):

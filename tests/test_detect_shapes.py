@@ -35,7 +35,7 @@ def boxed_fraction(model, export_dir, same) -> float:
     """Fraction of ground-truth objects with a detection at IoU >= 0.5 whose label satisfies ``same``."""
     from torchvision.ops import box_iou
 
-    from clipkit.methods.detect import detect
+    from clipkit.api import detect
     from clipkit.world.dataset import read_export
 
     export = read_export(export_dir)

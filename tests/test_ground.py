@@ -9,15 +9,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from clipkit.errors import UsageError
-from clipkit.methods.ground import (
-    GroundConfig,
-    context_views,
-    ground,
-    ground_image,
-    make_config,
-    phrase_embeddings,
-    score_boxes,
-)
+from clipkit.api import ground
+from clipkit.methods.ground import GroundConfig, context_views, ground_image, phrase_embeddings, score_boxes
 from clipkit.phrases import parse_phrases
 
 
@@ -95,9 +88,9 @@ def test_ground_python_api_with_proposals(tiny_model):
 
 
 def test_bad_options_are_usage_errors(tiny_model):
-    with pytest.raises(UsageError, match="context must be one of"):
-        make_config(context="fog")
+    with pytest.raises(UsageError, match="--context must be one of"):
+        GroundConfig.make(context="fog")
     with pytest.raises(UsageError, match="cannot both be 'none'"):
-        make_config(context="none", region="none")
+        GroundConfig.make(context="none", region="none")
     with pytest.raises(UsageError, match="give a caption"):
         ground(scene(), model=tiny_model)

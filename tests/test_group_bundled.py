@@ -22,9 +22,9 @@ RECALL_FLOOR = 0.6  # 0.76 on 100 validation scenes; chance is 5/48 = 0.10
 
 @pytest.fixture(scope="module")
 def model():
-    from clipkit.methods.group import load_group_model
+    from clipkit.registry import load_groupvit_model
 
-    return load_group_model("shapes-groupvit", device="cpu")
+    return load_groupvit_model("shapes-groupvit", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +36,11 @@ def scenes():
 
 @pytest.fixture(scope="module")
 def results(model, scenes):
-    from clipkit.methods.group import Grouper
+    from clipkit.methods.group import GroupPredictor
     from clipkit.world import CATEGORIES
 
-    grouper = Grouper(model, list(CATEGORIES))
-    return [grouper(scene.image, f"scene{i}") for i, scene in enumerate(scenes)]
+    grouper = GroupPredictor(model, list(CATEGORIES))
+    return [grouper.group_image(scene.image, f"scene{i}") for i, scene in enumerate(scenes)]
 
 
 def test_image_embedding_ranks_the_scenes_objects_above_chance(model, scenes):
@@ -95,11 +95,12 @@ def test_training_free_fallback_on_shapes_clip_groups_objects(scenes):
     bundled shapes-clip: 0.22 on 60 export scenes with its stock tokens (the default for average-pooled
     towers), 0.08 with NACLIP."""
     from clipkit.evaluation.segmentation import confusion_miou
-    from clipkit.methods.group import Grouper, load_group_model
+    from clipkit.methods.group import GroupPredictor
+    from clipkit.registry import load_groupvit_model
     from clipkit.world import CATEGORIES
 
-    grouper = Grouper(load_group_model("shapes-clip", device="cpu"), list(CATEGORIES))
+    grouper = GroupPredictor(load_groupvit_model("shapes-clip", device="cpu"), list(CATEGORIES))
     assert grouper.variant == "plain"
-    maps = [grouper(s.image, f"scene{i}").label_map for i, s in enumerate(scenes)]
+    maps = [grouper.group_image(s.image, f"scene{i}").label_map for i, s in enumerate(scenes)]
     miou = confusion_miou(maps, [s.label_map() for s in scenes], 49)["miou"]
     assert miou >= 0.12, miou

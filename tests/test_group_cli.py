@@ -46,11 +46,11 @@ def test_group_writes_labels_overlay_and_stage_maps(groupvit_dir, images, tmp_pa
     assert lines[0]["method"] == "groupvit" and len(lines[0]["stages"]) == 2
     assert {"group", "label", "score", "fraction"} <= set(lines[0]["groups"][0])
     for stem in ("scene0", "scene1"):
-        label = Image.open(out / f"{stem}.png")
+        label = Image.open(out / f"{stem}.mask.png")
         assert label.mode == "P" and label.size == (64, 48)
         assert np.asarray(label).max() <= 2  # 0 = background, 1..2 = the labels
-        for suffix in ("_overlay", "_stage1", "_stage2"):
-            assert Image.open(out / f"{stem}{suffix}.png").size == (64, 48)
+        for kind in ("overlay", "stage1", "stage2"):
+            assert Image.open(out / f"{stem}.{kind}.png").size == (64, 48)
     # stage 1 splits the image into at least as many groups as stage 2 has
     assert lines[0]["stages"][0] >= lines[0]["stages"][1] >= 1
 
@@ -64,9 +64,11 @@ def test_bad_input_becomes_an_error_record(groupvit_dir, images):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--bg-thresh", "high"], "--bg-thresh must be a number"),
-    (["--bg-thresh", "1.5"], "--bg-thresh must lie in [0, 1]"),
-    (["--top-k", "0"], "--top-k must be at least 1"),
+    (["--bg-thresh", "high"], "--bg-thresh: must be a number"),
+    (["--bg-thresh", "1.5"], "--bg-thresh: must lie in [0, 1]"),
+    (["--top-k", "0"], "--top-k: Input should be greater than or equal to 1"),
+    (["--groups", "16,4"], "--groups applies only to the training-free fallback"),
+    (["--stride", "16"], "--stride applies only with --window"),
     (["--window", "18"], "--window and --stride must be positive multiples of the patch size 4"),
     (["--window", "16", "--stride", "6"], "multiples of the patch size"),
 ])
@@ -77,10 +79,11 @@ def test_bad_options_are_usage_errors(groupvit_dir, images, args, message):
 
 
 def test_no_background_option_labels_every_pixel(groupvit_dir, images):
-    from clipkit.methods.group import group, load_group_model
+    from clipkit.api import group
+    from clipkit.registry import load_groupvit_model
 
-    model = load_group_model(str(groupvit_dir))
-    [res] = group(str(images / "scene0.png"), "red circle,blue circle", model=model, bg_thresh=None)
+    model = load_groupvit_model(str(groupvit_dir))
+    [res] = group(str(images / "scene0.png"), "red circle,blue circle", model=model, bg_thresh="none")
     assert (res.label_map > 0).all()
     assert res.extras["stage1"].shape == res.label_map.shape == (48, 64)
 
@@ -106,8 +109,8 @@ def test_fallback_groups_with_a_plain_open_clip_model(tiny_model_dir, images, tm
     [line] = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
     assert line["method"].startswith("dense-grouping")
     assert 1 <= line["stages"][1] <= 3 and line["stages"][1] <= line["stages"][0] <= 8
-    for suffix in ("", "_overlay", "_stage1", "_stage2"):
-        assert Image.open(out / f"scene0{suffix}.png").size == (64, 48)
+    for kind in ("mask", "overlay", "stage1", "stage2"):
+        assert Image.open(out / f"scene0.{kind}.png").size == (64, 48)
     bad = runner.invoke(app, ["group", str(images / "scene0.png"), "-m", str(tiny_model_dir), "-l", "a,b",
                               "--groups", "3,8"])
     assert bad.exit_code == 2 and "--groups" in bad.stderr
@@ -132,5 +135,5 @@ def test_sliding_windows_write_the_same_artefacts(groupvit_dir, images, tmp_path
     [line] = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
     assert line["method"] == "groupvit"
     assert line["stages"][1] > 4  # more final groups than one window has: 2 x 3 windows (48 x 64 px, 32 / 16)
-    for suffix in ("", "_overlay", "_stage1", "_stage2"):
-        assert Image.open(out / f"scene0{suffix}.png").size == (64, 48)
+    for kind in ("mask", "overlay", "stage1", "stage2"):
+        assert Image.open(out / f"scene0.{kind}.png").size == (64, 48)

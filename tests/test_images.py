@@ -82,14 +82,16 @@ def test_bad_files_raise_one_line_image_errors(tmp_path, monkeypatch):
 
 
 def test_batches_keep_input_order_and_record_errors_with_workers(image_dir):
-    paths = images.expand_inputs([str(image_dir)])
-    batches = list(images.iter_batches(paths, transform=lambda im: torch.tensor(np.asarray(im).mean()), batch_size=3,
-                                       workers=2, keep_image=True))
-    items = [it for b in batches for it in b.items]
-    assert [it.path for it in items] == paths
-    assert [it.error is not None for it in items] == [False, False, True, False]
-    assert batches[0].errors[0].path.endswith("broken.jpg")
-    assert items[0].image.size == (48, 40)
+    from clipkit.results import ErrorRecord
+    from clipkit.runner import _batches, collect_inputs
+
+    items = collect_inputs(str(image_dir))
+    batches = list(_batches(items, lambda im: torch.tensor(np.asarray(im).mean()), True, 3, 2))
+    entries = [e for b in batches for e in b]
+    assert [e.key if hasattr(e, "key") else e.path for e in entries] == [i.key for i in items]
+    assert [isinstance(e, ErrorRecord) for e in entries] == [False, False, True, False]
+    assert entries[2].path.endswith("broken.jpg")
+    assert entries[0].image.size == (48, 40)
 
 
 def test_atomic_writes_respect_the_umask(tmp_path):

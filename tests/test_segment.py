@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from clipkit import dense, lseg
 from clipkit.errors import ModelError, UsageError
 from clipkit.evaluation import confusion_miou
-from clipkit.methods.segment import Segmenter, coco_rle, iter_segment
+from clipkit.api import segment
+from clipkit.artefacts import coco_rle
+from clipkit.methods.segment import SegmentPredictor as Segmenter
 from clipkit.results import ErrorRecord, Segmentation
 
 
@@ -35,18 +37,18 @@ def test_plain_matches_stock_tokens_of_a_loaded_model(tiny_model):
 def test_predict_shapes_and_background_rules(tiny_model):
     image = Image.new("RGB", (70, 45), (200, 40, 40))
     seg = Segmenter(tiny_model, ["red circle", "blue square"], background="none")
-    label_map, probs = seg.predict(image)
+    label_map, probs = seg.segment_image(image)
     assert label_map.shape == (45, 70) and label_map.dtype == np.uint8
     assert probs.shape == (2, 45, 70)
     assert set(np.unique(label_map)) <= {1, 2}  # no background class, no threshold: every pixel labelled
     np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
     # threshold 1.0: no pixel is that certain, everything becomes background
-    label_map, _ = Segmenter(tiny_model, ["red circle", "blue square"], threshold=1.0).predict(image)
+    label_map, _ = Segmenter(tiny_model, ["red circle", "blue square"], threshold=1.0).segment_image(image)
     assert (label_map == 0).all()
     # background prompts compete as classes: probabilities of the labels no longer sum to one
     seg = Segmenter(tiny_model, ["red circle"], background="sky,floor")
     assert seg.background == ["sky", "floor"]
-    _, probs = seg.predict(image)
+    _, probs = seg.segment_image(image)
     assert (probs.sum(0) < 1.0).all()
 
 
@@ -60,10 +62,10 @@ def test_min_cosine_turns_unlike_pixels_into_background(tiny_model):
     cos = (seg.logits(image) / dense.logit_scale_for(tiny_model, "plain")).amax(0).numpy()
     cut = float(np.median(cos))
     label_map, _ = Segmenter(tiny_model, ["red circle", "blue square"], background="none", variant="plain",
-                             min_cosine=cut).predict(image)
+                             min_cosine=cut).segment_image(image)
     np.testing.assert_array_equal(label_map == 0, cos < cut)
     off, _ = Segmenter(tiny_model, ["red circle", "blue square"], background="none", variant="plain",
-                       min_cosine=-1).predict(image)
+                       min_cosine=-1).segment_image(image)
     assert (off > 0).all()
 
 
@@ -82,12 +84,14 @@ def test_default_variant_follows_the_tower(tiny_model):
 
 
 def test_bad_options_are_usage_errors(tiny_model):
-    with pytest.raises(UsageError, match="unknown --variant 'foo'"):
+    with pytest.raises(UsageError, match="--variant must be one of .*'plain', not 'foo'"):
         Segmenter(tiny_model, ["a"], variant="foo")
-    with pytest.raises(UsageError, match="--threshold must be between 0 and 1"):
+    with pytest.raises(UsageError, match="--threshold: Input should be less than or equal to 1"):
         Segmenter(tiny_model, ["a"], threshold=1.5)
-    with pytest.raises(UsageError, match="--min-cosine must be between -1 and 1"):
+    with pytest.raises(UsageError, match="--min-cosine: Input should be less than or equal to 1"):
         Segmenter(tiny_model, ["a"], min_cosine=2.0)
+    with pytest.raises(UsageError, match="--variant applies only to training-free segmentation"):
+        Segmenter(tiny_model, ["a"], head="lseg-shapes", variant="plain")
     with pytest.raises(UsageError, match="at least one label"):
         Segmenter(tiny_model, [])
     with pytest.raises(ModelError, match="no LSeg head 'nope'"):
@@ -95,12 +99,9 @@ def test_bad_options_are_usage_errors(tiny_model):
 
 
 def test_folder_run_writes_artefacts_and_error_records(tiny_model, image_dir, tmp_path):
-    from clipkit.images import expand_inputs
-
     out = tmp_path / "out"
-    paths = expand_inputs([str(image_dir)])
-    results = list(iter_segment(paths, ["red circle", "blue square"], tiny_model, out_dir=out, scores=True,
-                                rle=True))
+    results = segment(str(image_dir), ["red circle", "blue square"], model=tiny_model, out_dir=out, scores=True,
+                      rle=True)
     assert len(results) == 4
     errors = [r for r in results if isinstance(r, ErrorRecord)]
     assert len(errors) == 1 and errors[0].path.endswith("broken.jpg")
@@ -109,14 +110,14 @@ def test_folder_run_writes_artefacts_and_error_records(tiny_model, image_dir, tm
             continue
         assert isinstance(r, Segmentation)
         stem = r.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        png = Image.open(out / f"{stem}.png")
+        png = Image.open(out / f"{stem}.mask.png")
         assert png.mode == "P" and png.size == (48, 40)  # palette PNG at the original size
         np.testing.assert_array_equal(np.array(png), r.label_map)
-        assert (out / f"{stem}_overlay.png").is_file()
-        npz = np.load(out / f"{stem}.npz")
+        assert (out / f"{stem}.overlay.png").is_file()
+        npz = np.load(out / f"{stem}.scores.npz")
         assert npz["scores"].dtype == np.float16 and npz["scores"].shape == (2, 40, 48)
         data = r.to_dict()
-        assert data["path"] == r.path and data["mask"] == str(out / f"{stem}.png")
+        assert data["path"] == r.path and data["files"]["mask"] == str(out / f"{stem}.mask.png")
         assert sum(c["fraction"] for c in data["classes"]) <= 1.0 + 1e-6
         rles = {s["label"]: s["rle"] for s in data["segmentation"]}
         assert set(rles) == {c["label"] for c in data["classes"]}
@@ -166,7 +167,7 @@ def test_lseg_head_save_load_round_trip(tiny_model, tmp_path):
     torch.testing.assert_close(again, logits, atol=0.15, rtol=0.02)  # fp16 storage
     image = Image.new("RGB", (50, 37), (10, 200, 10))
     seg = Segmenter(tiny_model, ["green", "red"], head=str(tmp_path / "h"))
-    label_map, probs = seg.predict(image)
+    label_map, probs = seg.segment_image(image)
     assert label_map.shape == (37, 50) and probs.shape == (2, 37, 50)
     assert seg.background == ["background"]  # the head's trained background label
 
@@ -188,7 +189,7 @@ def test_cli_segment_folder(tiny_model_dir, image_dir, tmp_path):
     assert res.exit_code == 1, res.output  # one corrupt input -> exit code 1, the others still processed
     lines = [json.loads(x) for x in res.stdout.strip().splitlines()]
     assert len(lines) == 4 and sum("error" in x for x in lines) == 1
-    assert len(list(out.glob("*_overlay.png"))) == 3
+    assert len(list(out.glob("*.overlay.png"))) == 3
     res = CliRunner().invoke(app, ["segment", str(image_dir / "a.png"), "-m", str(tiny_model_dir), "-l", "x",
                                    "--variant", "bogus"])
-    assert res.exit_code == 2 and "unknown --variant 'bogus'" in res.output
+    assert res.exit_code == 2 and "--variant must be one of" in res.output

@@ -37,18 +37,18 @@ def _miou(model, scenes, per_image: bool = False, **options) -> float:
     import numpy as np
 
     from clipkit.evaluation import confusion_miou
-    from clipkit.methods.segment import Segmenter
+    from clipkit.methods.segment import SegmentPredictor
     from clipkit.world.scenes import CATEGORIES
 
-    seg = Segmenter(model, list(CATEGORIES), **options)
+    seg = SegmentPredictor(model, list(CATEGORIES), **options)
     preds = []
     for s in scenes:
         if per_image:
             present = sorted({o.category_id for o in s.objects})
-            sub, _ = seg.relabel([CATEGORIES[k - 1] for k in present]).predict(s.image)
+            sub, _ = seg.relabel([CATEGORIES[k - 1] for k in present]).segment_image(s.image)
             preds.append(np.array([0, *present])[sub])
         else:
-            preds.append(seg.predict(s.image)[0])
+            preds.append(seg.segment_image(s.image)[0])
     return confusion_miou(preds, [s.label_map() for s in scenes], len(CATEGORIES) + 1)["miou"]
 
 
@@ -84,7 +84,7 @@ def test_lseg_head_segments_scenes(shapes):
 def test_red_circle_pixels_are_labelled_red_circle(shapes, tmp_path):
     """A user's check: segment single-object scenes through the library path; each object's own mask mostly
     gets its own label rather than a competitor of another colour and shape (mean over 6 scenes)."""
-    from clipkit.methods.segment import segment
+    from clipkit.api import segment
     from clipkit.world.scenes import SceneConfig, generate_scene
 
     model, _ = shapes

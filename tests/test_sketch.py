@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from clipkit.cli.app import app
-from clipkit.clipasso import SketchOptions, sketch_image
+from clipkit.clipasso import SketchConfig, sketch_image
 from clipkit.clipasso.init import random_walk_strokes, sample_start_points, start_probabilities
 from clipkit.clipasso.loss import SketchLoss
 from clipkit.clipasso.optimize import start_distribution, target_tensor
@@ -81,7 +81,7 @@ def test_start_points_fall_on_salient_edges():
 
 def test_start_distribution_uses_attention_and_edges(tiny_model):
     target = target_tensor(_disc_image(), 64)
-    prob = start_distribution(tiny_model, target, SketchOptions(canvas=64))
+    prob = start_distribution(tiny_model, target, SketchConfig(canvas=64))
     assert prob.shape == (64, 64) and prob.sum() == pytest.approx(1.0)
     # XDoG inks the (darker) disc, so all the mass sits on it and none on the flat paper around it
     assert prob[:14].sum() == 0 and prob[50:].sum() == 0
@@ -105,7 +105,7 @@ def test_loss_uses_shared_augmentations_and_frozen_clip(tiny_model):
 
 
 def test_optimisation_lowers_the_loss_and_is_deterministic(tiny_model):
-    opts = SketchOptions(strokes=6, iterations=40, seeds=2, canvas=64, frames=True)
+    opts = SketchConfig(strokes=6, iterations=40, seeds=2, canvas=64, frames=True)
     a = sketch_image(_disc_image(), tiny_model, opts)
     b = sketch_image(_disc_image(), tiny_model, opts)
     assert np.array_equal(a.points, b.points) and a.loss == b.loss
@@ -127,29 +127,30 @@ def test_cli_writes_svg_png_gif_and_jsonl(tiny_model_dir, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output  # one input failed
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    ok = [r for r in rows if "svg" in r]
+    ok = [r for r in rows if "files" in r]
     assert len(ok) == 1 and any("error" in r for r in rows)
     row = ok[0]
-    assert set(row) >= {"path", "svg", "png", "loss", "iterations", "seconds"}
-    assert row["svg"] == str(out / "disc.svg") and row["png"] == str(out / "disc.png")
-    svg_text = (out / "disc.svg").read_text()
+    assert set(row) >= {"path", "files", "loss", "iterations", "seconds"}
+    assert row["files"] == {"svg": str(out / "disc.sketch.svg"), "png": str(out / "disc.sketch.png"),
+                            "gif": str(out / "disc.sketch.gif")}
+    svg_text = (out / "disc.sketch.svg").read_text()
     assert len(ET.fromstring(svg_text).findall(f"{{{SVG_NS}}}path")) == 5
-    gif = Image.open(out / "disc.gif")
+    gif = Image.open(out / "disc.sketch.gif")
     assert gif.n_frames >= 2
     # the SVG, parsed back and re-rendered, is the PNG
     pts, widths, size = parse_svg(svg_text)
     alpha = render_alpha(torch.from_numpy(pts), torch.from_numpy(widths), size[1], size[0]).numpy()
-    png = np.asarray(Image.open(out / "disc.png"), dtype=np.float32) / 255.0
+    png = np.asarray(Image.open(out / "disc.sketch.png"), dtype=np.float32) / 255.0
     assert png.shape == (64, 64)
     assert np.abs((1 - alpha) - png).max() < 0.02
     # same seed, same sketch
     again = runner.invoke(app, [*args[:4], str(tmp_path / "out2"), *args[5:]])
-    assert (tmp_path / "out2" / "disc.svg").read_text() == svg_text, again.output
+    assert (tmp_path / "out2" / "disc.sketch.svg").read_text() == svg_text, again.output
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--renderer", "cairo"], "unknown renderer"), (["--width", "0"], "width"), ([], "--out-dir is required")],
+    [(["--renderer", "cairo"], "--renderer must be one of 'auto', 'torch' or 'diffvg', not 'cairo'"), (["--width", "0"], "width"), ([], "--out-dir is required")],
 )
 def test_cli_bad_options_are_one_line_errors(tiny_model_dir, tmp_path, extra, message):
     img = tmp_path / "x.png"
@@ -187,7 +188,7 @@ def test_resnet_loss_uses_layer2_and_layer3(tiny_resnet):
     assert [f.shape[1] for f in feats] == [v.layer2[-1].conv3.out_channels, v.layer3[-1].conv3.out_channels]
     assert emb.shape == (1, 16)
     assert torch.allclose(F.normalize(emb, dim=-1), tiny_resnet.encode_image(loss_fn._clean(target)), atol=1e-5)
-    out = sketch_image(_disc_image(), tiny_resnet, SketchOptions(strokes=4, iterations=11, seeds=1, canvas=64))
+    out = sketch_image(_disc_image(), tiny_resnet, SketchConfig(strokes=4, iterations=11, seeds=1, canvas=64))
     assert out.points.shape == (4, 4, 2) and np.isfinite(out.loss)
 
 
@@ -195,9 +196,11 @@ def test_python_api_in_memory_and_option_errors(tiny_model):
     import clipkit
     from clipkit.errors import UsageError
 
-    outs = clipkit.sketch(_disc_image(48), model=tiny_model, strokes=3, iterations=11, seeds=1, canvas=48)
-    assert len(outs) == 1 and outs[0].points.shape == (3, 4, 2) and outs[0].size == (48, 48)
-    with pytest.raises(UsageError, match="unknown sketch option"):
+    [res] = clipkit.sketch(_disc_image(48), model=tiny_model, strokes=3, iterations=11, seeds=1, canvas=48)
+    assert res.path == "<image 0>" and res.files == {}  # nothing written without out_dir
+    assert res.output.points.shape == (3, 4, 2) and res.output.size == (48, 48)
+    assert len(ET.fromstring(res.svg).findall(f"{{{SVG_NS}}}path")) == 3
+    with pytest.raises(UsageError, match="unknown option --stroke"):
         clipkit.sketch(_disc_image(48), model=tiny_model, stroke=3)
-    with pytest.raises(UsageError, match="out_dir"):
-        clipkit.sketch("some/file.png", model=tiny_model)
+    [missing] = clipkit.sketch("some/file.png", model=tiny_model, iterations=2)
+    assert missing.error == "no such file"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipkit.clipasso import SketchOptions
+from clipkit.clipasso import SketchConfig
 from clipkit.clipasso.init import random_walk_strokes
 from clipkit.clipasso.loss import SketchLoss
 from clipkit.clipasso.optimize import initial_strokes, optimise_seed, start_distribution, target_tensor
@@ -30,7 +30,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _similarity(loss_fn: SketchLoss, points: np.ndarray, opts: SketchOptions) -> float:
+def _similarity(loss_fn: SketchLoss, points: np.ndarray, opts: SketchConfig) -> float:
     alpha = get_renderer("torch").render(torch.from_numpy(points), opts.width, opts.canvas, opts.canvas)
     sketch = loss_fn.embedding(to_image(alpha))
     target = loss_fn.embedding(loss_fn.target)
@@ -41,7 +41,7 @@ def _similarity(loss_fn: SketchLoss, points: np.ndarray, opts: SketchOptions) ->
 def test_optimised_sketch_beats_its_initialisation_and_random_strokes(index):
     loaded = load_model("shapes-clip", device="cpu")
     scene = generate_scene(7, index, SceneConfig(size=(224, 224), max_objects=1))
-    opts = SketchOptions(iterations=21, seeds=1, canvas=96)  # evaluations at steps 0, 10, 20
+    opts = SketchConfig(iterations=21, seeds=1, canvas=96)  # evaluations at steps 0, 10, 20
     target = target_tensor(scene.image, opts.canvas)
     init = initial_strokes(start_distribution(loaded, target, opts), opts, seed=0)
     run = optimise_seed(loaded, target, init, opts, seed=0)

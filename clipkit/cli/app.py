@@ -5,7 +5,6 @@ function, so ``clipkit --help`` and ``clipkit --version`` start in a fraction of
 """
 
 import importlib
-import importlib.util
 from typing import Annotated
 
 import typer
@@ -13,24 +12,14 @@ import typer
 from clipkit._version import __version__
 from clipkit.cli.common import HELP_SETTINGS, ClipkitGroup
 
-# (group, command name, module under clipkit.cli, function). A module or function that does not exist (yet) is
-# skipped, so method modules can land one at a time; a module that exists but fails to import is a real error.
+# The six method commands are built from the method table (clipkit.methods.METHODS, clipkit.cli.factory); the
+# others are (group, command name, module under clipkit.cli, function).
 COMMANDS = [
-    (None, "classify", "classify", "classify"),
-    (None, "segment", "segment", "segment"),
-    (None, "group", "group", "group"),
-    (None, "detect", "detect", "detect"),
-    (None, "ground", "ground", "ground"),
-    (None, "sketch", "sketch", "sketch"),
     (None, "models", "models", "models"),
     ("world", "export", "world", "export"),
     ("world", "train-clip", "world", "train_clip"),
     ("world", "train-lseg", "world_lseg", "train_lseg"),
     ("world", "train-groupvit", "world_groupvit", "train_groupvit"),
-    ("eval", "segment", "eval_segment", "eval_segment"),
-    ("eval", "group", "eval_group", "eval_group"),
-    ("eval", "detect", "eval_detect", "eval_detect"),
-    ("eval", "ground", "eval_ground", "eval_ground"),
 ]
 
 app = typer.Typer(
@@ -66,13 +55,17 @@ def _root(
 
 
 def _register() -> None:
+    from clipkit.cli.evals import EVALS, eval_command
+    from clipkit.cli.factory import method_command
+    from clipkit.methods import METHODS
+
+    for name, spec in METHODS.items():
+        app.command(name)(method_command(spec))
+    for name in EVALS:
+        groups["eval"].command(name)(eval_command(name))
     for group, name, module, function in COMMANDS:
-        qualified = f"clipkit.cli.{module}"
-        if importlib.util.find_spec(qualified) is None:
-            continue
-        command = getattr(importlib.import_module(qualified), function, None)
-        if command is not None:
-            (app if group is None else groups[group]).command(name)(command)
+        command = getattr(importlib.import_module(f"clipkit.cli.{module}"), function)
+        (app if group is None else groups[group]).command(name)(command)
     for name, sub in groups.items():
         if sub.registered_commands:
             app.add_typer(sub, name=name)
@@ -82,5 +75,14 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A reader that closes the pipe early (``| head``) ends the run quietly with
+    exit 0, as ``cat`` and ``grep`` do."""
+    import os
+    import sys
+
+    try:
+        app()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit: let that go nowhere
+        sys.exit(0)

@@ -42,7 +42,8 @@ WorkersOpt = Annotated[int | None, typer.Option(
     "--workers", "-j", help="Image-decoding worker processes (default: automatic).", rich_help_panel=RUN,
     show_default=False, min=0)]
 ThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=RUN, show_default=False)]
+    "--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=RUN, show_default=False,
+    min=1)]
 FilesFromOpt = Annotated[Path | None, typer.Option(
     "--files-from", help="Read input paths from this file, one per line.", rich_help_panel=RUN,
     show_default=False)]
@@ -50,13 +51,15 @@ FormatOpt = Annotated[str | None, typer.Option(
     "--format", "-f", help="jsonl, json, csv or table (default: table on a terminal, JSONL when piped).",
     rich_help_panel=OUTPUT, show_default=False)]
 OutputOpt = Annotated[Path | None, typer.Option(
-    "--output", "-o", help="Write results to this file (atomically) instead of stdout.", rich_help_panel=OUTPUT,
+    "--output", "-o", help="Write results to this file instead of stdout (journalled in FILE.partial, moved into "
+    "place when the run ends).", rich_help_panel=OUTPUT,
     show_default=False)]
 OutDirOpt = Annotated[Path | None, typer.Option(
-    "--out-dir", "-d", help="Folder for per-image artefacts (PNGs, SVGs, masks).", rich_help_panel=OUTPUT,
+    "--out-dir", "-d", help="Folder for per-image pictures: DIR/<stem>.<kind>.png (masks, overlays, boxes).",
+    rich_help_panel=OUTPUT,
     show_default=False)]
 ResumeOpt = Annotated[bool | None, typer.Option(
-    "--resume", help="Continue an interrupted run: skip inputs already in --output (JSONL).",
+    "--resume", help="Continue an interrupted run: skip inputs already in --output (any format but table).",
     rich_help_panel=OUTPUT, show_default=False)]
 QuietOpt = Annotated[bool | None, typer.Option(
     "--quiet", "-q", help="No progress bar or log messages on stderr.", rich_help_panel=OUTPUT,
@@ -68,15 +71,17 @@ LabelsFileOpt = Annotated[Path | None, typer.Option(
 TemplatesOpt = Annotated[str | None, typer.Option(
     "--templates", "-t", help="Prompt templates: openai (80), simple (7), none ({}), a file (one per line), "
     "or an inline template such as 'a photo of a {}.' Default: the model's own.", show_default=False)]
-
-DENSE = "Dense maps and proposals"
-MinCosineOpt = Annotated[float | None, typer.Option(
-    "--min-cosine", help="Background cut on a pixel's best label cosine in the dense maps (default: the "
-    "model's calibrated value, if any; -1 turns it off).", rich_help_panel=DENSE, show_default=False)]
-ShiftsOpt = Annotated[int | None, typer.Option(
-    "--shifts", help="Sub-patch shifted passes per axis for the dense grid: a grid this many times finer, at "
-    "shifts² forward passes (default: detect and ground 4, segment 1).", rich_help_panel=DENSE,
-    show_default=False, min=1)]
-SelectiveSearchOpt = Annotated[bool | None, typer.Option(
-    "--selective-search/--no-selective-search", help="Add selective-search boxes to the proposals taken from "
-    "the dense score maps (default: off).", rich_help_panel=DENSE, show_default=False)]
+CaptionOpt = Annotated[str | None, typer.Option(
+    "--caption", "-c", help="A sentence; its noun phrases are grounded (GLIP's DT? JJ* NN+ chunks; spaCy noun "
+    "chunks when an English spaCy model is installed). 'a . b . c .' is read as a label list.",
+    show_default=False)]
+PhrasesOpt = Annotated[str | None, typer.Option(
+    "--phrases", help="Explicit phrases, ';'-separated (phrases may hold commas; located in --caption when both "
+    "are given).", show_default=False)]
+OutDirRequiredOpt = Annotated[Path | None, typer.Option(
+    "--out-dir", "-d", help="Folder for the pictures (required).", rich_help_panel=OUTPUT, show_default=False)]
+GroupModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="A GroupViT: bundled name, Hugging Face GroupViT folder (config.json + "
+    "model.safetensors) or NVlabs .pth; or any open_clip model (bundled name, architecture such as "
+    "ViT-B-16:openai, hf-hub:org/repo, folder) for training-free grouping. Default: shapes-groupvit.",
+    rich_help_panel=MODEL, show_default=False)]

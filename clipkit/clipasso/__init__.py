@@ -5,6 +5,6 @@
 Official code: https://github.com/yael-vinker/CLIPasso (CC BY-NC-SA 4.0; read for facts, not copied).
 """
 
-from clipkit.clipasso.optimize import SketchOptions, SketchOutput, sketch_image
+from clipkit.clipasso.optimize import SketchConfig, SketchOutput, sketch_image
 
-__all__ = ["SketchOptions", "SketchOutput", "sketch_image"]
+__all__ = ["SketchConfig", "SketchOutput", "sketch_image"]

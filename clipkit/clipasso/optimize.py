@@ -34,49 +34,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from clipkit.clipasso.init import SOFTMAX_TEMP, random_walk_strokes, sample_start_points, start_probabilities
+from clipkit.clipasso.init import random_walk_strokes, sample_start_points, start_probabilities
 from clipkit.clipasso.loss import SketchLoss
-from clipkit.errors import UsageError
+from clipkit.configs import SketchConfig
 from clipkit.render import get_renderer, to_image
 from clipkit.saliency import attention_saliency, is_attention_vit
 from clipkit.xdog import xdog
-
-
-@dataclass
-class SketchOptions:
-    """Every default of the sketch command (see the module docstring for their official sources)."""
-
-    strokes: int = 16
-    width: float = 3.0
-    canvas: int = 224
-    iterations: int = 2001
-    lr: float = 1.0
-    eval_interval: int = 10
-    min_delta: float = 1e-5
-    seeds: int = 3
-    seed: int = 0
-    seed_step: int = 1000
-    renderer: str = "auto"
-    attention_init: bool = True
-    xdog_intersec: bool = True
-    softmax_temp: float = SOFTMAX_TEMP
-    frames: bool = False
-
-    def validate(self) -> None:
-        """Raise UsageError on values the optimisation cannot run with."""
-        checks = {
-            "strokes": self.strokes >= 1,
-            "iterations": self.iterations >= 1,
-            "seeds": self.seeds >= 1,
-            "width": self.width > 0,
-            "canvas": self.canvas >= 16,
-            "eval_interval": self.eval_interval >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise UsageError(
-                f"invalid sketch option(s): {', '.join(bad)} (strokes, iterations, seeds ≥ 1; width > 0)"
-            )
 
 
 @dataclass
@@ -110,7 +73,7 @@ def target_tensor(image: Image.Image, canvas: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def start_distribution(loaded, target: torch.Tensor, opts: SketchOptions) -> np.ndarray:
+def start_distribution(loaded, target: torch.Tensor, opts: SketchConfig) -> np.ndarray:
     """Start-point probabilities float64 [C, C]: attention saliency × (1 − XDoG), softmax with τ."""
     canvas = target.shape[-1]
     mean = torch.tensor(loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -128,7 +91,7 @@ def start_distribution(loaded, target: torch.Tensor, opts: SketchOptions) -> np.
     return start_probabilities(saliency, edges, opts.softmax_temp)
 
 
-def initial_strokes(prob: np.ndarray, opts: SketchOptions, seed: int) -> np.ndarray:
+def initial_strokes(prob: np.ndarray, opts: SketchConfig, seed: int) -> np.ndarray:
     """Seeded initial strokes float32 [N, 4, 2] (canvas pixels) from start probabilities [C, C]."""
     rng = np.random.default_rng(seed)
     starts = sample_start_points(prob, opts.strokes, rng)
@@ -143,7 +106,7 @@ def optimise_seed(
     loaded,
     target: torch.Tensor,
     init_points: np.ndarray,
-    opts: SketchOptions,
+    opts: SketchConfig,
     seed: int,
     renderer=None,
     on_step: Callable[[int, float], None] | None = None,
@@ -194,13 +157,12 @@ def optimise_seed(
     }
 
 
-def sketch_image(image: Image.Image, loaded, options: SketchOptions | None = None) -> SketchOutput:
+def sketch_image(image: Image.Image, loaded, options: SketchConfig | None = None) -> SketchOutput:
     """CLIPasso sketch of one image with a loaded CLIP model (``clipkit.registry.LoadedModel``).
 
     Runs ``options.seeds`` seeds (``seed + k·seed_step``) and keeps the lowest evaluation loss.
     """
-    opts = options or SketchOptions()
-    opts.validate()
+    opts = options or SketchConfig()
     t0 = time.perf_counter()
     renderer = get_renderer(opts.renderer)
     target = target_tensor(image, opts.canvas)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +68,20 @@ def coco_ap(instances: dict, results: Sequence[dict],
     return {"ap": stats[0], "ap50": stats[1], "ap75": stats[2]}
 
 
-def evaluate_detection(data: str | Path, model: Any, *, limit: int | None = None,
-                       progress: Callable[[int], None] | None = None, **options: Any) -> dict[str, Any]:
+def evaluate_detection(data: str | Path, model: Any, config: Any = None, *, limit: int | None = None,
+                       quiet: bool = True, **options: Any) -> dict[str, Any]:
     """Run ``detect`` over the export ``data`` and score it.
 
-    ``options`` go to :func:`clipkit.methods.detect.run` (``path``, ``score_threshold`` …; the threshold
-    defaults to :data:`EVAL_SCORE_THRESHOLD`). ``limit``: evaluate the first N images only.
-    Returns ``{"ap", "ap50", "ap75", "images", "ms_per_image", "ms_proposals_per_image",
-    "ms_regions_per_image", "path", "detections_per_image"}``; the times cover proposals + region embeddings +
-    scoring per image (decoding and the one-off label text embeddings excluded), and those two stages apart.
+    ``config`` (:class:`clipkit.configs.DetectConfig`) and ``options`` (its fields) configure the predictor;
+    unless the threshold was set explicitly it is :data:`EVAL_SCORE_THRESHOLD` (AP needs the low-score tail).
+    ``limit``: evaluate the first N images only. Returns ``{"ap", "ap50", "ap75", "images", "ms_per_image",
+    "ms_proposals_per_image", "ms_regions_per_image", "path", "detections_per_image"}``; the times cover
+    proposals + region embeddings + scoring per image (decoding and the one-off label text embeddings
+    excluded), and those two stages apart.
     """
-    from clipkit.methods.detect import iter_detect, make_config
+    from clipkit.configs import DetectConfig
+    from clipkit.methods.detect import DetectPredictor
+    from clipkit.runner import Input, run
     from clipkit.world.dataset import read_export
 
     export = read_export(data)
@@ -87,16 +90,16 @@ def evaluate_detection(data: str | Path, model: Any, *, limit: int | None = None
         raise ValueError(f"{data} has no images")
     labels = [export.categories[k] for k in sorted(export.categories)]
     label_to_id = {name: k for k, name in export.categories.items()}
-    options.setdefault("score_threshold", EVAL_SCORE_THRESHOLD)
-    cfg = make_config(**options)
-    dets = []
+    cfg = (config or DetectConfig()).replace(**options) if options else (config or DetectConfig())
+    if "threshold" not in cfg.model_fields_set and "threshold" not in options:
+        cfg = cfg.replace(threshold=EVAL_SCORE_THRESHOLD)
     timings: dict[str, float] = {}
-    for det in iter_detect(paths, labels, model, workers=0, timings=timings, **options):
+    predictor = DetectPredictor(model, labels, cfg, timings=timings)
+    dets = []
+    for det in run(predictor, [Input(p, p) for p in paths], workers=0, quiet=quiet, description="eval detect"):
         if not hasattr(det, "xyxy"):
             raise RuntimeError(f"could not read {det.path}: {det.error}")
         dets.append(det)
-        if progress is not None:
-            progress(1)
     seconds = timings.get("proposals", 0.0) + timings.get("regions", 0.0)
     image_ids = {Path(p).name: export.image_info(p)["id"] for p in paths}
     scores = coco_ap(export.instances, coco_results(dets, image_ids, label_to_id), list(image_ids.values()))

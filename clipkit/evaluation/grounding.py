@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,20 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def evaluate_grounding(data: str | Path, model: Any, *, limit: int | None = None, iou: float = 0.5,
-                       progress: Callable[[int], None] | None = None, **options: Any) -> dict[str, Any]:
+def evaluate_grounding(data: str | Path, model: Any, config: Any = None, *, limit: int | None = None,
+                       iou: float = 0.5, quiet: bool = True, **options: Any) -> dict[str, Any]:
     """Accuracy at IoU ≥ ``iou`` over ``referring.json`` of the export ``data``.
 
-    ``options`` go to :func:`clipkit.methods.ground.make_config`. ``limit``: the first N images only.
+    ``config`` (:class:`clipkit.configs.GroundConfig`) and ``options`` (its fields) configure the grounding.
+    ``limit``: the first N images only.
     Returns ``{"accuracy", "accuracy_distractor", "accuracy_no_distractor", "expressions", "distractor_cases",
     "images", "ms_per_phrase"}``; ``accuracy_distractor`` is ``None`` when there are no distractor cases.
     """
+    from clipkit.configs import GroundConfig
     from clipkit.images import load_image
-    from clipkit.methods.ground import ground_image, make_config, phrase_embeddings
+    from clipkit.methods.ground import ground_image, phrase_embeddings
     from clipkit.phrases import Phrase
+    from clipkit.runner import progress
     from clipkit.world.dataset import read_export
 
     export = read_export(data)
@@ -48,25 +50,25 @@ def evaluate_grounding(data: str | Path, model: Any, *, limit: int | None = None
     for ref in export.referring:
         by_image[ref["path"]].append(ref)
     paths = list(by_image)[: limit or None]
-    cfg = make_config(model, **options)
+    cfg = (config or GroundConfig()).replace(**options) if options else (config or GroundConfig())
     correct, distractor = [], []
     seconds = 0.0
-    for p in paths:
-        refs = by_image[p]
-        image = load_image(p)
-        t0 = time.perf_counter()
-        phrases = [Phrase(r["expression"], 0, len(r["expression"])) for r in refs]
-        text = phrase_embeddings(model, phrases, cfg)
-        res = ground_image(model, image, "", phrases, text, cfg, path=p)
-        seconds += time.perf_counter() - t0
-        det = res.detections
-        for k, r in enumerate(refs):
-            sel = np.nonzero(det.class_id == k)[0]
-            ok = bool(len(sel)) and box_iou(det.xyxy[sel[0]], np.asarray(r["box"], np.float32)) >= iou
-            correct.append(ok)
-            distractor.append(bool(r.get("distractor", False)))
-        if progress is not None:
-            progress(1)
+    with progress(len(paths), "eval ground", quiet) as bar:
+        for p in paths:
+            refs = by_image[p]
+            image = load_image(p)
+            t0 = time.perf_counter()
+            phrases = [Phrase(r["expression"], 0, len(r["expression"])) for r in refs]
+            text = phrase_embeddings(model, phrases, cfg)
+            res = ground_image(model, image, "", phrases, text, cfg, path=p)
+            seconds += time.perf_counter() - t0
+            det = res.detections
+            for k, r in enumerate(refs):
+                sel = np.nonzero(det.class_id == k)[0]
+                ok = bool(len(sel)) and box_iou(det.xyxy[sel[0]], np.asarray(r["box"], np.float32)) >= iou
+                correct.append(ok)
+                distractor.append(bool(r.get("distractor", False)))
+            bar.advance()
     c, d = np.asarray(correct), np.asarray(distractor)
     return {
         "accuracy": float(c.mean()),

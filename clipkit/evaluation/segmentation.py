@@ -86,6 +86,7 @@ def _label_lookup(categories: dict[int, str], labels: Sequence[str]) -> np.ndarr
 def evaluate_segment(
     data: str | Path,
     model: Any,
+    config: Any = None,
     *,
     labels: Sequence[str] | None = None,
     labels_per_image: bool = False,
@@ -103,14 +104,13 @@ def evaluate_segment(
         labels_per_image: segment each image with only the categories present in its ground truth (the
             user knows what to look for); IoUs are still accumulated over the dataset's label set.
         limit: evaluate the first ``limit`` images only.
-        segment_options: passed to ``clipkit.methods.segment.Segmenter`` (variant, head, background,
-            threshold, stride, short_side, templates).
+        config: a :class:`clipkit.configs.SegmentConfig`; ``segment_options`` override its fields.
     Returns:
         ``{"miou", "per_class", "pixel_accuracy", "n_images", "ms_per_image", "method", "model"}``; per-class
         IoUs include ``background``.
     """
     from clipkit.images import load_image
-    from clipkit.methods.segment import Segmenter
+    from clipkit.methods.segment import SegmentPredictor
     from clipkit.runner import progress
     from clipkit.world.dataset import ExportError, read_export
 
@@ -124,7 +124,7 @@ def evaluate_segment(
     if unknown:
         raise UsageError(f"labels not in the dataset's categories: {', '.join(unknown)}")
     lut = _label_lookup(categories, label_list)
-    segmenter = Segmenter(model, label_list, **segment_options)
+    segmenter = SegmentPredictor(model, label_list, config, **segment_options)
     images = list(export.images)[: limit if limit else None]
     if not images:
         raise UsageError(f"no images in {data}")
@@ -139,12 +139,12 @@ def evaluate_segment(
             if labels_per_image:
                 present = [k for k in range(1, n) if (gt == k).any()]
                 if present:
-                    sub_map, _ = segmenter.relabel([label_list[k - 1] for k in present]).predict(image)
+                    sub_map, _ = segmenter.relabel([label_list[k - 1] for k in present]).segment_image(image)
                     label_map = np.array([0, *present], dtype=np.int64)[sub_map]
                 else:
                     label_map = np.zeros_like(gt)
             else:
-                label_map, _ = segmenter.predict(image)
+                label_map, _ = segmenter.segment_image(image)
             seconds += time.perf_counter() - start
             conf += confusion_matrix(label_map, gt, n)
             bar.advance()

@@ -11,19 +11,17 @@ threshold there is 0.2.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
-from clipkit.errors import UsageError
-from clipkit.images import Batch, as_pil, expand_inputs
-from clipkit.prompts import parse_labels, text_embeddings
-from clipkit.registry import LoadedModel, load_model
-from clipkit.results import Classification, ErrorRecord, Result
-from clipkit.runner import run_over_images
+from clipkit.configs import ClassifyConfig
+from clipkit.methods import Sample
+from clipkit.prompts import text_embeddings
+from clipkit.registry import LoadedModel
+from clipkit.results import Classification
 
-DEFAULT_BATCH_SIZE = 32
+__all__ = ["ClassifyConfig", "ClassifyPredictor", "label_probabilities"]
 
 
 def label_probabilities(model: LoadedModel, image_features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -34,98 +32,29 @@ def label_probabilities(model: LoadedModel, image_features: torch.Tensor, text: 
     return logits.softmax(dim=-1)
 
 
-def _check_options(model: LoadedModel, top_k: int | None, threshold: float | None) -> float:
-    """Validate ``top_k``/``threshold``; return the threshold (default 0.5 for SigLIP, 0.2 for softmax models)."""
-    if top_k is not None and top_k < 1:
-        raise UsageError("--top-k must be at least 1")
-    if threshold is None:
-        threshold = 0.5 if model.is_siglip else 0.2
-    if not 0.0 <= threshold <= 1.0:
-        raise UsageError("--threshold must be between 0 and 1")
-    return threshold
+class ClassifyPredictor:
+    """Labels embedded once; ``predict`` scores a batch of preprocessed images (``[3, H, W]`` float32 each)."""
 
+    keep_image = False
 
-def _select(labels: list[str], scores: torch.Tensor, top_k: int | None, multi_label: bool,
-            threshold: float) -> tuple[list[str], Any]:
-    values = scores.cpu().numpy()
-    order = values.argsort()[::-1]
-    if multi_label:
-        order = [i for i in order if values[i] >= threshold]
-    if top_k is not None:
-        order = order[:top_k]
-    return [labels[i] for i in order], values[list(order)]
+    def __init__(self, model: LoadedModel, labels: Sequence[str], config: ClassifyConfig | None = None):
+        self.model, self.labels = model, list(labels)
+        self.config = config or ClassifyConfig()
+        self.threshold = self.config.threshold
+        if self.threshold is None:
+            self.threshold = 0.5 if model.is_siglip else 0.2
+        self.text = text_embeddings(model, self.labels, self.config.templates)
+        self.transform = model.preprocess  # runs in the decoding workers
 
+    def predict(self, samples: list[Sample]) -> list[Classification]:
+        pixels = torch.stack([s.pixels for s in samples])
+        probs = label_probabilities(self.model, self.model.encode_image(pixels), self.text).cpu().numpy()
+        return [self._select(s.key, row) for s, row in zip(samples, probs, strict=True)]
 
-def iter_classify(
-    paths: Sequence[str],
-    labels: Sequence[str],
-    model: LoadedModel,
-    *,
-    templates: str | Sequence[str] | None = None,
-    top_k: int | None = None,
-    multi_label: bool = False,
-    threshold: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    workers: int | None = None,
-    quiet: bool = True,
-    skip: set[str] | None = None,
-) -> Iterator[Result]:
-    """Classify image files in order, yielding a Classification or an ErrorRecord per input."""
-    threshold = _check_options(model, top_k, threshold)
-    labels = list(labels)
-    text = text_embeddings(model, labels, templates)
-
-    def process(batch: Batch) -> list[Classification]:
-        probs = label_probabilities(model, model.encode_image(batch.pixels), text)
-        out = []
-        for item, row in zip(batch.ok, probs, strict=True):
-            chosen, values = _select(labels, row, top_k, multi_label, threshold)
-            out.append(Classification(item.path, chosen, values))
-        return out
-
-    yield from run_over_images(paths, process, transform=model.preprocess, batch_size=batch_size,
-                               workers=workers, quiet=quiet, skip=skip, description="classify")
-
-
-def classify(
-    images: Any,
-    labels: str | Sequence[str],
-    *,
-    model: str | LoadedModel | None = None,
-    pretrained: str | None = None,
-    templates: str | Sequence[str] | None = None,
-    top_k: int | None = None,
-    multi_label: bool = False,
-    threshold: float | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    workers: int | None = None,
-    device: str | None = None,
-    precision: str | None = None,
-) -> list[Result]:
-    """Zero-shot classify ``images`` against ``labels``; the Python face of ``clipkit classify``.
-
-    ``images``: a path, folder or glob, a PIL image or HWC uint8 array, or a list of these. ``labels``: ``"a,b"``
-    or a list. Returns one ``Classification`` (labels sorted by score) or ``ErrorRecord`` per image, in order.
-    """
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device,
-                                                                      precision=precision)
-    label_list = parse_labels(labels)
-    items = images if isinstance(images, list | tuple) else [images]
-    if all(isinstance(i, str) or hasattr(i, "__fspath__") for i in items):
-        return list(iter_classify(expand_inputs([str(i) for i in items]), label_list, loaded,
-                                  templates=templates, top_k=top_k, multi_label=multi_label,
-                                  threshold=threshold, batch_size=batch_size, workers=workers))
-    results: list[Result] = []
-    threshold = _check_options(loaded, top_k, threshold)
-    text = text_embeddings(loaded, label_list, templates)
-    for index, item in enumerate(items):
-        name = str(item) if isinstance(item, str) else f"<image {index}>"
-        try:
-            pixels = loaded.preprocess(as_pil(item)).unsqueeze(0)
-        except Exception as exc:  # one bad in-memory image must not lose the others
-            results.append(ErrorRecord(name, str(exc)))
-            continue
-        probs = label_probabilities(loaded, loaded.encode_image(pixels), text)[0]
-        chosen, values = _select(label_list, probs, top_k, multi_label, threshold)
-        results.append(Classification(name, chosen, values))
-    return results
+    def _select(self, key: str, values) -> Classification:
+        order = values.argsort(kind="stable")[::-1]
+        if self.config.multi_label:
+            order = [i for i in order if values[i] >= self.threshold]
+        if self.config.top_k is not None:
+            order = order[: self.config.top_k]
+        return Classification(key, [self.labels[i] for i in order], values[list(order)])

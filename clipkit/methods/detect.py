@@ -26,15 +26,16 @@ to a square rather than stretched.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from clipkit.configs import DetectConfig
 from clipkit.dense import min_cosine_for
+from clipkit.methods import Sample
 from clipkit.proposals import propose, score_maps_from_patches
 from clipkit.regions import (
     default_variant,
@@ -46,67 +47,10 @@ from clipkit.regions import (
     region_config,
 )
 
-__all__ = [
-    "PATHS",
-    "DetectConfig",
-    "class_probabilities",
-    "detect",
-    "detect_image",
-    "iter_detect",
-    "make_config",
-    "postprocess",
-    "score_maps_from_patches",
-    "uses_selective_search",
-]
+__all__ = ["PATHS", "DetectConfig", "DetectPredictor", "class_probabilities", "detect_image", "postprocess",
+           "score_maps_from_patches"]
 
 PATHS = ("image", "fast", "ensemble")
-
-
-@dataclass(frozen=True)
-class DetectConfig:
-    """Every default of ``detect`` (the CLI passes only what the user set)."""
-
-    path: str = "ensemble"  # region embeddings: "image" | "fast" | "ensemble"
-    background: tuple[str, ...] = ("background",)  # background prompt(s), softmax columns after the labels
-    temperature: float | None = 100.0  # ViLD: logits = cos / 0.01; None: the model's own logit scale
-    ensemble_weight: float = 2 / 3  # λ, exponent of the image path in the geometric mean (ViLD novel classes)
-    nms_iou: float = 0.5  # ViLD per-class NMS
-    score_threshold: float = 0.3  # drop (box, label) pairs below this probability
-    max_detections: int = 100  # per image
-    drop_background: bool = True  # drop boxes whose best class is a background prompt (ViLD Colab)
-    score_map_proposals: bool = True  # boxes from the dense per-label score maps (connected components)
-    # score-map background: a pixel whose best label cosine is below this gives no box (segment's rule);
-    # None = the model's calibrated cut (clipkit.json, shapes-clip), -1 = off
-    min_cosine: float | None = None
-    # add selective-search boxes to the score-map boxes (always on when score_map_proposals is off). Off by
-    # default: on the shapes world its boxes are mostly parts or pairs of objects that a CLIP crop still names
-    # confidently, and with no trained RPN nothing ranks them down (bench/results/detect.md)
-    selective_search: bool = False
-    templates: Any = None  # prompt template set (None: the model's default)
-    proposals: dict[str, Any] = field(default_factory=dict)  # ProposalConfig overrides
-    regions: dict[str, Any] = field(default_factory=dict)  # RegionConfig overrides
-
-
-def make_config(**options: Any) -> DetectConfig:
-    """A :class:`DetectConfig` from keyword options; unknown names or bad values raise ``UsageError``."""
-    from clipkit.errors import UsageError
-    from clipkit.options import config_from_options
-
-    cfg = config_from_options(DetectConfig, "detect", options)
-    if cfg.path not in PATHS:
-        raise UsageError(f"--path must be one of {', '.join(PATHS)}, got {cfg.path!r}")
-    if not 0.0 <= cfg.ensemble_weight <= 1.0:
-        raise UsageError("ensemble weight must be in [0, 1]")
-    if not 0.0 <= cfg.score_threshold <= 1.0:
-        raise UsageError("score threshold must be in [0, 1]")
-    if cfg.max_detections < 1:
-        raise UsageError("max detections must be at least 1")
-    return cfg
-
-
-def uses_selective_search(cfg: DetectConfig) -> bool:
-    """Whether ``cfg``'s proposals include selective search (asked for, or the only source left)."""
-    return cfg.selective_search or not cfg.score_map_proposals
 
 
 def class_probabilities(region_emb: torch.Tensor, class_emb: torch.Tensor,
@@ -120,7 +64,7 @@ def postprocess(boxes: np.ndarray, probs: torch.Tensor, n_labels: int, cfg: Dete
     """ViLD post-processing of ``probs`` ``[K, n_labels + n_background]`` for ``boxes`` ``[K, 4]`` XYXY.
 
     Boxes whose arg-max column is a background prompt are dropped (``drop_background``); the remaining
-    (box, label) pairs with probability ≥ ``score_threshold`` go through per-class NMS and the best
+    (box, label) pairs with probability ≥ ``threshold`` go through per-class NMS and the best
     ``max_detections`` are kept. Returns ``(xyxy [N,4] float32, score [N] float32, class_id [N] int64)``
     sorted by score (descending).
     """
@@ -132,7 +76,7 @@ def postprocess(boxes: np.ndarray, probs: torch.Tensor, n_labels: int, cfg: Dete
     probs = probs.float().cpu()
     keep_box = probs.argmax(1) < n_labels if cfg.drop_background else torch.ones(len(boxes), dtype=torch.bool)
     cls_probs = probs[:, :n_labels]
-    box_idx, cls_idx = torch.nonzero((cls_probs >= cfg.score_threshold) & keep_box[:, None], as_tuple=True)
+    box_idx, cls_idx = torch.nonzero((cls_probs >= cfg.threshold) & keep_box[:, None], as_tuple=True)
     if len(box_idx) == 0:
         return empty
     scores = cls_probs[box_idx, cls_idx]
@@ -152,7 +96,7 @@ def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_em
     from clipkit.results import Detections
 
     image = image.convert("RGB")
-    rcfg = region_config(cfg.regions)
+    rcfg = region_config(cfg.region_overrides)
     t0 = time.perf_counter()
     n_labels = len(labels)
     maps = patches = None
@@ -164,7 +108,7 @@ def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_em
         # whose best label cosine is under the cut
         maps = score_maps_from_patches(model, patches, class_emb, variant, image.size, n_labels=n_labels,
                                        min_cosine=min_cosine_for(model, variant, cfg.min_cosine))
-    proposal_cfg = {"use_selective_search": uses_selective_search(cfg), **cfg.proposals}
+    proposal_cfg = {"use_selective_search": cfg.uses_selective_search, **cfg.proposal_overrides}
     boxes = propose(image, score_maps=maps, n_labels=n_labels, patch_px=patch_pixels(model, image, rcfg),
                     **proposal_cfg)
     t1 = time.perf_counter()
@@ -195,71 +139,32 @@ def classifier(model: Any, labels: Sequence[str], cfg: DetectConfig) -> torch.Te
     return text_embeddings(model, [*labels, *cfg.background], cfg.templates)
 
 
-def iter_detect(paths: Sequence[str], labels: Sequence[str], model: Any, *, workers: int | None = None,
-                quiet: bool = True, skip: set[str] | None = None, timings: dict[str, float] | None = None,
-                **options: Any) -> Iterator[Any]:
-    """Detect ``labels`` in image files, in order: a ``Detections`` or an ``ErrorRecord`` per input.
+class DetectPredictor:
+    """Labels + :class:`DetectConfig` → ``predict(samples)``: a :class:`Detections` per RGB image (boxes XYXY in
+    the image's pixels). The label and background text embeddings are computed once. ``timings`` (a dict, for
+    benchmarks) accumulates seconds spent in proposals and regions."""
 
-    ``options``: :class:`DetectConfig` fields. Images are decoded ahead in worker processes (core runner).
-    ``timings``: see :func:`detect_image` (the label text embeddings, computed once, are not in it).
-    """
-    from clipkit.runner import run_over_images
+    keep_image = True
+    transform = None
 
-    cfg = _checked_config(labels, options, model)
-    labels = list(labels)
-    class_emb = classifier(model, labels, cfg)
+    def __init__(self, model: Any, labels: Sequence[str], config: DetectConfig | None = None, *,
+                 timings: dict[str, float] | None = None, **options: Any) -> None:
+        from clipkit.dense import check_shifts
+        from clipkit.errors import UsageError
 
-    def process(batch: Any) -> list[Any]:
-        return [detect_image(model, item.image, labels, class_emb, cfg, path=item.path, timings=timings)
-                for item in batch.ok]
+        config = config or DetectConfig()
+        self.config = cfg = config.replace(**options) if options else config
+        self.model, self.labels, self.timings = model, list(labels), timings
+        if not self.labels:
+            raise UsageError("no labels given; pass --labels 'a,b' or --labels-file FILE")
+        overlap = set(self.labels) & set(cfg.background)
+        if overlap:
+            raise UsageError(f"label(s) {sorted(overlap)} are also background prompts; rename them")
+        if cfg.score_map_proposals or cfg.path != "image":  # a dense pass: its shifts must fit the model
+            check_shifts(model, region_config(cfg.region_overrides).dense_shifts)
+        self.class_emb = classifier(model, self.labels, cfg)
 
-    yield from run_over_images(paths, process, batch_size=1, workers=workers, keep_image=True, quiet=quiet,
-                               skip=skip, description="detect")
-
-
-def _checked_config(labels: Sequence[str], options: dict[str, Any], model: Any) -> DetectConfig:
-    from clipkit.dense import check_shifts
-    from clipkit.errors import UsageError
-
-    cfg = make_config(**options)
-    if cfg.score_map_proposals or cfg.path != "image":  # a dense pass: its shifts must fit the model
-        check_shifts(model, region_config(cfg.regions).dense_shifts)
-    if not labels:
-        raise UsageError("no labels given; pass --labels 'a,b' or --labels-file FILE")
-    overlap = set(labels) & set(cfg.background)
-    if overlap:
-        raise UsageError(f"label(s) {sorted(overlap)} are also background prompts; rename them")
-    return cfg
-
-
-def detect(images: Any, labels: str | Sequence[str], *, model: Any = None, pretrained: str | None = None,
-           device: str | None = None, precision: str | None = None, **options: Any) -> list[Any]:
-    """Detect ``labels`` in ``images``; the Python face of ``clipkit detect``.
-
-    ``images``: a path, folder or glob, a PIL image or HWC uint8 array, or a list of these. ``labels``: ``"a,b"``
-    or a list. ``options``: :class:`DetectConfig` fields (``path="fast"``, ``score_threshold=0.5`` …).
-    Returns one ``Detections`` (boxes XYXY in original pixels) or ``ErrorRecord`` per image, in order.
-    """
-    from clipkit.images import as_pil, expand_inputs
-    from clipkit.prompts import parse_labels
-    from clipkit.registry import LoadedModel, load_model
-    from clipkit.results import ErrorRecord
-
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device,
-                                                                      precision=precision)
-    label_list = parse_labels(labels)
-    items = images if isinstance(images, list | tuple) else [images]
-    if all(isinstance(i, str) or hasattr(i, "__fspath__") for i in items):
-        return list(iter_detect(expand_inputs([str(i) for i in items]), label_list, loaded, **options))
-    cfg = _checked_config(label_list, options, loaded)
-    class_emb = classifier(loaded, label_list, cfg)
-    out: list[Any] = []
-    for index, item in enumerate(items):
-        name = str(item) if isinstance(item, str) else f"<image {index}>"
-        try:
-            image = as_pil(item)
-        except Exception as exc:  # one bad in-memory image must not lose the others
-            out.append(ErrorRecord(name, str(exc)))
-            continue
-        out.append(detect_image(loaded, image, label_list, class_emb, cfg, path=name))
-    return out
+    @torch.inference_mode()
+    def predict(self, samples: list[Sample]) -> list[Any]:
+        return [detect_image(self.model, s.image, self.labels, self.class_emb, self.config, path=s.key,
+                             timings=self.timings) for s in samples]

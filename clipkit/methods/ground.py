@@ -26,8 +26,7 @@ score is a softmax probability, not GLIP's sigmoid.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
+from clipkit.configs import GroundConfig
+from clipkit.methods import Sample
 from clipkit.phrases import Phrase, parse_phrases
 from clipkit.proposals import propose, score_maps_from_patches
 from clipkit.regions import (
@@ -48,56 +49,11 @@ from clipkit.regions import (
 )
 from clipkit.results import Grounding
 
-__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "context_views", "ground", "ground_image", "iter_ground",
-           "make_config"]
+__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "GroundPredictor", "Grounding", "context_views", "ground_image",
+           "phrase_embeddings", "score_boxes"]
 
 CONTEXTS = ("blur", "grey", "none")
 REGIONS = ("image", "fast", "both", "none")
-
-
-@dataclass(frozen=True)
-class GroundConfig:
-    """Every default of ``ground``."""
-
-    region: str = "image"  # region embedding of detect: "image" | "fast" | "both" | "none"
-    context: str = "blur"  # ReCLIP context view: "blur" | "grey" | "none"
-    blur_radius: float = 100.0  # ReCLIP blur_std_dev (PIL GaussianBlur radius), in px of the original image
-    background: tuple[str, ...] = ("background",)  # prompts competing with the phrases for the score
-    all_boxes: bool = False  # every box above `threshold` (True) or the best box per phrase (False)
-    threshold: float = 0.5  # minimum score with all_boxes
-    nms_iou: float = 0.6  # GLIP class-wise NMS
-    max_boxes: int = 100  # per phrase with all_boxes (GLIP: 100 detections)
-    templates: Any = None  # prompt template set (None: the model's default)
-    batch_size: int = 32  # context images per encoder pass
-    # proposals: the components of the phrases' dense score maps (as detect); selective search only on request
-    # (or when score-map proposals are off): its part-of-object boxes won too often (bench/results/ground.md)
-    score_map_proposals: bool = True
-    selective_search: bool = False
-    min_cosine: float | None = None  # score-map background cut (None: the model's calibrated one; -1: off)
-    proposals: dict[str, Any] = field(default_factory=dict)  # ProposalConfig overrides
-    regions: dict[str, Any] = field(default_factory=dict)  # RegionConfig overrides
-
-
-def make_config(model: Any = None, **options: Any) -> GroundConfig:
-    """A :class:`GroundConfig` from keyword options; unknown names or bad values raise ``UsageError``.
-    With ``model``, the dense pass's ``dense_shifts`` is checked against its patch size too."""
-    from clipkit.errors import UsageError
-    from clipkit.options import config_from_options
-
-    cfg = config_from_options(GroundConfig, "ground", options)
-    if cfg.region not in REGIONS:
-        raise UsageError(f"region must be one of {', '.join(REGIONS)}, got {cfg.region!r}")
-    if cfg.context not in CONTEXTS:
-        raise UsageError(f"context must be one of {', '.join(CONTEXTS)}, got {cfg.context!r}")
-    if cfg.region == "none" and cfg.context == "none":
-        raise UsageError("region and context cannot both be 'none'")
-    if not 0.0 <= cfg.threshold <= 1.0:
-        raise UsageError("--threshold must be in [0, 1]")
-    if model is not None and (cfg.score_map_proposals or cfg.region in ("fast", "both")):
-        from clipkit.dense import check_shifts
-
-        check_shifts(model, region_config(cfg.regions).dense_shifts)
-    return cfg
 
 
 def context_views(model: Any, image: Image.Image, boxes: np.ndarray, mode: str, blur_radius: float
@@ -130,7 +86,7 @@ def box_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, cfg: Groun
                    patches: torch.Tensor | None = None) -> list[torch.Tensor]:
     """The box representations that get scored, each ``[K, D]`` L2-normalised (region and/or context).
     ``patches``: the image's dense patches when the caller has them (the fast region reuses them)."""
-    rcfg = region_config(cfg.regions)
+    rcfg = region_config(cfg.region_overrides)
     reps = []
     if cfg.region in ("image", "both"):
         reps.append(image_embeddings(model, image, boxes, cfg=rcfg))
@@ -138,8 +94,8 @@ def box_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, cfg: Groun
         reps.append(fast_embeddings(model, image, boxes, cfg=rcfg, patches=patches))
     if cfg.context != "none":
         embs = []
-        for i in range(0, len(boxes), cfg.batch_size):
-            views = context_views(model, image, boxes[i:i + cfg.batch_size], cfg.context, cfg.blur_radius)
+        for i in range(0, len(boxes), cfg.context_batch):
+            views = context_views(model, image, boxes[i:i + cfg.context_batch], cfg.context, cfg.blur_radius)
             embs.append(model.encode_image(views).float())
         reps.append(F.normalize(torch.cat(embs), dim=-1))
     return reps
@@ -153,7 +109,7 @@ def ground_proposals(model: Any, image: Image.Image, text_emb: torch.Tensor, n_p
     from clipkit.dense import min_cosine_for
 
     maps = None
-    rcfg = region_config(cfg.regions)
+    rcfg = region_config(cfg.region_overrides)
     if cfg.score_map_proposals:
         variant = rcfg.dense_variant or default_variant(model)
         if patches is None:
@@ -162,7 +118,7 @@ def ground_proposals(model: Any, image: Image.Image, text_emb: torch.Tensor, n_p
                                        min_cosine=min_cosine_for(model, variant, cfg.min_cosine))
     use_ss = cfg.selective_search or not cfg.score_map_proposals
     return propose(image, score_maps=maps, n_labels=n_phrases, patch_px=patch_pixels(model, image, rcfg),
-                   **{"use_selective_search": use_ss, **cfg.proposals})
+                   **{"use_selective_search": use_ss, **cfg.proposal_overrides})
 
 
 def score_boxes(reps: Sequence[torch.Tensor], text: torch.Tensor, logit_scale: float) -> torch.Tensor:
@@ -186,7 +142,7 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
     t0 = time.perf_counter()
     patches = None  # one dense pass, shared by the score-map proposals and the fast region
     if cfg.region in ("fast", "both") or (boxes is None and cfg.score_map_proposals):
-        patches = dense_patches(model, image, region_config(cfg.regions))
+        patches = dense_patches(model, image, region_config(cfg.region_overrides))
     if boxes is None:
         boxes = ground_proposals(model, image, text_emb, len(phrases), cfg, patches)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -198,7 +154,7 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
         logits = score_boxes(reps, text_emb.to(reps[0].device), float(model.logit_scale)).cpu()  # [K, n+bg]
         probs = (logits / len(reps)).softmax(-1)  # mean logit over representations → calibrated score
         if cfg.all_boxes:
-            k_idx, p_idx = torch.nonzero(probs[:, :n] >= cfg.threshold, as_tuple=True)
+            k_idx, p_idx = torch.nonzero(probs[:, :n] >= cfg.min_score, as_tuple=True)
             scores = probs[k_idx, p_idx]
             b = torch.from_numpy(boxes)[k_idx]
             keep = batched_nms(b, scores, p_idx, cfg.nms_iou)
@@ -235,26 +191,8 @@ def phrase_embeddings(model: Any, phrases: Sequence[Phrase], cfg: GroundConfig) 
     return text_embeddings(model, [*(p.text for p in phrases), *cfg.background], cfg.templates)
 
 
-def iter_ground(paths: Sequence[str], model: Any, caption: str | None = None,
-                phrases: str | Sequence[str] | None = None, *, workers: int | None = None, quiet: bool = True,
-                skip: set[str] | None = None, **options: Any) -> Iterator[Any]:
-    """Ground the caption's phrases (or explicit ``phrases``) in image files, in order: a :class:`Grounding`
-    or an ``ErrorRecord`` per input. ``options``: :class:`GroundConfig` fields."""
-    from clipkit.runner import run_over_images
-
-    cfg = make_config(model, **options)
-    caption, found = _phrases(caption, phrases)
-    text_emb = phrase_embeddings(model, found, cfg)
-
-    def process(batch: Any) -> list[Any]:
-        return [ground_image(model, item.image, caption, found, text_emb, cfg, path=item.path)
-                for item in batch.ok]
-
-    yield from run_over_images(paths, process, batch_size=1, workers=workers, keep_image=True, quiet=quiet,
-                               skip=skip, description="ground")
-
-
-def _phrases(caption: str | None, phrases: str | Sequence[str] | None) -> tuple[str, list[Phrase]]:
+def parse_caption(caption: str | None, phrases: str | Sequence[str] | None) -> tuple[str, list[Phrase]]:
+    """``(caption, phrases)`` from a caption and/or explicit phrases (``"a;b"`` or a list); UsageError if none."""
     from clipkit.errors import UsageError
 
     try:
@@ -263,31 +201,31 @@ def _phrases(caption: str | None, phrases: str | Sequence[str] | None) -> tuple[
         raise UsageError(str(e)) from None
 
 
-def ground(images: Any, caption: str | None = None, phrases: str | Sequence[str] | None = None, *,
-           model: Any = None, pretrained: str | None = None, device: str | None = None,
-           precision: str | None = None, **options: Any) -> list[Any]:
-    """Ground a caption's noun phrases (or explicit ``phrases``, ``"a;b"`` or a list) in ``images`` (paths,
-    folders, globs, PIL images or arrays); the Python face of ``clipkit ground``. Returns one
-    :class:`Grounding` (or ``ErrorRecord``) per image; its ``detections.xyxy`` are XYXY original pixels."""
-    from clipkit.images import as_pil, expand_inputs
-    from clipkit.registry import LoadedModel, load_model
-    from clipkit.results import ErrorRecord
+class GroundPredictor:
+    """A caption's phrases + :class:`GroundConfig` → ``predict(samples)``: a :class:`Grounding` per RGB image.
 
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained, device=device,
-                                                                      precision=precision)
-    items = images if isinstance(images, list | tuple) else [images]
-    if all(isinstance(i, str) or hasattr(i, "__fspath__") for i in items):
-        return list(iter_ground(expand_inputs([str(i) for i in items]), loaded, caption, phrases, **options))
-    cfg = make_config(loaded, **options)
-    caption, found = _phrases(caption, phrases)
-    text_emb = phrase_embeddings(loaded, found, cfg)
-    out: list[Any] = []
-    for index, item in enumerate(items):
-        name = str(item) if isinstance(item, str) else f"<image {index}>"
-        try:
-            image = as_pil(item)
-        except Exception as exc:  # one bad in-memory image must not lose the others
-            out.append(ErrorRecord(name, str(exc)))
-            continue
-        out.append(ground_image(loaded, image, caption, found, text_emb, cfg, path=name))
-    return out
+    ``text``: ``(caption, phrases)`` as the CLI passes them (either may be None), or a caption string. Phrases
+    and background prompts are embedded once. ``timings`` (a dict, for benchmarks) accumulates seconds spent in
+    proposals and scoring.
+    """
+
+    keep_image = True
+    transform = None
+
+    def __init__(self, model: Any, text: Any, config: GroundConfig | None = None, *,
+                 timings: dict[str, float] | None = None, **options: Any) -> None:
+        from clipkit.dense import check_shifts
+
+        config = config or GroundConfig()
+        self.config = cfg = config.replace(**options) if options else config
+        caption, phrases = (text, None) if isinstance(text, str) else text
+        self.caption, self.phrases = parse_caption(caption, phrases)
+        if cfg.score_map_proposals or cfg.region in ("fast", "both"):
+            check_shifts(model, region_config(cfg.region_overrides).dense_shifts)
+        self.model, self.timings = model, timings
+        self.text_emb = phrase_embeddings(model, self.phrases, cfg)
+
+    @torch.inference_mode()
+    def predict(self, samples: list[Sample]) -> list[Grounding]:
+        return [ground_image(self.model, s.image, self.caption, self.phrases, self.text_emb, self.config,
+                             path=s.key, timings=self.timings) for s in samples]

@@ -12,102 +12,27 @@ Two paths, one result type (:class:`clipkit.results.Segmentation`, per-stage gro
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from clipkit.errors import ModelError, UsageError
+from clipkit.configs import GroupConfig
+from clipkit.errors import UsageError
 from clipkit.groupvit import fallback as fb
-from clipkit.groupvit.model import GroupViT
 from clipkit.groupvit.segment import OFFICIAL_BG_THRESH, OFFICIAL_TOPK, label_groups, preprocess, segment
 from clipkit.groupvit.slide import segment_slide
 from clipkit.groupvit.text import label_embeddings
-from clipkit.images import Batch, as_pil, expand_inputs
-from clipkit.prompts import parse_labels, resolve_templates, text_embeddings
-from clipkit.registry import LoadedModel, bundled_models, load_model
-from clipkit.results import ErrorRecord, Result, Segmentation
-from clipkit.runner import run_over_images
+from clipkit.methods import Sample
+from clipkit.prompts import resolve_templates, text_embeddings
+from clipkit.registry import GroupViTModel, LoadedModel
+from clipkit.results import Segmentation
 
-DEFAULT_MODEL = "shapes-groupvit"
+__all__ = ["GroupConfig", "GroupPredictor", "resolve_bg_thresh"]
+
 OFFICIAL_TEMPLATES = ("a photo of a {}.",)  # the official evaluation's "simple" template set
-_CACHE: dict[tuple, GroupViTModel] = {}
-
-
-@dataclass
-class GroupViTModel:
-    """A loaded GroupViT: the network plus what inference needs (``meta`` from the folder's clipkit.json)."""
-
-    net: GroupViT
-    name: str
-    device: torch.device
-    path: Path | None = None
-    meta: dict = field(default_factory=dict)
-
-
-def groupvit_source(model: str | None, pretrained: str | None = None) -> Path | None:
-    """The folder/file of a GroupViT spec, or None when ``model`` names something else (an open_clip model)."""
-    from clipkit.groupvit.weights import is_hf_groupvit_dir
-
-    spec = model or DEFAULT_MODEL
-    if pretrained is not None:
-        return None
-    bundled = bundled_models()
-    if spec in bundled:
-        meta = bundled[spec] / "clipkit.json"
-        kind = json.loads(meta.read_text()).get("kind") if meta.is_file() else "clip"
-        return bundled[spec] if kind == "groupvit" else None
-    path = Path(spec).expanduser()
-    if path.is_dir() and is_hf_groupvit_dir(path):
-        return path.resolve()
-    if path.is_file() and path.suffix in (".pth", ".pt"):
-        return path.resolve()
-    return None
-
-
-def load_group_model(model: str | None = None, pretrained: str | None = None, *, device: str | None = None,
-                     precision: str | None = None, offline: bool | None = None,
-                     trust_checkpoint: bool = False) -> GroupViTModel | LoadedModel:
-    """A GroupViT for GroupViT specs (default ``shapes-groupvit``), else ``registry.load_model`` (fallback path)."""
-    from clipkit.device import resolve_device
-
-    source = groupvit_source(model, pretrained)
-    if source is None:
-        if model is None:
-            raise ModelError(f"the bundled model {DEFAULT_MODEL!r} is missing from this install: reinstall clipkit")
-        return load_model(model, pretrained, device=device, precision=precision, offline=offline,
-                          trust_checkpoint=trust_checkpoint)
-    if precision not in (None, "fp32"):
-        raise UsageError("GroupViT runs in fp32 (its hard assignment is an argmax over close scores)")
-    dev = resolve_device(device)
-    key = (str(source), str(dev))
-    if key in _CACHE:
-        return _CACHE[key]
-    from clipkit.groupvit.weights import load_groupvit
-
-    try:
-        net = load_groupvit(source)
-    except (ValueError, KeyError, OSError, RuntimeError) as exc:
-        raise ModelError(f"could not load GroupViT weights from {source}: {str(exc).splitlines()[0][:300]}") from exc
-    meta_path = (source if source.is_dir() else source.parent) / "clipkit.json"
-    meta = json.loads(meta_path.read_text()) if source.is_dir() and meta_path.is_file() else {}
-    loaded = GroupViTModel(net.to(dev).eval().requires_grad_(False), model or DEFAULT_MODEL, dev, source, meta)
-    _CACHE[key] = loaded
-    return loaded
-
-
-def _check(bg_thresh: float | None, topk: int, groups: Sequence[int]) -> None:
-    if bg_thresh is not None and not 0.0 <= bg_thresh <= 1.0:
-        raise UsageError("--bg-thresh must lie in [0, 1] (or 'none' for no background)")
-    if topk < 1:
-        raise UsageError("--top-k must be at least 1")
-    if len(groups) != 2 or min(groups) < 1 or groups[1] > groups[0]:
-        raise UsageError("--groups needs two counts, the second no larger than the first (e.g. 64,8)")
 
 
 def _check_window(model: GroupViTModel | LoadedModel, window: int, stride: int | None) -> None:
@@ -134,49 +59,62 @@ def resolve_bg_thresh(value: float | str | None, model: GroupViTModel | LoadedMo
     return value
 
 
-class Grouper:
-    """Callable ``(PIL image, path) -> Segmentation`` for one label set.
+class GroupPredictor:
+    """One label set → ``predict(samples)``: a :class:`Segmentation` per RGB image, with the per-stage group
+    maps in ``extras["stage1"]``/``extras["stage2"]``.
 
-    bg_thresh: background threshold of the official rule (default: the model's calibrated value from its
-    clipkit.json, else the official 0.95); ``None`` = no background. topk: image-level class filter (default:
-    the model's calibrated value, else the official 5). short_side: GroupViT input short side (default: its
-    training size). ``window`` (and ``stride``, default ``window // 2``): GroupViT only, the official evaluation's
-    sliding-window mode (:mod:`clipkit.groupvit.slide`; off by default). Fallback only: ``variant`` of the dense
-    embeddings (default ``clipkit.dense.default_variant``: the stock tokens of average-pooled towers such as
-    shapes-clip, NACLIP otherwise), ``groups`` (64, 8), ``iters``, ``tau``.
+    Config (:class:`GroupConfig`): ``bg_thresh`` — background threshold of the official rule ("default": the
+    model's calibrated value from its clipkit.json, else the official 0.95; "none": no background); ``top_k`` —
+    image-level class filter (default: the model's calibrated value, else the official 5); ``short_side`` —
+    GroupViT input short side (default: its training size); ``window``/``stride`` — GroupViT only, the official
+    evaluation's sliding-window mode (:mod:`clipkit.groupvit.slide`, off by default). Fallback (open_clip models)
+    only: ``variant`` of the dense embeddings (default ``clipkit.dense.default_variant``), ``groups``, ``iters``,
+    ``tau``; giving them with a GroupViT is a usage error.
     """
 
-    def __init__(self, model: GroupViTModel | LoadedModel, labels: Sequence[str], *,
-                 templates: str | Sequence[str] | None = None, bg_thresh: float | str | None = "default",
-                 topk: int | None = None, short_side: int | None = None, window: int | None = None,
-                 stride: int | None = None, variant: str | None = None,
-                 groups: Sequence[int] = fb.DEFAULT_GROUPS, iters: int = fb.DEFAULT_ITERS,
-                 tau: float = fb.DEFAULT_TAU) -> None:
+    keep_image = True
+    transform = None
+
+    def __init__(self, model: GroupViTModel | LoadedModel, labels: Sequence[str], config: GroupConfig | None = None,
+                 **options: Any) -> None:
+        config = config or GroupConfig()
+        self.config = cfg = config.replace(**options) if options else config
         self.model, self.labels = model, list(labels)
         self.is_groupvit = isinstance(model, GroupViTModel)
-        self.bg_thresh = resolve_bg_thresh(bg_thresh, model)
-        self.topk = topk if topk is not None else int(getattr(model, "meta", {}).get("top_k", OFFICIAL_TOPK))
-        self.short_side = short_side
-        self.window, self.stride = window, stride or (window // 2 if window else None)
-        if window is not None:
-            _check_window(model, window, self.stride)
-        if not self.is_groupvit:  # the dense variant only matters for the fallback
-            from clipkit.dense import default_variant
-
-            self.variant = variant or default_variant(model)
-        self.groups, self.iters, self.tau = tuple(int(g) for g in groups), iters, tau
-        _check(self.bg_thresh, self.topk, self.groups)
+        self.bg_thresh = resolve_bg_thresh(cfg.bg_thresh, model)
+        meta = getattr(model, "meta", {}) or {}
+        self.topk = cfg.top_k if cfg.top_k is not None else int(meta.get("top_k", OFFICIAL_TOPK))
+        self.short_side = cfg.short_side
+        self.window, self.stride = cfg.window, cfg.stride or (cfg.window // 2 if cfg.window else None)
+        self.groups, self.iters, self.tau = cfg.groups, cfg.iters, cfg.tau
         if self.is_groupvit:
-            if templates is None:
-                templates = model.meta.get("templates") or list(OFFICIAL_TEMPLATES)
+            defaults = GroupConfig()
+            clash = [n for n in ("variant", "groups", "iters", "tau") if getattr(cfg, n) != getattr(defaults, n)]
+            if clash:
+                names = ", ".join("--" + n for n in clash)
+                raise UsageError(f"{names} applies only to the training-free fallback (open_clip models), not to "
+                                 "a GroupViT")
+            if cfg.window is not None:
+                _check_window(model, cfg.window, self.stride)
+            templates = cfg.templates if cfg.templates is not None else (
+                meta.get("templates") or list(OFFICIAL_TEMPLATES))
             self.templates = resolve_templates(templates)
             self.text = label_embeddings(model.net, self.labels, self.templates).to(model.device)
         else:
-            self.templates = resolve_templates(templates, model)
+            if cfg.window is not None:
+                raise UsageError("--window (sliding-window inference) needs a GroupViT model")
+            from clipkit.dense import default_variant
+
+            self.variant = cfg.variant or default_variant(model)
+            self.templates = resolve_templates(cfg.templates, model)
             self.text = text_embeddings(model, self.labels, self.templates)
 
+    def predict(self, samples: list[Sample]) -> list[Segmentation]:
+        return [self.group_image(s.image, s.key) for s in samples]
+
     @torch.inference_mode()
-    def __call__(self, image: Image.Image, path: str = "") -> Segmentation:
+    def group_image(self, image: Image.Image, path: str = "") -> Segmentation:
+        """One RGB image → its :class:`Segmentation` named ``path``."""
         size = (image.height, image.width)
         if self.is_groupvit:
             net = self.model.net
@@ -229,101 +167,3 @@ def _result(path: str, labels: list[str], seg: Any, method: str) -> Segmentation
     extras["stages"] = [len(np.unique(m)) for m in seg.group_maps]
     extras["groups"] = sorted(groups, key=lambda d: -d["fraction"])
     return Segmentation(path, labels, seg.label_map, seg.scores, extras)
-
-
-def group_overlay(image: Image.Image, group_map: np.ndarray, alpha: float = 0.5) -> Image.Image:
-    """The image blended with one palette colour per group (the official ``all_groups`` visualisation)."""
-    from clipkit.writers import palette
-
-    colours = palette(int(group_map.max()) + 1)[1:]
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    blended = base * (1 - alpha) + colours[group_map].astype(np.float32) * alpha
-    return Image.fromarray(blended.clip(0, 255).astype(np.uint8))
-
-
-class _Artefacts:
-    """Writes ``DIR/<stem>.png`` (labels), ``<stem>_overlay.png``, ``<stem>_stage1.png``, ``<stem>_stage2.png``."""
-
-    def __init__(self, out_dir: str | Path | None, *, overlay: bool = True) -> None:
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.overlay = overlay
-        self.used: set[str] = set()
-
-    def _stem(self, path: str) -> str:
-        base = Path(path).stem or "image"
-        stem, i = base, 1
-        while stem in self.used:  # a/x.png and b/x.png must not overwrite each other
-            stem, i = f"{base}-{i}", i + 1
-        self.used.add(stem)
-        return stem
-
-    def write(self, result: Segmentation, image: Image.Image) -> None:
-        from clipkit.writers import save_image, save_label_png, save_overlay_png
-
-        if self.out_dir is None:
-            return
-        stem = self._stem(result.path)
-        save_label_png(self.out_dir / f"{stem}.png", result.label_map, len(result.labels))
-        if self.overlay:
-            save_overlay_png(self.out_dir / f"{stem}_overlay.png", image, result.label_map, result.labels)
-        for key in ("stage1", "stage2"):
-            if key in result.extras:
-                save_image(self.out_dir / f"{stem}_{key}.png", group_overlay(image, result.extras[key]))
-
-
-def iter_group(paths: Sequence[str], labels: Sequence[str], model: GroupViTModel | LoadedModel, *,
-               out_dir: str | Path | None = None, overlay: bool = True, workers: int | None = None,
-               quiet: bool = True, skip: set[str] | None = None, **options: Any) -> Iterator[Result]:
-    """Group image files in order, yielding a ``Segmentation`` or an ``ErrorRecord`` per input.
-
-    ``options`` go to :class:`Grouper`; with ``out_dir`` the label PNG, overlay and stage maps are written.
-    """
-    grouper = Grouper(model, labels, **options)
-    artefacts = _Artefacts(out_dir, overlay=overlay)
-
-    def process(batch: Batch) -> list[Result]:
-        out: list[Result] = []
-        for item in batch.ok:
-            try:
-                result = grouper(item.image, item.path)
-                artefacts.write(result, item.image)
-            except (UsageError, OSError) as exc:
-                out.append(ErrorRecord(item.path, str(exc)))
-                continue
-            out.append(result)
-        return out
-
-    yield from run_over_images(paths, process, transform=None, batch_size=1, workers=workers, keep_image=True,
-                               quiet=quiet, skip=skip, description="group")
-
-
-def group(images: Any, labels: str | Sequence[str], *, model: str | GroupViTModel | LoadedModel | None = None,
-          pretrained: str | None = None, device: str | None = None, out_dir: str | Path | None = None,
-          **options: Any) -> list[Result]:
-    """Group ``images`` and label the groups with ``labels``; the Python face of ``clipkit group``.
-
-    ``images``: a path, folder or glob, a PIL image or HWC uint8 array, or a list of these. Returns one
-    ``Segmentation`` (0 = background, per-stage group maps in ``extras``) or ``ErrorRecord`` per image.
-    """
-    loaded = model if isinstance(model, GroupViTModel | LoadedModel) else load_group_model(
-        model, pretrained, device=device)
-    label_list = parse_labels(labels)
-    items = images if isinstance(images, list | tuple) else [images]
-    if all(isinstance(i, str) or hasattr(i, "__fspath__") for i in items):
-        return list(iter_group(expand_inputs([str(i) for i in items]), label_list, loaded, out_dir=out_dir,
-                               **options))
-    overlay = options.pop("overlay", True)
-    grouper = Grouper(loaded, label_list, **options)
-    artefacts = _Artefacts(out_dir, overlay=overlay)
-    results: list[Result] = []
-    for index, item in enumerate(items):
-        name = f"<image {index}>"
-        try:
-            image = as_pil(item)
-            result = grouper(image, name)
-            artefacts.write(result, image)
-        except Exception as exc:  # one bad in-memory image must not lose the others
-            results.append(ErrorRecord(name, str(exc)))
-            continue
-        results.append(result)
-    return results

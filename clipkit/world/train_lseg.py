@@ -71,16 +71,16 @@ def evaluate_head(model: Any, head: Any, *, n: int = 100, seed: int = 777, max_o
     --labels-from-data`` on an export).
     """
     from clipkit.evaluation.segmentation import confusion_matrix, miou_from_confusion
-    from clipkit.methods.segment import Segmenter
+    from clipkit.methods.segment import SegmentPredictor
     from clipkit.world.scenes import CATEGORIES, SceneConfig, generate_scene
 
     size = tuple(model.image_size)
-    seg = Segmenter(model, list(CATEGORIES), head=head)
+    seg = SegmentPredictor(model, list(CATEGORIES), head_module=head)
     conf = np.zeros((len(CATEGORIES) + 1,) * 2, dtype=np.int64)
     start = time.perf_counter()
     for i in range(n):
         scene = generate_scene(seed, i, SceneConfig(size=(size[1], size[0]), max_objects=max_objects))
-        pred, _ = seg.predict(scene.image)
+        pred, _ = seg.segment_image(scene.image)
         conf += confusion_matrix(pred, scene.label_map(), len(CATEGORIES) + 1)
     out = miou_from_confusion(conf, [BACKGROUND_LABEL, *CATEGORIES])
     return {"miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"],

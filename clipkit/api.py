@@ -1,0 +1,132 @@
+"""The Python face of every command: one ``run`` over the method table, and one function per method.
+
+``clipkit.classify(images, labels, **options)`` does exactly what ``clipkit classify`` does: the same registry,
+config, predictor, runner and artefact writer (:func:`run`); ``options`` are the method's config fields
+(:mod:`clipkit.configs`) plus the run options of :func:`run`. Each returns a list with one result (or
+:class:`clipkit.results.ErrorRecord`) per input, in order; :func:`run` itself streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from clipkit.config import MethodConfig
+from clipkit.methods import METHODS, MethodSpec, predictor_class
+
+_RUN_KEYS = ("out_dir", "batch_size", "workers", "quiet", "skip", "files_from")
+_MODEL_KEYS = ("pretrained", "device", "precision", "offline", "trust_checkpoint")
+
+
+def spec_of(method: str) -> MethodSpec:
+    """The method's table entry; an unknown name lists the known ones."""
+    from clipkit.errors import UsageError
+
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
+    return METHODS[method]
+
+
+def parse_text(spec: MethodSpec, text: Any, labels_file: str | Path | None = None) -> Any:
+    """The predictor's text argument: a label list, ``(caption, phrases)``, or None."""
+    if spec.text == "labels":
+        from clipkit.prompts import parse_labels
+
+        return parse_labels(text, labels_file)
+    if spec.text == "caption":
+        if isinstance(text, tuple):
+            return text
+        return (text, None)
+    return None
+
+
+def load_for(spec: MethodSpec, model: Any = None, **model_options: Any) -> Any:
+    """The registry's model for ``spec`` (a loaded model object passes through)."""
+    from clipkit import registry
+
+    if model is not None and not isinstance(model, str | Path):
+        return model
+    options = {k: v for k, v in model_options.items() if v is not None}
+    return registry.load(str(model) if model is not None else None, kind=spec.model_kind, **options)
+
+
+def build(method: str, text: Any, model: Any = None, config: MethodConfig | None = None,
+          **options: Any) -> Any:
+    """The predictor of ``method`` for ``text`` on ``model`` (a spec or a loaded model), with ``config`` and/or
+    config-field ``options``; model-loading options (``pretrained``, ``device``, …) go to the registry."""
+    spec = spec_of(method)
+    model_options = {k: options.pop(k) for k in _MODEL_KEYS if k in options}
+    cfg = (config or spec.config()).replace(**options) if options else (config or spec.config())
+    loaded = load_for(spec, model, **model_options)
+    return predictor_class(spec)(loaded, parse_text(spec, text), cfg)
+
+
+def run(method: str, images: Any, text: Any = None, *, model: Any = None, config: MethodConfig | None = None,
+        out_dir: str | Path | None = None, batch_size: int | None = None, workers: int | None = None,
+        quiet: bool = True, skip: set[str] | None = None, files_from: str | Path | None = None,
+        **options: Any) -> Iterator[Any]:
+    """Stream ``method``'s results over ``images`` (paths, folders, globs, PIL images, arrays, tensors, or a list
+    of them), one per input in order; artefacts go to ``out_dir``. ``skip``: input keys already done."""
+    from clipkit.artefacts import ArtefactWriter
+    from clipkit.errors import UsageError
+    from clipkit.runner import collect_inputs
+    from clipkit.runner import run as run_inputs
+
+    spec = spec_of(method)
+    if spec.out_dir == "none" and out_dir is not None:
+        raise UsageError(f"{method} writes no pictures: --out-dir does not apply")
+    items = collect_inputs(images, files_from)
+    model_options = {k: options.pop(k) for k in _MODEL_KEYS if k in options}
+    cfg = (config or spec.config()).replace(**options) if options else (config or spec.config())
+    text_value = parse_text(spec, text)
+    writer = ArtefactWriter(out_dir, cfg, [i.key for i in items],
+                            text_value if spec.text == "labels" else ())
+    predictor = predictor_class(spec)(load_for(spec, model, **model_options), text_value, cfg)
+    try:
+        yield from run_inputs(predictor, items, batch_size=batch_size or spec.batch_size, workers=workers,
+                              keep_image=writer.needs_image, quiet=quiet, skip=skip, description=method,
+                              on_result=lambda result, sample: writer.write(result, sample.image))
+    finally:
+        writer.close()
+
+
+def _run_list(method: str, images: Any, text: Any, **options: Any) -> list[Any]:
+    return list(run(method, images, text, **options))
+
+
+def classify(images: Any, labels: str | Sequence[str], **options: Any) -> list[Any]:
+    """Zero-shot classify ``images`` against ``labels`` (``"a,b"`` or a list): one
+    :class:`~clipkit.results.Classification` (labels sorted by score) or ``ErrorRecord`` per image."""
+    return _run_list("classify", images, labels, **options)
+
+
+def segment(images: Any, labels: str | Sequence[str], **options: Any) -> list[Any]:
+    """Segment ``images`` into ``labels``: one :class:`~clipkit.results.Segmentation` (label map at the original
+    size, 0 = background) or ``ErrorRecord`` per image."""
+    return _run_list("segment", images, labels, **options)
+
+
+def group(images: Any, labels: str | Sequence[str], **options: Any) -> list[Any]:
+    """GroupViT grouping of ``images`` named with ``labels``: one :class:`~clipkit.results.Segmentation` (group
+    maps in ``extras``) or ``ErrorRecord`` per image."""
+    return _run_list("group", images, labels, **options)
+
+
+def detect(images: Any, labels: str | Sequence[str], **options: Any) -> list[Any]:
+    """Detect ``labels`` in ``images``: one :class:`~clipkit.results.Detections` (XYXY original pixels) or
+    ``ErrorRecord`` per image."""
+    return _run_list("detect", images, labels, **options)
+
+
+def ground(images: Any, caption: str | None = None, phrases: str | Sequence[str] | None = None,
+           **options: Any) -> list[Any]:
+    """Ground a caption's noun phrases (or explicit ``phrases``, ``"a;b"`` or a list) in ``images``: one
+    :class:`~clipkit.results.Grounding` or ``ErrorRecord`` per image."""
+    return _run_list("ground", images, (caption, phrases), **options)
+
+
+def sketch(images: Any, **options: Any) -> list[Any]:
+    """CLIPasso sketches of ``images``: one :class:`~clipkit.results.Sketch` (strokes, rendered canvas, ``svg``)
+    or ``ErrorRecord`` per image; with ``out_dir`` the SVG/PNG files are written too (the CLI requires it)."""
+    return _run_list("sketch", images, None, **options)

@@ -1,0 +1,73 @@
+"""What every method command does with its parsed options: check, then run, then print.
+
+Order matters for the user: every usage mistake (text, config values, templates, output options, device, model
+spec, inputs) is found here before torch is imported, so it costs a fraction of a second; only then does the
+model load and the runner start. A closed stdout ends the run quietly (``main`` in :mod:`clipkit.cli.app`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from clipkit.methods import MethodSpec
+
+_MODEL = ("model", "pretrained", "device", "precision", "offline", "trust_checkpoint")
+_RUN = ("batch_size", "workers", "threads", "files_from", "format", "output", "resume", "quiet", "out_dir")
+
+
+def run_command(spec: MethodSpec, options: dict[str, Any]) -> None:
+    """Validate ``options`` (the command's parameters), run the method and exit with its code (0 all inputs
+    ok, 1 any failed, 2 usage error)."""
+    from clipkit.api import parse_text
+    from clipkit.checks import check_device, check_model
+    from clipkit.errors import UsageError
+    from clipkit.prompts import check_templates
+    from clipkit.runner import collect_inputs
+    from clipkit.sink import check_output
+
+    images = options.pop("images") or []
+    model = {k: options.pop(k) for k in _MODEL}
+    run = {k: options.pop(k, None) for k in _RUN}
+    if spec.text == "labels":
+        text = parse_text(spec, options.pop("labels"), options.pop("labels_file"))
+    elif spec.text == "caption":
+        text = (options.pop("caption"), options.pop("phrases"))
+        if text == (None, None):
+            raise UsageError("give a caption (--caption TEXT) and/or phrases (--phrases 'a;b')")
+    else:
+        text = None
+    config = spec.config.make(**options)
+    check_templates(getattr(config, "templates", None))
+    if spec.out_dir == "required" and run["out_dir"] is None:
+        raise UsageError(f"--out-dir is required: the folder for the {spec.name} pictures")
+    check_output(run["format"], run["output"], bool(run["resume"]))
+    check_device(model["device"], model["precision"])
+    check_model(model["model"], model["pretrained"])
+    items = collect_inputs(images, run["files_from"])
+    code = _run(spec, text, config, items, model, run)
+    if code:
+        raise typer.Exit(code)
+
+
+def _run(spec: MethodSpec, text: Any, config: Any, items: list, model: dict[str, Any], run: dict[str, Any]) -> int:
+    from clipkit.api import run as run_method
+    from clipkit.sink import ResultSink
+
+    sink = ResultSink(run["format"], run["output"], resume=bool(run["resume"]), title=spec.name)
+    if run["threads"] is not None:
+        from clipkit.device import set_threads
+
+        set_threads(run["threads"])
+    model_options = {k: v for k, v in model.items() if v is not None and k != "model"}
+    results = run_method(spec.name, items, text, model=model["model"], config=config, out_dir=run["out_dir"],
+                         batch_size=run["batch_size"], workers=run["workers"], quiet=bool(run["quiet"]),
+                         skip=sink.done, **model_options)
+    try:
+        for result in results:
+            sink.add(result)
+    except BaseException:
+        sink.abort()  # the journal stays as FILE.partial: --resume continues from it
+        raise
+    return sink.close()
