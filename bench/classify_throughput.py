@@ -2,7 +2,7 @@
 
     python bench/classify_throughput.py [--model ViT-B-32 --pretrained random] [--n 256] [--batch-size 32]
 
-(a) clipkit: the library path the CLI runs (``iter_classify``: decoding in DataLoader workers, batched encode);
+(a) clipkit: the library path the CLI runs (``clipkit.api.run``: decoding in DataLoader workers, batched encode);
 (b) naive: the loop from open_clip's README, once per image: open + preprocess, tokenize the prompts, encode
     image and text, softmax (batch size 1, text re-encoded every time);
 (b') naive with the text encoded once (batch size 1);
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "classify.json"))
     args = parser.parse_args()
 
-    from clipkit.methods.classify import iter_classify
+    from clipkit.api import run
     from clipkit.prompts import text_embeddings
     from clipkit.registry import load_model
 
@@ -64,7 +64,7 @@ def main() -> None:
         results = {}
 
         start = time.perf_counter()
-        out = list(iter_classify(paths, LABELS, loaded, templates=[TEMPLATE], batch_size=args.batch_size))
+        out = list(run("classify", paths, LABELS, model=loaded, templates=[TEMPLATE], batch_size=args.batch_size))
         results["a_clipkit"] = len(out) / (time.perf_counter() - start)
 
         naive = paths[: args.naive_n]

@@ -14,7 +14,8 @@ import torch
 
 
 def main() -> None:
-    from clipkit.methods.group import Grouper, load_group_model
+    from clipkit.methods.group import GroupPredictor
+    from clipkit.registry import load_groupvit_model
     from clipkit.world import CATEGORIES, SceneConfig, generate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -23,14 +24,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_group_model(args.model, device="cpu")
-    grouper = Grouper(model, list(CATEGORIES))
+    model = load_groupvit_model(args.model, device="cpu")
+    grouper = GroupPredictor(model, list(CATEGORIES))
     scenes = list(generate(args.n + 2, seed=0, config=SceneConfig(size=(224, 224))))
     for s in scenes[:2]:  # warm-up
-        grouper(s.image)
+        grouper.group_image(s.image)
     t0 = time.perf_counter()
     for s in scenes[2:]:
-        grouper(s.image)
+        grouper.group_image(s.image)
     ms = 1000 * (time.perf_counter() - t0) / args.n
     print(json.dumps({"model": args.model, "n": args.n, "threads": args.threads, "ms_per_image": round(ms, 1)}))
 

@@ -45,6 +45,8 @@ def load_for(spec: MethodSpec, model: Any = None, **model_options: Any) -> Any:
     """The registry's model for ``spec`` (a loaded model object passes through)."""
     from clipkit import registry
 
+    if spec.model_kind == "none":
+        return None
     if model is not None and not isinstance(model, str | Path):
         return model
     options = {k: v for k, v in model_options.items() if v is not None}

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from clipkit.errors import UsageError
 from clipkit.api import detect
+from clipkit.errors import UsageError
 from clipkit.methods.detect import DetectConfig, class_probabilities, postprocess
 from clipkit.regions import RegionConfig, _crops, fast_embeddings, image_embeddings, square_boxes
 

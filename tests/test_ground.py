@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from clipkit.errors import UsageError
 from clipkit.api import ground
+from clipkit.errors import UsageError
 from clipkit.methods.ground import GroundConfig, context_views, ground_image, phrase_embeddings, score_boxes
 from clipkit.phrases import parse_phrases
 

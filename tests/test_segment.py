@@ -11,10 +11,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clipkit import dense, lseg
-from clipkit.errors import ModelError, UsageError
-from clipkit.evaluation import confusion_miou
 from clipkit.api import segment
 from clipkit.artefacts import coco_rle
+from clipkit.errors import ModelError, UsageError
+from clipkit.evaluation import confusion_miou
 from clipkit.methods.segment import SegmentPredictor as Segmenter
 from clipkit.results import ErrorRecord, Segmentation
 
@@ -84,7 +84,7 @@ def test_default_variant_follows_the_tower(tiny_model):
 
 
 def test_bad_options_are_usage_errors(tiny_model):
-    with pytest.raises(UsageError, match="--variant must be one of .*'plain', not 'foo'"):
+    with pytest.raises(UsageError, match=r"--variant must be one of .*'plain', not 'foo'"):
         Segmenter(tiny_model, ["a"], variant="foo")
     with pytest.raises(UsageError, match="--threshold: Input should be less than or equal to 1"):
         Segmenter(tiny_model, ["a"], threshold=1.5)

@@ -150,7 +150,8 @@ def test_cli_writes_svg_png_gif_and_jsonl(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--renderer", "cairo"], "--renderer must be one of 'auto', 'torch' or 'diffvg', not 'cairo'"), (["--width", "0"], "width"), ([], "--out-dir is required")],
+    [(["--renderer", "cairo"], "--renderer must be one of 'auto', 'torch' or 'diffvg', not 'cairo'"),
+     (["--width", "0"], "width"), ([], "--out-dir is required")],
 )
 def test_cli_bad_options_are_one_line_errors(tiny_model_dir, tmp_path, extra, message):
     img = tmp_path / "x.png"

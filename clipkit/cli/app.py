@@ -75,14 +75,5 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point. A reader that closes the pipe early (``| head``) ends the run quietly with
-    exit 0, as ``cat`` and ``grep`` do."""
-    import os
-    import sys
-
-    try:
-        app()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit: let that go nowhere
-        sys.exit(0)
+    """Console-script entry point (a closed pipe ends a run quietly: see ``ClipkitGroup``)."""
+    app()

@@ -4,6 +4,7 @@ Nothing here imports torch; commands import the library inside their function bo
 """
 
 import os
+import sys
 from typing import Any
 
 import typer
@@ -34,7 +35,11 @@ class ClipkitGroup(TyperGroup):
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
-            raise  # main() ends the run quietly
+            # the reader closed the pipe (`| head`): end quietly with 0, as cat and grep do; Python flushes
+            # stdout again at exit, so point it at /dev/null first
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted (rerun with --resume to continue where it stopped).", err=True)
             raise typer.Exit(130) from None

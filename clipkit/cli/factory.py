@@ -25,6 +25,7 @@ SHARED: list[tuple[str, Any]] = [
     ("workers", o.WorkersOpt), ("threads", o.ThreadsOpt), ("files_from", o.FilesFromOpt),
     ("format", o.FormatOpt), ("output", o.OutputOpt), ("resume", o.ResumeOpt), ("quiet", o.QuietOpt),
 ]
+MODEL_OPTIONS = ("pretrained", "device", "precision", "offline", "trust_checkpoint")
 TEXT: dict[str, list[tuple[str, Any]]] = {
     "labels": [("labels", o.LabelsOpt), ("labels_file", o.LabelsFileOpt)],
     "caption": [("caption", o.CaptionOpt), ("phrases", o.PhrasesOpt)],
@@ -82,7 +83,9 @@ def method_command(spec: MethodSpec) -> Any:
     params = [("images", o.Inputs), *TEXT[spec.text], *config_parameters(spec)]
     if spec.out_dir != "none":
         params.append(("out_dir", o.OutDirRequiredOpt if spec.out_dir == "required" else o.OutDirOpt))
-    params += [("model", o.GroupModelOpt if spec.model_kind == "group" else o.ModelOpt), *SHARED]
+    if spec.model_kind != "none":
+        params += [("model", o.GroupModelOpt if spec.model_kind == "group" else o.ModelOpt)]
+    params += [(n, a) for n, a in SHARED if spec.model_kind != "none" or n not in MODEL_OPTIONS]
 
     def command(**kwargs: Any) -> None:
         from clipkit.cli.run import run_command

@@ -28,7 +28,7 @@ def run_command(spec: MethodSpec, options: dict[str, Any]) -> None:
     from clipkit.sink import check_output
 
     images = options.pop("images") or []
-    model = {k: options.pop(k) for k in _MODEL}
+    model = {k: options.pop(k, None) for k in _MODEL}
     run = {k: options.pop(k, None) for k in _RUN}
     if spec.text == "labels":
         text = parse_text(spec, options.pop("labels"), options.pop("labels_file"))

@@ -10,9 +10,6 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="The synthetic shapes world: export datasets, train the bundled models.",
-                  no_args_is_help=True)
-
 
 def _usage_error(msg: str) -> Exception:
     from clipkit.errors import UsageError
@@ -36,7 +33,6 @@ def _parse_size(size: str) -> tuple[int | None, tuple[int, int] | None]:
         raise _usage_error(f"--size must be PX or LO:HI with 32 <= PX <= 2048, got {size!r}") from None
 
 
-@app.command("export")
 def export(
     out: Annotated[Path, typer.Argument(help="Output folder (created).")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of scenes.")] = 100,
@@ -50,21 +46,18 @@ def export(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Write N scenes as PNGs with COCO instances, captions, semantic masks and referring expressions."""
-    from rich.progress import Progress
-
+    from clipkit.runner import progress
     from clipkit.world.export import export as do_export
 
     if min_objects > max_objects:
         raise _usage_error(f"--min-objects {min_objects} exceeds --max-objects {max_objects}")
     px, rng = _parse_size(size)
-    with Progress(disable=quiet, transient=True) as bar:
-        task = bar.add_task("generating scenes", total=n)
+    with progress(n, "generating scenes", quiet) as bar:
         folder = do_export(out, n=n, seed=seed, size=px or 224, size_range=rng, min_objects=min_objects,
-                           max_objects=max_objects, progress=lambda k: bar.advance(task, k))
+                           max_objects=max_objects, progress=bar.advance)
     typer.echo(f"wrote {n} scenes to {folder}", err=True)
 
 
-@app.command("train-clip")
 def train_clip(
     out: Annotated[Path, typer.Argument(help="Output model folder (open_clip hub layout + model card).")],
     steps: Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps.")] = None,

@@ -47,8 +47,9 @@ class MethodSpec:
 
     ``predictor``: ``"module:Class"``, imported only when a run starts (so specs stay torch-free); the class is
     called as ``Class(model, text, config)``. ``text``: ``"labels"`` (a list of label strings), ``"caption"``
-    (``(caption, phrases)``) or ``"none"``. ``model_kind``: what the registry loads (``"clip"``, or ``"group"``:
-    a GroupViT, or a CLIP for the fallback). ``out_dir``: ``"optional"``, ``"required"`` or ``"none"``.
+    (``(caption, phrases)``) or ``"none"``. ``model_kind``: what the registry loads (``"clip"``; ``"group"``:
+    a GroupViT, or a CLIP for the fallback; ``"none"``: no model, the predictor gets None). ``out_dir``:
+    ``"optional"``, ``"required"`` or ``"none"``.
     """
 
     name: str
@@ -56,7 +57,7 @@ class MethodSpec:
     predictor: str
     summary: str
     text: Literal["labels", "caption", "none"] = "labels"
-    model_kind: Literal["clip", "group"] = "clip"
+    model_kind: Literal["clip", "group", "none"] = "clip"
     out_dir: Literal["optional", "required", "none"] = "optional"
     batch_size: int = 1
     description: str = ""

@@ -57,16 +57,6 @@ class ShapesExport:
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         return xyxy, [self.categories[a["category_id"]] for a in anns]
 
-    def instance_masks(self, path: str | Path) -> np.ndarray:
-        """bool [N, H, W] instance masks of image ``path`` (order of :meth:`annotations`)."""
-        from pycocotools import mask as mask_utils
-
-        info = self.image_info(path)
-        anns = self.annotations(path)
-        if not anns:
-            return np.zeros((0, info["height"], info["width"]), bool)
-        return np.stack([mask_utils.decode(a["segmentation"]).astype(bool) for a in anns])
-
 
 def read_export(folder: str | Path) -> ShapesExport:
     """Load an export folder; raises :class:`ExportError` with the missing piece named."""

@@ -17,7 +17,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -105,6 +105,7 @@ def train_loop(model: torch.nn.Module, batch_iter: Iterable, loss_fn: Callable[[
     ``max_seconds`` stops early (the schedule still assumes ``steps``). ``on_step(step, loss, lr)`` is called
     every ``log_every`` steps (and on the last). Shows a rich progress bar on stderr unless ``quiet``.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     model.train()
@@ -117,7 +118,7 @@ def train_loop(model: torch.nn.Module, batch_iter: Iterable, loss_fn: Callable[[
     t0 = time.perf_counter()
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*cols, disable=quiet, transient=False) as bar:
+    with Progress(*cols, disable=quiet, transient=False, console=Console(stderr=True)) as bar:
         task = bar.add_task("training", total=steps, loss=float("nan"))
         for step, batch in enumerate(batch_iter):
             if step >= steps:
@@ -320,7 +321,3 @@ def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str]
                      max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None, quiet=quiet,
                      on_step=lambda s, loss, lr: on_step(s, loss, lr))
     return model, tokenizer, res, pool_s
-
-
-def config_dict(cfg: TrainClipConfig) -> dict:
-    return asdict(cfg)

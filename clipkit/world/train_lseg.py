@@ -63,12 +63,10 @@ def _scene_batch(cfg: LSegTrainConfig, start: int, size: tuple[int, int], rng: n
     return x, torch.stack(ys)
 
 
-def evaluate_head(model: Any, head: Any, *, n: int = 100, seed: int = 777, max_objects: int = 4,
-                  labels_from: str = "scene") -> dict[str, float]:
+def evaluate_head(model: Any, head: Any, *, n: int = 100, seed: int = 777, max_objects: int = 4) -> dict[str, float]:
     """mIoU of ``head`` on ``n`` held-out generated scenes at the model's input size.
 
-    ``labels_from="scene"``: each scene is segmented with all 48 category names (as ``eval segment
-    --labels-from-data`` on an export).
+    Each scene is segmented with all 48 category names (as ``eval segment --labels-from-data`` on an export).
     """
     from clipkit.evaluation.segmentation import confusion_matrix, miou_from_confusion
     from clipkit.methods.segment import SegmentPredictor
