@@ -25,8 +25,8 @@ def _train_log(run: Path, steps_done: int | None) -> str:
 
 
 def main() -> None:
-    from clipkit.groupvit.card import VAL_N, finish_model, run_command
     from clipkit.groupvit.weights import load_groupvit, save_hf_dir
+    from clipkit.training.groupvit_card import VAL_N, finish_model, run_command
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="a train-groupvit output folder (float32)")
@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.card_only:
-        from clipkit.groupvit.card import model_card
+        from clipkit.training.groupvit_card import model_card
 
         meta = json.loads((args.dest / "clipkit.json").read_text())
         metrics = json.loads((args.dest / "metrics.json").read_text())

@@ -17,8 +17,8 @@ import torch
 
 
 def main() -> None:
-    from clipkit.groupvit.evaluate import DEFAULT_THRESHOLDS, sweep_world
     from clipkit.groupvit.weights import load_groupvit
+    from clipkit.training.groupvit_sweep import DEFAULT_THRESHOLDS, sweep_world
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="GroupViT folder (Hugging Face layout + clipkit.json)")

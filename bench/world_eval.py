@@ -15,8 +15,8 @@ import time
 
 import torch
 
+from clipkit.training.clip_card import refresh_card
 from clipkit.world import metrics
-from clipkit.world.card import refresh_card
 from clipkit.world.model import SHAPES_CLIP_DIR, load_shapes_clip
 
 

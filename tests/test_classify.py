@@ -146,3 +146,20 @@ def test_python_api_accepts_pil_images_and_arrays(tiny_model):
     assert [type(r) for r in results] == [Classification, Classification]
     assert clipkit.classify(["missing.png"], "a,b", model=tiny_model) == [
         ErrorRecord("missing.png", "no such file")]
+
+
+def test_cli_json_equals_open_clip_to_1e5(tiny_model, tiny_model_dir, image_dir):
+    """The CLI prints full-precision float32 scores: its JSON equals a direct open_clip computation to 1e-5."""
+    labels = LABELS.split(",")
+    res = run("classify", image_dir / "a.png", "-m", tiny_model_dir, "-l", LABELS, "-t", "a photo of a {}.",
+              "-f", "json")
+    [record] = json.loads(res.stdout)
+    model, tokenizer = tiny_model.model, tiny_model.tokenizer
+    with torch.no_grad():
+        classifier = open_clip.build_zero_shot_classifier(model, tokenizer, labels, ["a photo of a {}."],
+                                                          device="cpu")
+        pixels = tiny_model.preprocess(Image.open(image_dir / "a.png").convert("RGB")).unsqueeze(0)
+        features = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1)
+        expected = (model.logit_scale.exp() * features @ classifier).softmax(dim=-1)[0].numpy()
+    by_label = {x["label"]: x["score"] for x in record["labels"]}
+    assert np.abs(np.array([by_label[lb] for lb in labels]) - expected).max() <= 1e-5

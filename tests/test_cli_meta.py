@@ -62,3 +62,19 @@ def test_models_lists_open_clip_tags_and_marks_local_weights():
     assert openai and openai[0]["local"] is False and openai[0]["kind"] == "open_clip"
     local = runner.invoke(app, ["models", "--local", "--format", "json"])
     assert all(row["local"] for row in json.loads(local.stdout))
+
+
+@pytest.mark.parametrize("command", all_commands(), ids=lambda c: " ".join(c))
+def test_help_examples_name_files_that_exist(command):
+    """Every `examples/...` path in a command's --help exists in the repository."""
+    result = runner.invoke(app, [*command, "--help"], terminal_width=400)
+    root = Path(__file__).resolve().parents[1]
+    for path in re.findall(r"(examples/[\w./-]+)", result.output):
+        assert (root / path.rstrip(".")).exists(), f"{' '.join(command)} --help names missing {path}"
+
+
+def test_models_local_lists_every_bundled_kind():
+    result = runner.invoke(app, ["models", "--local", "-f", "jsonl"])
+    rows = {json.loads(x)["model"]: json.loads(x)["kind"] for x in result.stdout.splitlines()}
+    bundled = {"shapes-clip": "clip", "lseg-shapes": "lseg-head", "shapes-groupvit": "groupvit"}
+    assert {k: rows.get(k) for k in bundled} == bundled

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from clipkit.groupvit.card import model_card, run_command
+from clipkit.training.groupvit_card import model_card, run_command
 
 
 def test_chain_of_runs_lists_every_command_in_order(tmp_path):
@@ -32,7 +32,7 @@ def test_chain_of_runs_lists_every_command_in_order(tmp_path):
 
 
 def test_lineage_is_carried_from_the_init_folder(tmp_path):
-    from clipkit.groupvit.train import _lineage
+    from clipkit.training.groupvit import _lineage
 
     (tmp_path / "clipkit.json").write_text(json.dumps({
         "lineage": [{"out": "runs/a"}], "training": {"out": "runs/b", "config": {"vision": {}}}}))
@@ -44,7 +44,7 @@ def test_calibration_sweep_picks_the_best_top_k_and_threshold(tmp_path):
     """``finish_model`` calibrates (top-k, bg_thresh) jointly on validation: the pair it reports is the best."""
     from conftest import tiny_groupvit
 
-    from clipkit.groupvit.evaluate import miou_at, sweep_world
+    from clipkit.training.groupvit_sweep import miou_at, sweep_world
 
     sweep = sweep_world(tiny_groupvit(), ["a {}"], seed=2, n=2, size=64, thresholds=(0.1, 0.9), top_ks=(1, 48))
     table = {(int(k), float(t)): v for k, row in sweep["miou_by_top_k"].items() for t, v in row.items()}

@@ -1,4 +1,4 @@
-"""Warm start of the tiny GroupViT from a shapes-clip-format open_clip model (clipkit/groupvit/clip_init.py)."""
+"""Warm start of the tiny GroupViT from a shapes-clip-format open_clip model (clipkit.training.groupvit_clip_init)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from clipkit.cli.app import app
-from clipkit.groupvit.clip_init import OPENAI_MEAN, init_from_clip, resolve_clip_source, summary
 from clipkit.groupvit.config import TextConfig
 from clipkit.groupvit.model import GroupViT
 from clipkit.groupvit.text import tokenize
-from clipkit.groupvit.train import tiny_config
 from clipkit.groupvit.weights import load_groupvit
+from clipkit.training.clip import SHAPES_CLIP_CFG, register_model_config, save_hub_folder
+from clipkit.training.groupvit import tiny_config
+from clipkit.training.groupvit_clip_init import OPENAI_MEAN, init_from_clip, resolve_clip_source, summary
 from clipkit.world.model import SHAPES_CLIP_DIR
-from clipkit.world.train_clip import SHAPES_CLIP_CFG, register_model_config, save_hub_folder
 
 CAPTIONS = ["a red circle", "a blue star left of a green square", "a photo of a yellow triangle."]
 

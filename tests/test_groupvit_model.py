@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig, from_hf_config, to_hf_config
 from clipkit.groupvit.layers import gumbel_softmax, straight_through
-from clipkit.groupvit.losses import image_text_contrastive, multi_label_contrastive
 from clipkit.groupvit.model import GroupViT
+from clipkit.training.groupvit_losses import image_text_contrastive, multi_label_contrastive
 
 
 def tiny(**vision) -> GroupViT:
@@ -147,7 +147,7 @@ def test_config_validation(bad):
 
 
 def test_group_noun_loss_rewards_one_group_per_object():
-    from clipkit.groupvit.losses import group_noun_contrastive
+    from clipkit.training.groupvit_losses import group_noun_contrastive
 
     torch.manual_seed(0)
     t = F.normalize(torch.randn(6, 16), dim=-1)  # six noun embeddings
@@ -169,7 +169,7 @@ def test_group_noun_loss_rewards_one_group_per_object():
 
 def test_set_image_size_resizes_positions_once_as_inference_does():
     """Continuing training at another size (``--init ... --image-size``) keeps the model's function at that size."""
-    from clipkit.groupvit.phases import set_image_size
+    from clipkit.training.groupvit_phases import set_image_size
 
     model = tiny().eval()
     x = torch.randn(2, 3, 48, 48)
@@ -184,7 +184,7 @@ def test_set_image_size_resizes_positions_once_as_inference_does():
 
 
 def test_freeze_grouping_keeps_the_assignment_maps_and_trains_the_naming():
-    from clipkit.groupvit.phases import freeze_grouping, grouping_eval_mode
+    from clipkit.training.groupvit_phases import freeze_grouping, grouping_eval_mode
 
     model = tiny().train()
     frozen = freeze_grouping(model)
@@ -209,7 +209,7 @@ def test_freeze_grouping_keeps_the_assignment_maps_and_trains_the_naming():
 
 def test_freezing_the_first_stage_lets_the_second_regroup():
     """``--freeze-stages 1``: stage 1's assignment stays, stage 2's moves with training."""
-    from clipkit.groupvit.phases import freeze_grouping, grouping_eval_mode
+    from clipkit.training.groupvit_phases import freeze_grouping, grouping_eval_mode
 
     torch.manual_seed(0)
     model = tiny().train()
@@ -235,7 +235,7 @@ def test_freezing_the_first_stage_lets_the_second_regroup():
 
 
 def test_unclaimed_group_flatness_targets_only_unclaimed_groups_of_complete_captions():
-    from clipkit.groupvit.losses import unclaimed_group_flatness
+    from clipkit.training.groupvit_losses import unclaimed_group_flatness
 
     torch.manual_seed(0)
     t = F.normalize(torch.randn(6, 16), dim=-1)

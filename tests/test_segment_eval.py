@@ -60,7 +60,7 @@ def test_cli_eval_segment_json(tiny_model_dir, tiny_export):
 def test_train_lseg_writes_a_loadable_head(tiny_model_dir, tmp_path):
     from clipkit import lseg
     from clipkit.registry import load_model
-    from clipkit.world.train_lseg import LSegTrainConfig, train_lseg
+    from clipkit.training.lseg import LSegTrainConfig, train_lseg
 
     cfg = LSegTrainConfig(model=str(tiny_model_dir), steps=3, batch_size=2, features=8, eval_scenes=2,
                           threads=None)

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from clipkit.world import CATEGORIES
-from clipkit.world.data import PoolConfig, SceneCaptionDataset, ScenePool, batches, caption_text
-from clipkit.world.train_clip import (
+from clipkit.training.clip import (
     TrainClipConfig,
     multi_positive_clip_loss,
     save_hub_folder,
     train_clip,
 )
+from clipkit.world import CATEGORIES
+from clipkit.world.data import PoolConfig, SceneCaptionDataset, ScenePool, batches, caption_text
 
 TINY = {"embed_dim": 16,
         "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16,

@@ -90,8 +90,8 @@ def train_clip(
     import shlex
     import sys
 
-    from clipkit.world.card import build
-    from clipkit.world.train_clip import TrainClipConfig
+    from clipkit.training.clip import TrainClipConfig
+    from clipkit.training.clip_card import build
 
     if init is not None and not (init / "open_clip_model.safetensors").is_file():
         raise _usage_error(f"--init {init}: no open_clip_model.safetensors there (give a train-clip output folder)")

@@ -58,8 +58,8 @@ def train_groupvit(
     import shlex
     import sys
 
-    from clipkit.groupvit.card import finish_model
-    from clipkit.groupvit.train import TrainOptions, train
+    from clipkit.training.groupvit import TrainOptions, train
+    from clipkit.training.groupvit_card import finish_model
 
     given = {"scenes": scenes, "steps": steps, "minutes": minutes, "batch_size": batch_size, "lr": lr,
              "image_size": image_size, "seed": seed, "threads": threads, "group_loss": group_loss,

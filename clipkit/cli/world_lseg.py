@@ -42,8 +42,8 @@ def train_lseg(
 
       clipkit world train-lseg /tmp/head --model shapes-clip --steps 50 --eval-scenes 20
     """
-    from clipkit.world.train_lseg import LSegTrainConfig
-    from clipkit.world.train_lseg import train_lseg as run
+    from clipkit.training.lseg import LSegTrainConfig
+    from clipkit.training.lseg import train_lseg as run
 
     cfg = LSegTrainConfig(**drop_none(model=model, steps=steps, batch_size=batch_size, lr=lr,
                                       features=features, seed=seed, scene_seed=scene_seed,

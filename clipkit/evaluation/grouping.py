@@ -15,19 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from clipkit.errors import UsageError
-from clipkit.evaluation.segmentation import confusion_matrix, miou_from_confusion
+from clipkit.evaluation.segmentation import confusion_matrix, labelled_export, miou_from_confusion
 from clipkit.groupvit.segment import purity
-
-
-def _lookup(categories: dict[int, str], labels: Sequence[str]) -> np.ndarray:
-    """Category id -> label index (1-based; 0 background; 255 = ignored: categories outside ``labels``)."""
-    lut = np.full(max(256, max([0, *categories]) + 1), 255, dtype=np.int64)
-    lut[0] = 0
-    index = {name: k for k, name in enumerate(labels, start=1)}
-    for cid, name in categories.items():
-        lut[cid] = index.get(name, 255)
-    return lut
 
 
 def evaluate_group(
@@ -51,22 +40,9 @@ def evaluate_group(
     from clipkit.images import load_image
     from clipkit.methods.group import GroupPredictor
     from clipkit.runner import progress
-    from clipkit.world.dataset import ExportError, read_export
 
-    try:
-        export = read_export(data)
-    except ExportError as exc:
-        raise UsageError(str(exc)) from None
-    categories = {int(k): str(v) for k, v in dict(export.categories).items()}
-    label_list = list(labels) if labels else [categories[k] for k in sorted(categories)]
-    unknown = [lb for lb in label_list if lb not in categories.values()]
-    if unknown:
-        raise UsageError(f"labels not in the dataset's categories: {', '.join(unknown)}")
-    lut = _lookup(categories, label_list)
+    export, label_list, lut, images = labelled_export(data, labels, limit)
     grouper = GroupPredictor(model, label_list, config, **options)
-    images = list(export.images)[: limit if limit else None]
-    if not images:
-        raise UsageError(f"no images in {data}")
     n = len(label_list) + 1
     conf = np.zeros((n, n), dtype=np.int64)
     pure = {"stage1": [0.0, 0.0], "stage2": [0.0, 0.0]}

@@ -83,6 +83,28 @@ def _label_lookup(categories: dict[int, str], labels: Sequence[str]) -> np.ndarr
     return lut
 
 
+def labelled_export(data: str | Path, labels: Sequence[str] | None, limit: int | None
+                    ) -> tuple[Any, list[str], np.ndarray, list[Path]]:
+    """``(export, labels, lut, images)`` of an export folder: ``labels`` default to every category name; ``lut``
+    maps a category id to its 1-based label index (0 background, ``IGNORE_INDEX`` outside ``labels``);
+    ``images`` are the first ``limit``. Unreadable exports, unknown labels and no images are UsageErrors."""
+    from clipkit.world.dataset import ExportError, read_export
+
+    try:
+        export = read_export(data)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    categories = {int(k): str(v) for k, v in dict(export.categories).items()}
+    label_list = list(labels) if labels else [categories[k] for k in sorted(categories)]
+    unknown = [lb for lb in label_list if lb not in categories.values()]
+    if unknown:
+        raise UsageError(f"labels not in the dataset's categories: {', '.join(unknown)}")
+    images = list(export.images)[: limit if limit else None]
+    if not images:
+        raise UsageError(f"no images in {data}")
+    return export, label_list, _label_lookup(categories, label_list), images
+
+
 def evaluate_segment(
     data: str | Path,
     model: Any,
@@ -112,22 +134,9 @@ def evaluate_segment(
     from clipkit.images import load_image
     from clipkit.methods.segment import SegmentPredictor
     from clipkit.runner import progress
-    from clipkit.world.dataset import ExportError, read_export
 
-    try:
-        export = read_export(data)
-    except ExportError as exc:
-        raise UsageError(str(exc)) from None
-    categories = {int(k): str(v) for k, v in dict(export.categories).items()}
-    label_list = list(labels) if labels else [categories[k] for k in sorted(categories)]
-    unknown = [lb for lb in label_list if lb not in categories.values()]
-    if unknown:
-        raise UsageError(f"labels not in the dataset's categories: {', '.join(unknown)}")
-    lut = _label_lookup(categories, label_list)
+    export, label_list, lut, images = labelled_export(data, labels, limit)
     segmenter = SegmentPredictor(model, label_list, config, **segment_options)
-    images = list(export.images)[: limit if limit else None]
-    if not images:
-        raise UsageError(f"no images in {data}")
     n = len(label_list) + 1
     conf = np.zeros((n, n), dtype=np.int64)
     seconds = 0.0

@@ -1,10 +1,10 @@
-"""GroupViT (Xu et al., CVPR 2022): architecture, weight loading (Hugging Face port / NVlabs), losses, the
-official zero-shot segmentation rule, the shapes-world trainer and a training-free fallback for plain CLIPs.
+"""GroupViT (Xu et al., CVPR 2022): the model — architecture, weight loading (Hugging Face port / NVlabs), and
+its inference rules (the official zero-shot segmentation, sliding windows, a training-free fallback for plain
+CLIPs).
 
 Modules: ``config`` (official defaults), ``layers`` + ``model`` (architecture), ``weights`` (key maps, load/save),
-``losses``, ``text`` (tokenising, label embeddings), ``segment`` (inference), ``fallback`` (dense grouping),
-``train`` + ``card`` (shapes-groupvit), ``clip_init`` (warm start from an open_clip ViT), ``evaluate``
-(``clipkit eval group``).
+``text`` (tokenising, label embeddings), ``segment`` + ``slide`` (inference), ``fallback`` (dense grouping).
+Training, its losses, the calibration sweep and the model card are in :mod:`clipkit.training`.
 """
 
 from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig

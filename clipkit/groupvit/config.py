@@ -65,7 +65,7 @@ class TextConfig:
 
     ``mlp_ratio`` (official ``TextTransformer(mlp_ratio=4)``) and ``hidden_act`` (official: QuickGELU; the port's
     ``hidden_act``) are configurable so that an open_clip text tower (exact GELU unless ``quick_gelu``) can be
-    copied into ours exactly (:mod:`clipkit.groupvit.clip_init`).
+    copied into ours exactly (:mod:`clipkit.training.groupvit_clip_init`).
     """
 
     context_length: int = 77

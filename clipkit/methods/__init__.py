@@ -90,7 +90,7 @@ def _builtin() -> None:
         "Zero-shot classify images against free-text labels (CLIP: prompt ensembles, softmax over labels).",
         out_dir="none", batch_size=32,
         examples=("clipkit classify examples/scenes/images --labels 'red circle,blue square,green triangle'",
-                  "clipkit classify photo.jpg -m ViT-B-32 -p openai --labels cat,dog --top-k 1",
+                  "clipkit classify examples/photos/chelsea.jpg -m ViT-B-32 -p openai --labels cat,dog --top-k 1",
                   "find imgs -name '*.jpg' | clipkit classify - --labels-file labels.txt -o scores.jsonl --resume")))
     register(MethodSpec(
         "segment", c.SegmentConfig, "clipkit.methods.segment:SegmentPredictor",
@@ -98,7 +98,8 @@ def _builtin() -> None:
         examples=("clipkit segment examples/scenes/images -l 'red circle,blue square' --out-dir out/",
                   "clipkit segment examples/scenes/images/scene_000000.png -l 'red circle,blue square' "
                   "--head lseg-shapes -d out/ --scores",
-                  "clipkit segment photo.jpg -m ViT-B-16 -p openai -l cat,dog --variant sclip --background sky,wall")))
+                  "clipkit segment examples/photos/coffee.jpg -m ViT-B-16 -p openai -l cup,saucer,spoon "
+                  "--variant sclip --background table,wall")))
     register(MethodSpec(
         "group", c.GroupConfig, "clipkit.methods.group:GroupPredictor",
         "Group pixels into segments with GroupViT and name them with free-text labels.",
@@ -108,8 +109,8 @@ def _builtin() -> None:
                     "also takes a Hugging Face GroupViT folder, an NVlabs .pth, or any open_clip model "
                     "(training-free grouping of its dense patch embeddings).",
         examples=("clipkit group examples/scenes/images --labels-file examples/labels.txt --out-dir out/",
-                  "clipkit group photo.jpg -m ./groupvit-gcc-yfcc -l cat,dog,grass,sky -d out/",
-                  "clipkit group photo.jpg -m ViT-B-16 -p openai -l cat,dog --groups 64,8 -d out/")))
+                  "clipkit group examples/photos/chelsea.jpg -m ./groupvit-gcc-yfcc -l cat,grass,sky -d out/",
+                  "clipkit group examples/photos/chelsea.jpg -m ViT-B-16 -p openai -l cat,dog --groups 64,8 -d out/")))
     register(MethodSpec(
         "detect", c.DetectConfig, "clipkit.methods.detect:DetectPredictor",
         "Find and box free-text labels in images (ViLD on any CLIP: proposals, region embeddings, background).",
@@ -125,7 +126,8 @@ def _builtin() -> None:
         examples=("clipkit ground examples/scenes/images/scene_000003.png --caption 'a yellow cross left of a "
                   "green star'",
                   "clipkit ground examples/scenes/images --phrases 'red circle;blue square' --out-dir grounded/",
-                  "clipkit ground scene.png --caption 'red circle . green star .' --all --threshold 0.6")))
+                  "clipkit ground examples/scenes/images/scene_000003.png --caption 'yellow cross . green star .' "
+                  "--all --threshold 0.6")))
     register(MethodSpec(
         "sketch", c.SketchConfig, "clipkit.methods.sketch:SketchPredictor",
         "Draw each image as a few black strokes, optimised so CLIP sees the same object (CLIPasso).",
@@ -134,8 +136,8 @@ def _builtin() -> None:
                     "with the loss and time.",
         examples=("clipkit sketch examples/scenes/images/scene_000000.png --out-dir sketches/ --iterations 300 "
                   "--seeds 1",
-                  "clipkit sketch photo.jpg -d out/ --strokes 8 --iterations 300 --seeds 1 --frames",
-                  "clipkit sketch photo.jpg -d out/ -m RN50 -p openai --renderer diffvg")))
+                  "clipkit sketch examples/photos/rocket.jpg -d out/ --strokes 8 --iterations 300 --seeds 1 --frames",
+                  "clipkit sketch examples/photos/rocket.jpg -d out/ -m RN50 -p openai --renderer diffvg")))
 
 
 _builtin()

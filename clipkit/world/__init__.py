@@ -1,5 +1,5 @@
-"""The shapes world: synthetic scenes with exact ground truth, their export, and the trainers of the bundled
-models (see docs/world.md)."""
+"""The shapes world: synthetic scenes with exact ground truth and their export (see docs/world.md); the bundled
+models' trainers live in :mod:`clipkit.training`."""
 
 from clipkit.world.scenes import (
     BACKGROUNDS,

@@ -18,9 +18,9 @@ VAL_N, TEST_N = 100, 200
 def finish_model(folder: str | Path, *, command: str, evaluate: bool = True,
                  log: Callable[[str], None] = print, val_n: int = VAL_N, test_n: int = TEST_N) -> dict | None:
     """Write ``bg_thresh`` into clipkit.json, ``metrics.json`` and ``README.md``; returns the metrics (or None)."""
-    from clipkit.groupvit.evaluate import CALIBRATION_TOP_KS, miou_at, sweep_world
     from clipkit.groupvit.segment import OFFICIAL_BG_THRESH, OFFICIAL_TOPK
     from clipkit.groupvit.weights import load_groupvit
+    from clipkit.training.groupvit_sweep import CALIBRATION_TOP_KS, miou_at, sweep_world
 
     folder = Path(folder)
     meta_path = folder / "clipkit.json"
@@ -68,7 +68,7 @@ def run_command(tr: dict) -> str:
     """The ``clipkit world train-groupvit`` command line of one training record (``clipkit.json`` → training)."""
     from dataclasses import fields
 
-    from clipkit.groupvit.train import TrainOptions
+    from clipkit.training.groupvit import TrainOptions
 
     defaults = {f.name: f.default for f in fields(TrainOptions)}
     words = ["clipkit world train-groupvit", str(tr.get("out", "OUT"))]

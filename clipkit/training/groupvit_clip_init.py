@@ -2,7 +2,7 @@
 
 Source: an open_clip hub folder (``open_clip_config.json`` + ``open_clip_model.safetensors``, read with
 safetensors, never pickle) or the bundled name ``shapes-clip``. Shapes below are for shapes-clip (C = 96,
-grid 12 x 12, text width 64) and the tiny GroupViT of :func:`clipkit.groupvit.train.tiny_config`. A tensor is
+grid 12 x 12, text width 64) and the tiny GroupViT of :func:`clipkit.training.groupvit.tiny_config`. A tensor is
 copied only where its shape matches; everything else stays at GroupViT's init and is listed in the report.
 
 What maps where (GroupViT name <- open_clip name):

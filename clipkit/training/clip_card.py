@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from clipkit.training.clip import PREPROCESS_CFG, TrainClipConfig, save_hub_folder, train_clip
 from clipkit.world.scenes import BACKGROUNDS, CATEGORIES, COLOURS, SHAPES
-from clipkit.world.train_clip import PREPROCESS_CFG, TrainClipConfig, save_hub_folder, train_clip
 
 META = {"kind": "clip", "default_templates": "none"}
 
@@ -151,7 +151,7 @@ def build(out: str | Path, cfg: TrainClipConfig, *, command: str, evaluate: bool
     tokenizer_ref: list = []
     import open_clip
 
-    from clipkit.world.train_clip import register_model_config
+    from clipkit.training.clip import register_model_config
 
     register_model_config(cfg.name, cfg.model_cfg)
     tokenizer_ref.append(open_clip.get_tokenizer(cfg.name))

@@ -7,24 +7,24 @@ template filled with one noun phrase of the caption (the official ``WordAugToken
 ``noun_phrase``), padded with the caption itself when the caption names fewer objects.
 
 Addition (``group_loss``, default weight 1; 0 = the official losses only): clipkit's group-level noun loss
-(:func:`clipkit.groupvit.losses.group_noun_contrastive`): each noun prompt must be picked out by the image's
+(:func:`clipkit.training.groupvit_losses.group_noun_contrastive`): each noun prompt must be picked out by the image's
 best-matching final group, against all other nouns including those of the same image. With the official losses
 alone, our CPU-sized runs collapsed to one or two groups (stage-2 assignment independent of the image; measured
 in docs/group.md); the extra term still uses captions only.
 
 Optional warm start (``init_clip``, ``--init-clip shapes-clip``; off by default, not in the official recipe,
-which trains from scratch): before training, :func:`clipkit.groupvit.clip_init.init_from_clip` copies an
+which trains from scratch): before training, :func:`clipkit.training.groupvit_clip_init.init_from_clip` copies an
 open_clip ViT's patch conv, positions (CLS row dropped), ``ln_pre`` (fitted to GroupViT's LayerNorm-before-
 positions embedding on ``calib_images`` training images), its first ``depths[0]`` blocks into stage 1 and its
 whole text tower (``tiny_config``'s text tower is shapes-clip's); projection heads, group tokens, grouping blocks
 and later stages stay at random init. ``image_mean/std`` become the source's. The report goes to the log and to
 ``clipkit.json`` (``warm_start``).
 
-Continued runs (``init``): ``image_size`` resizes the position grid (:mod:`clipkit.groupvit.phases`);
+Continued runs (``init``): ``image_size`` resizes the position grid (:mod:`clipkit.training.groupvit_phases`);
 ``scene_size`` generates the scenes at another size and resizes every batch to ``image_size`` (PIL bicubic, as
 inference resizes a picture); ``freeze_grouping`` trains only what names the groups, with the grouping stages in
 eval mode, ``freeze_stages`` = K freezes only the first K stages (the later ones regroup); ``group_flat``
-adds :func:`clipkit.groupvit.losses.unclaimed_group_flatness` (flat noun scores for groups no noun claims).
+adds :func:`clipkit.training.groupvit_losses.unclaimed_group_flatness` (flat noun scores for groups no noun claims).
 Each run's ``clipkit.json`` carries the records of the runs it continues (``lineage``).
 
 Deviations (documented in docs/group.md): the noun phrases are the world's object names ("red circle") read from
@@ -50,16 +50,16 @@ import numpy as np
 import torch
 
 from clipkit.groupvit.config import GroupViTConfig, TextConfig, VisionConfig
-from clipkit.groupvit.losses import (
+from clipkit.groupvit.model import GroupViT
+from clipkit.groupvit.text import tokenize
+from clipkit.groupvit.weights import save_hf_dir
+from clipkit.training.groupvit_losses import (
     group_noun_contrastive,
     image_text_contrastive,
     multi_label_contrastive,
     unclaimed_group_flatness,
 )
-from clipkit.groupvit.model import GroupViT
-from clipkit.groupvit.phases import freeze_grouping, grouping_eval_mode, set_image_size
-from clipkit.groupvit.text import tokenize
-from clipkit.groupvit.weights import save_hf_dir
+from clipkit.training.groupvit_phases import freeze_grouping, grouping_eval_mode, set_image_size
 
 # Prompt templates for the multi-label noun prompts (and the label ensemble at inference).
 TEMPLATES: tuple[str, ...] = ("{}", "a {}", "a photo of a {}.", "a picture of a {}.")
@@ -246,7 +246,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     images, captions, names = _scenes(opts.scenes, opts.seed, opts.scene_size or cfg.vision.image_size, log)
     warm: dict | None = None
     if opts.init_clip:
-        from clipkit.groupvit.clip_init import init_from_clip, summary
+        from clipkit.training.groupvit_clip_init import init_from_clip, summary
 
         calib = torch.from_numpy(images[: opts.calib_images]).permute(0, 3, 1, 2).float() / 255.0
         warm = init_from_clip(model, opts.init_clip, calib)  # also sets cfg.image_mean/std to the source's
