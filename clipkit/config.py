@@ -68,15 +68,18 @@ class MethodConfig(BaseModel):
 
     @classmethod
     def make(cls: type[C], **options: Any) -> C:
-        """The config with ``options`` applied (``None`` values dropped); problems raise one ``UsageError``."""
+        """The config with ``options`` applied; problems raise one ``UsageError``. (The CLI passes only the
+        options the user set; in Python ``None`` is a value, e.g. ``temperature=None`` = the model's own scale.)"""
         try:
-            return cls(**{k: v for k, v in options.items() if v is not None})
+            return cls(**options)
         except ValidationError as exc:
             raise UsageError(one_line(exc)) from None
 
     def replace(self: C, **changes: Any) -> C:
-        """A validated copy with ``changes`` applied."""
-        return type(self).make(**{**self.model_dump(), **changes})
+        """A validated copy with ``changes`` applied; fields left at their defaults stay unset
+        (``model_fields_set``), so callers can still tell a user's choice from a default."""
+        kept = {name: getattr(self, name) for name in self.model_fields_set}
+        return type(self).make(**{**kept, **changes})
 
     @classmethod
     def cli_fields(cls) -> dict[str, Any]:

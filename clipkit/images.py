@@ -9,6 +9,8 @@ reason, which the runner turns into an error record; the run goes on.
 from __future__ import annotations
 
 import glob
+import os
+import stat
 import sys
 import warnings
 from collections.abc import Sequence
@@ -21,8 +23,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from clipkit.errors import ImageError, UsageError
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif", ".heic",
+     ".heif", ".avif"}
 )
+HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 # Pillow's own limit (~89 Mpx warns, twice that raises); clipkit turns the warning into a per-file error too.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -49,9 +53,10 @@ def expand_inputs(inputs: Sequence[str], files_from: str | Path | None = None, *
     for item in raw:
         path = Path(item).expanduser()
         if path.is_dir():
-            out.extend(
-                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            # every entry with an image suffix is an input, also broken symlinks, loops and FIFOs: they get an
+            # error record instead of vanishing from the run
+            out.extend(str(p) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS
+                       and not p.is_dir())
         elif not path.exists() and any(ch in item for ch in "*?["):
             out.extend(sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file()))
         else:
@@ -82,8 +87,33 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _heif_opener() -> bool:
+    """Register pillow-heif's HEIC/HEIF opener if it is installed; whether it is."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Decode one image file to RGB, EXIF-transposed; raise ImageError with a one-line reason on failure."""
+    """Decode one image file to RGB, EXIF-transposed; raise ImageError with a one-line reason on failure.
+
+    Only regular files are read (a FIFO or device would block or never end); HEIC/HEIF needs pillow-heif.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except OSError as exc:  # a symlink loop, a permission problem
+        raise ImageError(f"cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise ImageError("is a directory")
+    if not stat.S_ISREG(mode):
+        raise ImageError("not a regular file (a FIFO, socket or device): give image files")
+    if Path(path).suffix.lower() in HEIF_EXTENSIONS and not _heif_opener():
+        raise ImageError("HEIC/HEIF images need the pillow-heif package: pip install pillow-heif")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -248,8 +248,9 @@ def load_head(spec: str | Path, model: Any | None = None) -> LSegHead:
 
     heads = bundled_heads()
     path = heads.get(str(spec)) or Path(spec)
-    if path.is_file():
-        path = path.parent
+    weights = path / HEAD_WEIGHTS
+    if path.is_file():  # exactly the weights file named, with the config beside it
+        path, weights = path.parent, path
     cfg_path = path / HEAD_CONFIG
     if not cfg_path.is_file():
         names = ", ".join(heads) or "none"
@@ -258,7 +259,7 @@ def load_head(spec: str | Path, model: Any | None = None) -> LSegHead:
     try:
         cfg = LSegConfig(**json.loads(cfg_path.read_text()))
         head = LSegHead(cfg)
-        state = load_file(str(path / HEAD_WEIGHTS))
+        state = load_file(str(weights))
         head.load_state_dict({k: v.to(head.state_dict()[k].dtype) for k, v in state.items()})
     except (OSError, TypeError, KeyError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

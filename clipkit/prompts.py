@@ -106,7 +106,11 @@ def parse_labels(labels: str | Sequence[str] | None = None, labels_file: str | P
         path = Path(labels_file).expanduser()
         if not path.is_file():
             raise UsageError(f"labels file {path} does not exist")
-        found.extend(ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip())
+        try:
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first label
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"labels file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        found.extend(ln.strip() for ln in text.splitlines() if ln.strip())
     if not found:
         raise UsageError("no labels given: use --labels a,b,c or --labels-file FILE")
     seen: set[str] = set()
@@ -117,6 +121,14 @@ def parse_labels(labels: str | Sequence[str] | None = None, labels_file: str | P
     return found
 
 
+def _warn_once(message: str, _seen: set[str] = set()) -> None:  # noqa: B006 (the set is the memory)
+    if message not in _seen:
+        _seen.add(message)
+        import sys
+
+        print(f"warning: {message}", file=sys.stderr)
+
+
 def cache_dir() -> Path:
     """Where text embeddings are cached: ``$CLIPKIT_CACHE_DIR`` or ``$XDG_CACHE_HOME/clipkit`` (~/.cache)."""
     root = os.environ.get("CLIPKIT_CACHE_DIR")
@@ -125,8 +137,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipkit"
 
 
-def _key(identity: str, templates: Sequence[str], label: str) -> str:
-    text = "\x00".join([identity, "\x1f".join(templates), label])
+def _key(identity: str, precision: str, templates: Sequence[str], label: str) -> str:
+    text = "\x00".join([identity, precision, "\x1f".join(templates), label])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -159,15 +171,17 @@ def text_embeddings(
     from clipkit.writers import atomic_write_bytes
 
     rendered = resolve_templates(templates, model)
-    keys = [_key(model.identity, rendered, label) for label in labels]
+    keys = [_key(model.identity, model.precision, rendered, label) for label in labels]
     folder = cache_dir() / "text"
     rows: dict[int, torch.Tensor] = {}
     for i, key in enumerate(keys):
         if key in _MEMORY:
             rows[i] = _MEMORY[key]  # type: ignore[assignment]
         elif cache and (folder / f"{key}.npy").is_file():
-            with contextlib.suppress(OSError, ValueError):  # a torn cache file is simply recomputed
-                rows[i] = torch.from_numpy(np.load(folder / f"{key}.npy"))
+            with contextlib.suppress(OSError, ValueError):  # a torn or corrupt entry is simply recomputed
+                row = np.load(folder / f"{key}.npy")
+                if row.ndim == 1 and np.isfinite(row).all():
+                    rows[i] = torch.from_numpy(row)
     missing = [i for i in range(len(labels)) if i not in rows]
     if missing:
         fresh = _encode_labels(model, [labels[i] for i in missing], rendered)
@@ -176,7 +190,12 @@ def text_embeddings(
             if cache:
                 buffer = io.BytesIO()
                 np.save(buffer, row.numpy())
-                atomic_write_bytes(folder / f"{keys[i]}.npy", buffer.getvalue())
+                try:
+                    atomic_write_bytes(folder / f"{keys[i]}.npy", buffer.getvalue())
+                except OSError as exc:  # caching is best-effort: a read-only cache must not stop a run
+                    _warn_once(f"text-embedding cache {folder} is not writable ({exc.strerror}); going on "
+                               "without it")
+                    cache = False
     for i, key in enumerate(keys):
         _MEMORY[key] = rows[i]
     return torch.stack([rows[i] for i in range(len(labels))]).float().to(model.device)

@@ -8,6 +8,12 @@ when the run ends the journal becomes ``FILE`` in the chosen format, moved into 
 always whole, and an interrupted run leaves a ``.partial`` that says so. ``--resume`` reads the journal (or, when
 the last run finished, ``FILE`` itself, in any format but a table), keeps its successful records, and reports
 their inputs as done; failed inputs are retried. This works the same for every command and format.
+
+The journal is locked (``flock``) for the whole run: a second run into the same ``FILE`` is refused with a usage
+error instead of silently replacing the first one's results. A symlinked ``FILE`` is resolved and its target
+replaced; a device or FIFO (``/dev/null``, ``-o /dev/stdout``) and ``-`` are written as streams, never replaced.
+Paths that are not valid UTF-8 (bytes undecodable in the filesystem encoding, held as surrogate escapes) are
+written as JSON ``\\udcXX`` escapes, so every line stays valid UTF-8 and ``json.loads`` gives the path back.
 """
 
 from __future__ import annotations
@@ -60,7 +66,22 @@ def flat_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False)
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a surrogate-escaped (non-UTF-8) path: escape it rather than fail
+        line = json.dumps(record, ensure_ascii=True)
+    return line
+
+
+def _is_stream(output: Path) -> bool:
+    """``-`` or an existing non-regular file (device, FIFO): written as a stream, never replaced."""
+    if str(output) == "-":
+        return True
+    try:
+        return output.exists() and not output.resolve().is_file() and not output.resolve().is_dir()
+    except OSError:
+        return False
 
 
 def check_output(fmt: str | None, output: str | Path | None, resume: bool) -> None:
@@ -69,6 +90,8 @@ def check_output(fmt: str | None, output: str | Path | None, resume: bool) -> No
     resolve_format(fmt, output, sys.stdout)
     if output is not None and Path(output).is_dir():
         raise UsageError(f"--output {output} is a folder: name a file (pictures go to --out-dir)")
+    if resume and output is not None and _is_stream(Path(output)):
+        raise UsageError(f"--resume cannot read back {output}: it is a stream, not a file")
     if resume and output is None:
         raise UsageError("--resume needs --output FILE (the output of the interrupted run)")
     if resume and resolve_format(fmt, output, sys.stdout) == "table":
@@ -84,6 +107,13 @@ class ResultSink:
         self.stream = stream or sys.stdout
         self.output = Path(output) if output is not None else None
         self.format = resolve_format(fmt, output, self.stream)
+        self._own_stream = self.output is not None and _is_stream(self.output) and str(output) != "-"
+        if self.output is not None and _is_stream(self.output):  # "-", a device or a FIFO: written like stdout
+            if self._own_stream:
+                self.stream = open(self.output, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            self.output = None
+        elif self.output is not None:
+            self.output = self.output.resolve()  # a symlink: write its target (atomically), keep the link
         self.title = title
         self.records: list[dict[str, Any]] = []  # stdout json/csv/table only
         self.kept_rows: list[dict[str, Any]] = []  # CSV rows of a finished run being resumed
@@ -101,7 +131,8 @@ class ResultSink:
     def _previous(self) -> list[dict[str, Any]]:
         """Successful records of the run being resumed (journal first, else the finished output)."""
         assert self.output is not None
-        source = self.partial_path if self.partial_path.exists() else self.output
+        journal = self.partial_path
+        source = journal if journal.exists() and journal.stat().st_size else self.output
         if not source.exists():
             return []
         text = source.read_text(encoding="utf-8", errors="surrogateescape")
@@ -127,9 +158,22 @@ class ResultSink:
         return kept
 
     def _open_journal(self, resume: bool) -> None:
+        import fcntl
+
+        self.partial_path.parent.mkdir(parents=True, exist_ok=True)
+        journal = open(self.partial_path, "a+", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        try:
+            fcntl.flock(journal.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            journal.close()
+            raise UsageError(f"--output {self.output} is being written by another clipkit run (its journal "
+                             f"{self.partial_path.name} is locked): wait for it or pick another file") from None
         kept = self._previous() if resume else []
-        atomic_write_text(self.partial_path, "".join(_dumps(r) + "\n" for r in kept))
-        self._journal = open(self.partial_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        journal.seek(0)
+        journal.truncate()
+        journal.write("".join(_dumps(r) + "\n" for r in kept))
+        journal.flush()
+        self._journal = journal
 
     def add(self, result: Any) -> None:
         """Record one result (or error record); JSONL lines are written immediately."""
@@ -162,6 +206,8 @@ class ResultSink:
         elif self.format != "jsonl":
             self.stream.write(self._render(self.records))
             self.stream.flush()
+        if self._own_stream:
+            self.stream.close()
         return 1 if self.failed else 0
 
     def abort(self) -> None:

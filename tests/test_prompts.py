@@ -77,7 +77,34 @@ def test_disk_cache_is_used_on_the_second_run(tiny_model, monkeypatch):
     assert torch.equal(first, again)
 
 
-def test_cache_key_depends_on_templates_and_model(tiny_model):
-    a = prompts._key(tiny_model.identity, ["{}"], "cat")
-    assert a != prompts._key(tiny_model.identity, ["a {}"], "cat")
-    assert a != prompts._key("other-model", ["{}"], "cat")
+def test_cache_key_depends_on_templates_model_and_precision(tiny_model):
+    a = prompts._key(tiny_model.identity, "fp32", ["{}"], "cat")
+    assert a != prompts._key(tiny_model.identity, "fp32", ["a {}"], "cat")
+    assert a != prompts._key("other-model", "fp32", ["{}"], "cat")
+    assert a != prompts._key(tiny_model.identity, "bf16", ["{}"], "cat")
+
+
+def test_cache_is_best_effort_and_rebuilds_corrupt_entries(tiny_model, tmp_path, monkeypatch, capsys):
+    """A read-only cache warns once and the run goes on; a corrupt (NaN) entry is recomputed, never returned."""
+    import numpy as np
+
+    monkeypatch.setenv("CLIPKIT_CACHE_DIR", str(tmp_path / "cache"))
+    prompts._MEMORY.clear()
+    good = prompts.text_embeddings(tiny_model, ["cat"], "none")
+    [entry] = (tmp_path / "cache" / "text").glob("*.npy")
+    np.save(entry, np.full(good.shape[1], np.nan, np.float32))
+    prompts._MEMORY.clear()
+    torch.testing.assert_close(prompts.text_embeddings(tiny_model, ["cat"], "none"), good)
+    monkeypatch.setenv("CLIPKIT_CACHE_DIR", "/proc/no-such-dir")  # not writable, even as root
+    prompts._MEMORY.clear()
+    torch.testing.assert_close(prompts.text_embeddings(tiny_model, ["cat", "dog"], "none")[:1], good)
+    assert capsys.readouterr().err.count("warning: text-embedding cache") == 1
+
+
+def test_labels_file_bom_and_bad_encoding(tmp_path):
+    path = tmp_path / "labels.txt"
+    path.write_bytes("\ufeffcat\ndog\n".encode())
+    assert prompts.parse_labels(labels_file=path) == ["cat", "dog"]
+    path.write_bytes(b"caf\xe9\n")
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        prompts.parse_labels(labels_file=path)

@@ -94,7 +94,7 @@ def _run_eval(method: str, kw: dict[str, Any]) -> None:
         if kw.pop("labels_from_data") and "labels" in extra:
             raise UsageError("give either --labels/--labels-file or --labels-from-data, not both")
         extra["labels_per_image"] = bool(kw.pop("labels_per_image"))
-    config = spec.config.make(**kw)
+    config = spec.config.make(**{k: v for k, v in kw.items() if v is not None})
     check_templates(getattr(config, "templates", None))
     fmt = fmt or ("table" if output is None and sys.stdout.isatty() else "json")
     if fmt not in ("table", "json"):

@@ -38,7 +38,7 @@ def run_command(spec: MethodSpec, options: dict[str, Any]) -> None:
             raise UsageError("give a caption (--caption TEXT) and/or phrases (--phrases 'a;b')")
     else:
         text = None
-    config = spec.config.make(**options)
+    config = spec.config.make(**{k: v for k, v in options.items() if v is not None})  # unset: the defaults
     check_templates(getattr(config, "templates", None))
     if spec.out_dir == "required" and run["out_dir"] is None:
         raise UsageError(f"--out-dir is required: the folder for the {spec.name} pictures")
