@@ -67,9 +67,10 @@ def build(method: str, text: Any, model: Any = None, config: MethodConfig | None
 def run(method: str, images: Any, text: Any = None, *, model: Any = None, config: MethodConfig | None = None,
         out_dir: str | Path | None = None, batch_size: int | None = None, workers: int | None = None,
         quiet: bool = True, skip: set[str] | None = None, files_from: str | Path | None = None,
-        **options: Any) -> Iterator[Any]:
+        max_side: int | None = 0, **options: Any) -> Iterator[Any]:
     """Stream ``method``'s results over ``images`` (paths, folders, globs, PIL images, arrays, tensors, or a list
-    of them), one per input in order; artefacts go to ``out_dir``. ``skip``: input keys already done."""
+    of them), one per input in order; artefacts go to ``out_dir``. ``skip``: input keys already done.
+    ``max_side``: working resolution (default: the method's, ``MethodSpec.max_side``; None: full size)."""
     from clipkit.artefacts import ArtefactWriter
     from clipkit.errors import UsageError
     from clipkit.runner import collect_inputs
@@ -88,6 +89,7 @@ def run(method: str, images: Any, text: Any = None, *, model: Any = None, config
     try:
         yield from run_inputs(predictor, items, batch_size=batch_size or spec.batch_size, workers=workers,
                               keep_image=writer.needs_image, quiet=quiet, skip=skip, description=method,
+                              max_side=spec.max_side if max_side == 0 else max_side,
                               on_result=lambda result, sample: writer.write(result, sample.image))
     finally:
         writer.close()

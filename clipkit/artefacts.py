@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from clipkit.errors import UsageError
+from clipkit.results import resize_map
 from clipkit.writers import atomic_write_text, label_png, overlay, palette, save_image, save_scores_npz
 
 FRAME_MS = 100  # GIF frame duration of sketch animations
@@ -136,10 +137,12 @@ class ArtefactWriter:
     def _segmentation(self, result: Any, image: Image.Image | None) -> None:
         self._save(result, "mask.png", save_image, label_png(result.label_map, len(result.labels)))
         if image is not None and getattr(self.config, "overlay", True):
-            self._save(result, "overlay.png", save_image, overlay(image, result.label_map, result.labels))
+            # pictures are drawn on the working image (smaller than the original after --max-side)
+            fit = (lambda m: m) if result.label_map.shape == image.size[::-1] else (lambda m: resize_map(m, image.size))
+            self._save(result, "overlay.png", save_image, overlay(image, fit(result.label_map), result.labels))
             for key in ("stage1", "stage2"):
                 if key in result.extras:
-                    self._save(result, f"{key}.png", save_image, group_overlay(image, result.extras[key]))
+                    self._save(result, f"{key}.png", save_image, group_overlay(image, fit(result.extras[key])))
         if getattr(self.config, "scores", False) and result.scores is not None:
             self._save(result, "scores.npz", save_scores_npz, result.scores, result.labels)
 
@@ -149,6 +152,8 @@ class ArtefactWriter:
         if image is None:
             return
         det = getattr(result, "detections", result)
+        if det.image_size != image.size:  # drawn on the working image of a downscaled input
+            det = det.rescaled(image.size)
         captions = [f"{det.labels[int(c)]}: {s:.2f}" for c, s in zip(det.class_id, det.confidence, strict=True)]
         self._save(result, "boxes.png", save_image, draw_boxes(image, det.xyxy, captions, det.class_id.tolist()))
 

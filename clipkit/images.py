@@ -27,6 +27,7 @@ IMAGE_EXTENSIONS = frozenset(
      ".heif", ".avif"}
 )
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+ORIGINAL_SIZE = "clipkit_original_size"  # image.info key: (W, H) of a file decoded at reduced size (draft)
 # Pillow's own limit (~89 Mpx warns, twice that raises); clipkit turns the warning into a per-file error too.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -97,10 +98,12 @@ def _heif_opener() -> bool:
     return True
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path, max_side: int | None = None) -> Image.Image:
     """Decode one image file to RGB, EXIF-transposed; raise ImageError with a one-line reason on failure.
 
     Only regular files are read (a FIFO or device would block or never end); HEIC/HEIF needs pillow-heif.
+    ``max_side``: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose long side is still at least
+    this (Pillow's draft mode), so a huge photo never exists at full size in memory; the caller resizes exactly.
     """
     try:
         mode = os.stat(path).st_mode
@@ -118,9 +121,17 @@ def load_image(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
+                full = opened.size
+                if max_side and opened.format == "JPEG" and max(full) > max_side:
+                    scale = max_side / max(full)
+                    opened.draft("RGB", (max(1, round(full[0] * scale)), max(1, round(full[1] * scale))))
+                decoded = opened.size
                 opened.load()
-                image = ImageOps.exif_transpose(opened) or opened
-                return to_rgb(image).copy()
+                image = to_rgb(ImageOps.exif_transpose(opened) or opened).copy()
+        if decoded != full:  # decoded at a reduced DCT scale: remember the true size (EXIF rotation applied)
+            turned = image.size == decoded[::-1] and decoded[0] != decoded[1]
+            image.info[ORIGINAL_SIZE] = full[::-1] if turned else full
+        return image
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except IsADirectoryError:

@@ -23,6 +23,14 @@ def _f32(value: float) -> float:
     return float(str(np.float32(value)))
 
 
+def resize_map(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An integer map ``[H, W]`` resized to ``size`` = (W, H) by nearest neighbour (labels stay labels)."""
+    h, w = array.shape
+    rows = np.minimum((np.arange(size[1]) + 0.5) * h / size[1], h - 1).astype(np.intp)
+    cols = np.minimum((np.arange(size[0]) + 0.5) * w / size[0], w - 1).astype(np.intp)
+    return array[rows[:, None], cols[None, :]]
+
+
 def _with_files(data: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
     if files:
         data["files"] = dict(files)
@@ -76,7 +84,8 @@ class Segmentation:
     """A label map for one image.
 
     ``label_map``: ``[H, W]`` uint8/uint16 at the original size, 0 = background, k = ``labels[k - 1]``.
-    ``scores``: optional ``[N, H, W]`` float per-label probabilities (same order as ``labels``).
+    ``scores``: optional ``[N, h, w]`` float per-label probabilities (same order as ``labels``), at the working
+    resolution (smaller than the label map when the runner downscaled the input, ``--max-side``).
     ``extras``: method-specific arrays (e.g. GroupViT's per-stage group maps ``stage1``/``stage2``); arrays
     stay out of the JSON, other values go in it.
     """
@@ -97,15 +106,25 @@ class Segmentation:
     def classes(self) -> list[dict[str, Any]]:
         """Labels present in the map: pixel fraction and mean score over their pixels, largest first."""
         total = self.label_map.size
+        small = self.label_map
+        if self.scores is not None and self.scores.shape[1:] != small.shape:
+            small = resize_map(small, (self.scores.shape[2], self.scores.shape[1]))
         out = []
         for k, label in enumerate(self.labels, start=1):
             mask = self.label_map == k
             count = int(mask.sum())
             if count == 0:
                 continue
-            score = float(self.scores[k - 1][mask].mean()) if self.scores is not None else 1.0
+            inside = small == k
+            score = float(self.scores[k - 1][inside].mean()) if self.scores is not None and inside.any() else 1.0
             out.append({"label": label, "fraction": _f32(count / total), "score": _f32(score)})
         return sorted(out, key=lambda c: -c["fraction"])
+
+    def rescaled(self, size: tuple[int, int]) -> Segmentation:
+        """The label map and group maps resized to ``size`` = (W, H) (nearest); scores stay at working size."""
+        extras = {k: resize_map(v, size) if isinstance(v, np.ndarray) and v.ndim == 2 else v
+                  for k, v in self.extras.items()}
+        return Segmentation(self.path, self.labels, resize_map(self.label_map, size), self.scores, extras, self.files)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"path": self.path, "classes": self.classes()}
@@ -162,6 +181,13 @@ class Detections:
             {k: np.asarray(v)[index] for k, v in self.data.items()}, self.path, self.image_size, self.meta,
         )
 
+    def rescaled(self, size: tuple[int, int]) -> Detections:
+        """Boxes mapped from ``image_size`` (the working image) to ``size`` = (W, H) of the original."""
+        sx, sy = size[0] / max(1, self.image_size[0]), size[1] / max(1, self.image_size[1])
+        xyxy = self.xyxy * np.array([sx, sy, sx, sy], np.float32)
+        return Detections(xyxy, self.confidence, self.class_id, self.labels, self.data, self.path, size, self.meta,
+                          self.files)
+
     def box_dicts(self) -> list[dict[str, Any]]:
         """One dict per box: ``{"label", "score", "box": {"xmin", "ymin", "xmax", "ymax"}}`` plus its data."""
         out = []
@@ -196,6 +222,10 @@ class Grounding:
     phrases: list[Any]
     detections: Detections
     files: dict[str, str] = field(default_factory=dict)
+
+    def rescaled(self, size: tuple[int, int]) -> Grounding:
+        """The boxes mapped to ``size`` = (W, H) of the original image."""
+        return Grounding(self.path, self.caption, self.phrases, self.detections.rescaled(size), self.files)
 
     def to_dict(self) -> dict[str, Any]:
         """``{"path", "caption", "phrases": [{"phrase", "span", "boxes": [{"score", "box"}]}]}``."""

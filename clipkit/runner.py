@@ -8,12 +8,14 @@ method (:mod:`clipkit.methods`) gets the same behaviour from it:
   ``<image i>``, ``i`` being its index in the caller's list; errors use the same names;
 * an input that cannot be decoded, or on which the predictor fails, becomes an :class:`ErrorRecord`; the others
   in its batch are retried one by one, so one bad file never costs another its result;
-* ``skip`` (``--resume``) holds keys already done; they are not decoded again;
+* ``skip`` (``--resume``) holds keys already done; they are not decoded again. A file counts as done when its
+  key or its resolved path matches (``a/x.png``, ``./a/x.png`` and ``/abs/a/x.png`` are one input);
 * a progress bar on stderr (when it is a terminal and not ``quiet``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from clipkit.errors import ClipkitError
-from clipkit.images import as_pil, default_workers, expand_inputs, load_image
+from clipkit.images import ORIGINAL_SIZE, as_pil, default_workers, expand_inputs, load_image
 from clipkit.methods import Predictor, Sample
 from clipkit.results import ErrorRecord
 
@@ -63,10 +65,20 @@ def collect_inputs(images: Any, files_from: str | Path | None = None) -> list[In
     return [by_key[k] for k in keys]
 
 
-def decode(item: Input) -> Any:
-    """The RGB ``PIL.Image`` of an input (``ImageError``/``ValueError`` with a one-line reason on failure)."""
+def resolved(key: str) -> str:
+    """The resolved form of a file key (symlinks and ``..`` followed), as resume compares them."""
+    return os.path.realpath(key)
+
+
+def _done(item: Input, skip: set[str]) -> bool:
+    return item.key in skip or (item.is_file and resolved(item.key) in skip)
+
+
+def decode(item: Input, max_side: int | None = None) -> Any:
+    """The RGB ``PIL.Image`` of an input (``ImageError``/``ValueError`` with a one-line reason on failure);
+    JPEG files are decoded at a reduced DCT scale when ``max_side`` allows (:func:`load_image`)."""
     if item.is_file:
-        return load_image(item.source)
+        return load_image(item.source, max_side)
     source = item.source
     if hasattr(source, "detach") and hasattr(source, "permute"):  # a CHW tensor, float in [0, 1] or uint8
         import numpy as np
@@ -81,11 +93,33 @@ def decode(item: Input) -> Any:
     return as_pil(source)
 
 
+MAX_ASPECT = 32  # longer:shorter side beyond which an image is refused (resized grids would explode)
+
+
+def fit(image: Any, max_side: int | None) -> Any:
+    """``image`` downscaled so that its longer side is at most ``max_side`` (unchanged when it already is);
+    an aspect ratio beyond :data:`MAX_ASPECT` is an ``ImageError``."""
+    from PIL import Image
+
+    from clipkit.errors import ImageError
+
+    w, h = image.size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"image is {w}x{h} px: aspect ratio beyond {MAX_ASPECT}:1 (a strip this thin would make "
+                         "the model's resized grids explode)")
+    if max_side is None or max(w, h) <= max_side:
+        return image
+    scale = max_side / max(w, h)
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR,
+                        reducing_gap=3.0)
+
+
 class _Decoded:
     """A map-style dataset (duck-typed for DataLoader): input i → a Sample, or an ErrorRecord; never raises."""
 
-    def __init__(self, items: Sequence[Input], transform: Any, keep_image: bool):
+    def __init__(self, items: Sequence[Input], transform: Any, keep_image: bool, max_side: int | None = None):
         self.items, self.transform, self.keep_image = list(items), transform, keep_image
+        self.max_side = max_side
 
     def __len__(self) -> int:
         return len(self.items)
@@ -93,14 +127,16 @@ class _Decoded:
     def __getitem__(self, index: int) -> Sample | ErrorRecord:
         item = self.items[index]
         try:
-            image = decode(item)
+            image = decode(item, self.max_side)
+            size = image.info.get(ORIGINAL_SIZE, image.size)
+            image = fit(image, self.max_side)
         except (ClipkitError, OSError, ValueError, TypeError) as exc:
             return ErrorRecord(item.key, str(exc) or type(exc).__name__)
         try:
             pixels = self.transform(image) if self.transform is not None else None
         except Exception as exc:  # a broken transform on one odd image must not stop the run
             return ErrorRecord(item.key, f"cannot preprocess image: {exc}")
-        return Sample(item.key, image if self.keep_image else None, pixels)
+        return Sample(item.key, image if self.keep_image else None, pixels, size=size)
 
 
 def _collate(samples: list[Sample | ErrorRecord]) -> list[Sample | ErrorRecord]:
@@ -108,12 +144,12 @@ def _collate(samples: list[Sample | ErrorRecord]) -> list[Sample | ErrorRecord]:
 
 
 def _batches(items: Sequence[Input], transform: Any, keep_image: bool, batch_size: int,
-             workers: int | None) -> Iterator[list[Sample | ErrorRecord]]:
+             workers: int | None, max_side: int | None = None) -> Iterator[list[Sample | ErrorRecord]]:
     from torch.utils.data import DataLoader
 
     in_memory = any(not i.is_file for i in items)
     n_workers = 0 if in_memory else default_workers(len(items), batch_size) if workers is None else workers
-    yield from DataLoader(_Decoded(items, transform, keep_image),  # type: ignore[arg-type]
+    yield from DataLoader(_Decoded(items, transform, keep_image, max_side),  # type: ignore[arg-type]
                           batch_size=batch_size, num_workers=n_workers, collate_fn=_collate,
                           prefetch_factor=4 if n_workers else None, persistent_workers=False)
 
@@ -142,21 +178,23 @@ def _predict(predictor: Predictor, samples: list[Sample]) -> list[Any]:
 
 def run(predictor: Predictor, items: Sequence[Input], *, batch_size: int = 1, workers: int | None = None,
         keep_image: bool = False, quiet: bool = True, skip: set[str] | None = None,
-        description: str = "images", on_result: Any = None) -> Iterator[Any]:
+        description: str = "images", on_result: Any = None, max_side: int | None = None) -> Iterator[Any]:
     """Yield one result (or ErrorRecord) per input not in ``skip``, in input order.
 
     ``keep_image``: ship the decoded image even when the predictor does not need it (the artefact writer
     draws on it). ``on_result(result, sample)`` is called for each successful result before it is yielded
-    (artefacts are written there, from the image already decoded).
+    (artefacts are written there, from the image already decoded). ``max_side``: the working resolution —
+    a longer image is downscaled before the predictor (peak memory follows the setting, not the input) and its
+    result mapped back to the original size (``result.rescaled(size)``: boxes scaled, label maps resized).
     """
     if batch_size < 1:
         from clipkit.errors import UsageError
 
         raise UsageError("--batch-size must be at least 1")
-    todo = [i for i in items if not skip or i.key not in skip]
+    todo = [i for i in items if not skip or not _done(i, skip)]
     keep = keep_image or predictor.keep_image
     with progress(len(todo), description, quiet) as bar:
-        for batch in _batches(todo, predictor.transform, keep, batch_size, workers):
+        for batch in _batches(todo, predictor.transform, keep, batch_size, workers, max_side):
             ok = [s for s in batch if isinstance(s, Sample)]
             results = iter(_predict(predictor, ok) if ok else ())
             for entry in batch:
@@ -164,6 +202,8 @@ def run(predictor: Predictor, items: Sequence[Input], *, batch_size: int = 1, wo
                     yield entry
                     continue
                 result = next(results)
+                if hasattr(result, "rescaled") and entry.image is not None and entry.image.size != entry.size:
+                    result = result.rescaled(entry.size)
                 if on_result is not None and not isinstance(result, ErrorRecord):
                     try:
                         on_result(result, entry)

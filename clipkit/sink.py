@@ -9,6 +9,9 @@ always whole, and an interrupted run leaves a ``.partial`` that says so. ``--res
 the last run finished, ``FILE`` itself, in any format but a table), keeps its successful records, and reports
 their inputs as done; failed inputs are retried. This works the same for every command and format.
 
+Beside ``FILE``, ``FILE.run.json`` records the run's parameters (method, model, labels or caption, every config
+value); ``--resume`` with other parameters is a usage error, so one file never mixes two kinds of results.
+
 The journal is locked (``flock``) for the whole run: a second run into the same ``FILE`` is refused with a usage
 error instead of silently replacing the first one's results. A symlinked ``FILE`` is resolved and its target
 replaced; a device or FIFO (``/dev/null``, ``-o /dev/stdout``) and ``-`` are written as streams, never replaced.
@@ -74,6 +77,28 @@ def _dumps(record: dict[str, Any]) -> str:
     return line
 
 
+def _check_params(side: Path, params: dict[str, Any], output: Path) -> None:
+    """Refuse to resume ``output`` with parameters other than those recorded in ``side`` (``FILE.run.json``)."""
+    if not side.exists():
+        return
+    try:
+        old = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # unreadable: nothing to compare with
+    if isinstance(old, dict):
+        differ = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+        if differ:
+            raise UsageError(f"--resume: {', '.join(differ)} differ from the run that wrote {output} "
+                             f"(see {side.name}); rerun with the same options or another --output")
+
+
+def _keys(paths: list[str]) -> set[str]:
+    """Done inputs as written, plus their resolved paths (in-memory ``<image i>`` names stay as they are)."""
+    from clipkit.runner import resolved
+
+    return set(paths) | {resolved(p) for p in paths if not p.startswith("<image ")}
+
+
 def _is_stream(output: Path) -> bool:
     """``-`` or an existing non-regular file (device, FIFO): written as a stream, never replaced."""
     if str(output) == "-":
@@ -102,7 +127,7 @@ class ResultSink:
     """Collects results and writes them in one format; ``close()`` finishes the output and returns the exit code."""
 
     def __init__(self, fmt: str | None = None, output: str | Path | None = None, *, resume: bool = False,
-                 stream: TextIO | None = None, title: str = "results"):
+                 stream: TextIO | None = None, title: str = "results", params: dict[str, Any] | None = None):
         check_output(fmt, output, resume)
         self.stream = stream or sys.stdout
         self.output = Path(output) if output is not None else None
@@ -121,7 +146,13 @@ class ResultSink:
         self.done: set[str] = set()
         self._journal: TextIO | None = None
         if self.output is not None:
+            side = self.output.with_name(self.output.name + ".run.json")
+            params = json.loads(json.dumps(params, default=str)) if params is not None else None
+            if params is not None and resume:
+                _check_params(side, params, self.output)  # before the journal is touched
             self._open_journal(resume)
+            if params is not None:
+                atomic_write_text(side, json.dumps(params, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
     @property
     def partial_path(self) -> Path:
@@ -139,7 +170,7 @@ class ResultSink:
         if source == self.output and self.format == "csv":
             rows = list(csv.DictReader(io.StringIO(text)))
             self.kept_rows = [r for r in rows if not r.get("error")]
-            self.done = {r["path"] for r in self.kept_rows if "path" in r}
+            self.done = _keys([r["path"] for r in self.kept_rows if "path" in r])
             return []
         if source == self.output and self.format == "json":
             try:
@@ -154,7 +185,7 @@ class ResultSink:
                 except json.JSONDecodeError:
                     continue  # the torn last line of an interrupted run
         kept = [r for r in records if isinstance(r, dict) and "path" in r and "error" not in r]
-        self.done = {str(r["path"]) for r in kept}
+        self.done = _keys([str(r["path"]) for r in kept])
         return kept
 
     def _open_journal(self, resume: bool) -> None:

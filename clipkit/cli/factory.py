@@ -22,7 +22,7 @@ from clipkit.methods import MethodSpec
 SHARED: list[tuple[str, Any]] = [
     ("pretrained", o.PretrainedOpt), ("device", o.DeviceOpt), ("precision", o.PrecisionOpt),
     ("offline", o.OfflineOpt), ("trust_checkpoint", o.TrustOpt), ("batch_size", o.BatchSizeOpt),
-    ("workers", o.WorkersOpt), ("threads", o.ThreadsOpt), ("files_from", o.FilesFromOpt),
+    ("workers", o.WorkersOpt), ("threads", o.ThreadsOpt), ("max_side", o.MaxSideOpt), ("files_from", o.FilesFromOpt),
     ("format", o.FormatOpt), ("output", o.OutputOpt), ("resume", o.ResumeOpt), ("quiet", o.QuietOpt),
 ]
 MODEL_OPTIONS = ("pretrained", "device", "precision", "offline", "trust_checkpoint")

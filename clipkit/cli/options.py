@@ -44,6 +44,10 @@ WorkersOpt = Annotated[int | None, typer.Option(
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", help="CPU threads for torch (default: torch's choice).", rich_help_panel=RUN, show_default=False,
     min=1)]
+MaxSideOpt = Annotated[int | None, typer.Option(
+    "--max-side", help="Working resolution: a longer image is downscaled (JPEGs decoded at reduced size) and "
+    "its results mapped back to the original, so memory follows this setting, not the input. Default: 1344 "
+    "(classify 4096).", rich_help_panel=RUN, show_default=False, min=32)]
 FilesFromOpt = Annotated[Path | None, typer.Option(
     "--files-from", help="Read input paths from this file, one per line.", rich_help_panel=RUN,
     show_default=False)]

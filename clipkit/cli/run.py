@@ -14,7 +14,8 @@ import typer
 from clipkit.methods import MethodSpec
 
 _MODEL = ("model", "pretrained", "device", "precision", "offline", "trust_checkpoint")
-_RUN = ("batch_size", "workers", "threads", "files_from", "format", "output", "resume", "quiet", "out_dir")
+_RUN = ("batch_size", "workers", "threads", "max_side", "files_from", "format", "output", "resume", "quiet",
+        "out_dir")
 
 
 def run_command(spec: MethodSpec, options: dict[str, Any]) -> None:
@@ -55,7 +56,10 @@ def _run(spec: MethodSpec, text: Any, config: Any, items: list, model: dict[str,
     from clipkit.api import run as run_method
     from clipkit.sink import ResultSink
 
-    sink = ResultSink(run["format"], run["output"], resume=bool(run["resume"]), title=spec.name)
+    params = {"method": spec.name, "model": model["model"], "pretrained": model["pretrained"],
+              "text": list(text) if isinstance(text, list | tuple) else text,
+              "config": config.model_dump(mode="json")}
+    sink = ResultSink(run["format"], run["output"], resume=bool(run["resume"]), title=spec.name, params=params)
     if run["threads"] is not None:
         from clipkit.device import set_threads
 
@@ -63,6 +67,7 @@ def _run(spec: MethodSpec, text: Any, config: Any, items: list, model: dict[str,
     model_options = {k: v for k, v in model.items() if v is not None and k != "model"}
     results = run_method(spec.name, items, text, model=model["model"], config=config, out_dir=run["out_dir"],
                          batch_size=run["batch_size"], workers=run["workers"], quiet=bool(run["quiet"]),
+                         max_side=run["max_side"] or 0,
                          skip=sink.done, **model_options)
     try:
         for result in results:

@@ -30,6 +30,7 @@ class Sample:
     key: str
     image: Any = None
     pixels: Any = None
+    size: tuple[int, int] = (0, 0)  # (W, H) of the original image; larger than image.size after --max-side
 
 
 class Predictor(Protocol):
@@ -60,6 +61,7 @@ class MethodSpec:
     model_kind: Literal["clip", "group", "none"] = "clip"
     out_dir: Literal["optional", "required", "none"] = "optional"
     batch_size: int = 1
+    max_side: int | None = 1344  # working resolution: longer inputs are downscaled, results mapped back
     description: str = ""
     examples: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -88,7 +90,7 @@ def _builtin() -> None:
     register(MethodSpec(
         "classify", c.ClassifyConfig, "clipkit.methods.classify:ClassifyPredictor",
         "Zero-shot classify images against free-text labels (CLIP: prompt ensembles, softmax over labels).",
-        out_dir="none", batch_size=32,
+        out_dir="none", batch_size=32, max_side=4096,
         examples=("clipkit classify examples/scenes/images --labels 'red circle,blue square,green triangle'",
                   "clipkit classify examples/photos/chelsea.jpg -m ViT-B-32 -p openai --labels cat,dog --top-k 1",
                   "find imgs -name '*.jpg' | clipkit classify - --labels-file labels.txt -o scores.jsonl --resume")))

@@ -140,3 +140,19 @@ def test_resume_of_a_finished_json_or_csv_keeps_its_results(tiny_model_dir, tmp_
     assert _classify(tiny_model_dir, tmp_path / "in", "-o", out, "--resume").exit_code == 0
     after = out.read_text()
     assert "new.png" in after and str(paths[0]) in after and str(paths[0]) in before
+
+
+def test_resume_keys_on_the_resolved_path_and_refuses_other_parameters(tiny_model_dir, tmp_path, monkeypatch):
+    """The same images given as absolute paths after a relative run are not done twice; resuming with other
+    labels is a usage error (the run's parameters are recorded in FILE.run.json)."""
+    paths = _images(tmp_path / "in", 3)
+    out = tmp_path / "out.jsonl"
+    monkeypatch.chdir(tmp_path)
+    assert _classify(tiny_model_dir, "in", "-o", out).exit_code == 0
+    res = _classify(tiny_model_dir, *paths, "-o", out, "--resume")  # absolute paths this time
+    assert res.exit_code == 0 and len(out.read_text().splitlines()) == 3
+    assert json.loads((tmp_path / "out.jsonl.run.json").read_text())["text"] == ["red", "blue"]
+    res = CliRunner().invoke(app, ["classify", "in", "-m", str(tiny_model_dir), "-l", "red,green", "-t", "none",
+                                   "-o", str(out), "--resume", "-q"])
+    assert res.exit_code == 2 and "text differ from the run" in res.output
+    assert len(out.read_text().splitlines()) == 3
