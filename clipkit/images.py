@@ -42,6 +42,8 @@ def expand_inputs(inputs: Sequence[str], files_from: str | Path | None = None, *
     raw: list[str] = []
     for item in inputs:
         if item == "-":
+            if sys.stdin is None or sys.stdin.closed:
+                raise UsageError("'-' reads paths from stdin, but stdin is closed")
             raw.extend(line.strip() for line in sys.stdin if line.strip())
         else:
             raw.append(item)

@@ -198,14 +198,20 @@ def _create(resolved: dict, device: torch.device, trust_checkpoint: bool) -> tup
             resolved["name"], pretrained=resolved["pretrained"], device=device, weights_only=not trust_checkpoint
         )
     except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower() and "weights_only" not in str(exc):
+            raise ModelError(f"could not load {resolved['name']}: the weights file is not a checkpoint "
+                             f"({str(exc).splitlines()[0][:200]})") from exc
         raise ModelError(
             "the checkpoint holds pickled Python objects that could run code when loaded; "
             "re-run with --trust-checkpoint only if you trust its source"
         ) from exc
-    except (RuntimeError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+    except Exception as exc:  # any loader failure (corrupt safetensors, a text file as weights…) is one line
+        if isinstance(exc, ModelError):
+            raise
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
-        raise ModelError(f"could not load {resolved['name']}: {first[:300]}") from exc
+        raise ModelError(f"could not load {resolved['name']}: {first[:300]} (is the weights file complete and "
+                         "of this architecture?)") from exc
 
 
 def load_model(

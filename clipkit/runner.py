@@ -15,6 +15,7 @@ method (:mod:`clipkit.methods`) gets the same behaviour from it:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -139,6 +140,22 @@ class _Decoded:
         return Sample(item.key, image if self.keep_image else None, pixels, size=size)
 
 
+def _worker_init(_: int) -> None:
+    """Decoding workers die with their parent and stay quiet: on Linux the kernel kills a worker when the main
+    process dies (``PR_SET_PDEATHSIG``), so a killed run leaves no worker holding memory or printing a
+    ``ConnectionResetError`` traceback; Ctrl-C is the main process's to handle."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(0)
+
+
 def _collate(samples: list[Sample | ErrorRecord]) -> list[Sample | ErrorRecord]:
     return samples
 
@@ -151,7 +168,8 @@ def _batches(items: Sequence[Input], transform: Any, keep_image: bool, batch_siz
     n_workers = 0 if in_memory else default_workers(len(items), batch_size) if workers is None else workers
     yield from DataLoader(_Decoded(items, transform, keep_image, max_side),  # type: ignore[arg-type]
                           batch_size=batch_size, num_workers=n_workers, collate_fn=_collate,
-                          prefetch_factor=4 if n_workers else None, persistent_workers=False)
+                          prefetch_factor=4 if n_workers else None, persistent_workers=False,
+                          worker_init_fn=_worker_init if n_workers else None)
 
 
 def _message(exc: BaseException) -> str:

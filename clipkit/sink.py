@@ -112,6 +112,8 @@ def _is_stream(output: Path) -> bool:
 def check_output(fmt: str | None, output: str | Path | None, resume: bool) -> None:
     """Usage errors of the output options, before any work: a folder as ``--output``, ``--resume`` without one
     or with a table, an unknown format."""
+    if output is None and (sys.stdout is None or sys.stdout.closed):
+        raise UsageError("stdout is closed: give --output FILE")
     resolve_format(fmt, output, sys.stdout)
     if output is not None and Path(output).is_dir():
         raise UsageError(f"--output {output} is a folder: name a file (pictures go to --out-dir)")

@@ -82,7 +82,7 @@ def evaluate_detection(data: str | Path, model: Any, config: Any = None, *, limi
     from clipkit.configs import DetectConfig
     from clipkit.methods.detect import DetectPredictor
     from clipkit.runner import Input, run
-    from clipkit.world.dataset import read_export
+    from clipkit.world.dataset import ExportError, read_export
 
     export = read_export(data)
     paths = [str(p) for p in export.images[: limit or None]]
@@ -98,7 +98,7 @@ def evaluate_detection(data: str | Path, model: Any, config: Any = None, *, limi
     dets = []
     for det in run(predictor, [Input(p, p) for p in paths], workers=0, quiet=quiet, description="eval detect"):
         if not hasattr(det, "xyxy"):
-            raise RuntimeError(f"could not read {det.path}: {det.error}")
+            raise ExportError(f"{det.path}: {det.error}")
         dets.append(det)
     seconds = timings.get("proposals", 0.0) + timings.get("regions", 0.0)
     image_ids = {Path(p).name: export.image_info(p)["id"] for p in paths}

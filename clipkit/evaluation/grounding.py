@@ -37,13 +37,14 @@ def evaluate_grounding(data: str | Path, model: Any, config: Any = None, *, limi
     "images", "ms_per_phrase"}``; ``accuracy_distractor`` is ``None`` when there are no distractor cases.
     """
     from clipkit.configs import GroundConfig
-    from clipkit.images import load_image
     from clipkit.methods.ground import ground_image, phrase_embeddings
     from clipkit.phrases import Phrase
     from clipkit.runner import progress
-    from clipkit.world.dataset import read_export
+    from clipkit.world.dataset import ExportError, load_dataset_image, read_export
 
     export = read_export(data)
+    if export.referring_error:
+        raise ExportError(export.referring_error)
     if not export.referring:
         raise ValueError(f"{data} has no referring.json entries")
     by_image: dict[str, list[dict]] = defaultdict(list)
@@ -56,7 +57,7 @@ def evaluate_grounding(data: str | Path, model: Any, config: Any = None, *, limi
     with progress(len(paths), "eval ground", quiet) as bar:
         for p in paths:
             refs = by_image[p]
-            image = load_image(p)
+            image = load_dataset_image(p)
             t0 = time.perf_counter()
             phrases = [Phrase(r["expression"], 0, len(r["expression"])) for r in refs]
             text = phrase_embeddings(model, phrases, cfg)

@@ -37,9 +37,9 @@ def evaluate_group(
     Returns ``{"miou", "per_class", "pixel_accuracy", "purity": {"stage1", "stage2"}, "n_images",
     "ms_per_image", "method", "model", "bg_thresh"}``.
     """
-    from clipkit.images import load_image
     from clipkit.methods.group import GroupPredictor
     from clipkit.runner import progress
+    from clipkit.world.dataset import load_dataset_image
 
     export, label_list, lut, images = labelled_export(data, labels, limit)
     grouper = GroupPredictor(model, label_list, config, **options)
@@ -50,7 +50,7 @@ def evaluate_group(
     method = ""
     with progress(len(images), "eval group", quiet) as bar:
         for path in images:
-            image = load_image(path)
+            image = load_dataset_image(path)
             raw = np.asarray(export.semantic_mask(path)).astype(np.int64)
             gt = lut[raw]
             start = time.perf_counter()

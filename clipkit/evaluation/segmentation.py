@@ -131,9 +131,9 @@ def evaluate_segment(
         ``{"miou", "per_class", "pixel_accuracy", "n_images", "ms_per_image", "method", "model"}``; per-class
         IoUs include ``background``.
     """
-    from clipkit.images import load_image
     from clipkit.methods.segment import SegmentPredictor
     from clipkit.runner import progress
+    from clipkit.world.dataset import load_dataset_image
 
     export, label_list, lut, images = labelled_export(data, labels, limit)
     segmenter = SegmentPredictor(model, label_list, config, **segment_options)
@@ -142,7 +142,7 @@ def evaluate_segment(
     seconds = 0.0
     with progress(len(images), "eval segment", quiet) as bar:
         for path in images:
-            image = load_image(path)
+            image = load_dataset_image(path)
             gt = lut[np.asarray(export.semantic_mask(path)).astype(np.int64)]
             start = time.perf_counter()
             if labels_per_image:

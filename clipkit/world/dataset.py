@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -30,6 +31,7 @@ class ShapesExport:
     captions: dict[str, str]
     referring: list[dict]
     _by_name: dict[str, dict] = field(default_factory=dict, repr=False)
+    referring_error: str | None = None  # why referring.json could not be read (only `eval ground` needs it)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -58,6 +60,24 @@ class ShapesExport:
         return xyxy, [self.categories[a["category_id"]] for a in anns]
 
 
+def load_dataset_image(path: str | Path) -> Image.Image:
+    """An export's image, decoded; a missing or broken file is an :class:`ExportError` that names it."""
+    from clipkit.errors import ImageError
+    from clipkit.images import load_image
+
+    try:
+        return load_image(path)
+    except ImageError as exc:
+        raise ExportError(f"{path}: {exc}") from None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"cannot read {path}: {exc}") from None
+
+
 def read_export(folder: str | Path) -> ShapesExport:
     """Load an export folder; raises :class:`ExportError` with the missing piece named."""
     root = Path(folder).expanduser().resolve()
@@ -65,20 +85,24 @@ def read_export(folder: str | Path) -> ShapesExport:
     if not inst_path.is_file():
         raise ExportError(f"{root} is not a shapes-world export (no instances.json); "
                           "create one with `clipkit world export`")
-    instances = json.loads(inst_path.read_text())
+    instances = _read_json(inst_path)
     by_name = {im["file_name"]: im for im in instances["images"]}
     images = [root / "images" / im["file_name"] for im in sorted(instances["images"], key=lambda r: r["id"])]
     categories = {int(c["id"]): c["name"] for c in instances["categories"]}
     captions: dict[str, str] = {}
     cap_path = root / "captions.json"
     if cap_path.is_file():
-        caps = json.loads(cap_path.read_text())
+        caps = _read_json(cap_path)
         id_to_name = {im["id"]: im["file_name"] for im in caps["images"]}
         captions = {id_to_name[a["image_id"]]: a["caption"] for a in caps["annotations"]}
     referring: list[dict] = []
+    referring_error = None
     ref_path = root / "referring.json"
     if ref_path.is_file():
-        refs = json.loads(ref_path.read_text())
-        referring = [dict(r, path=str(root / "images" / r["image"])) for r in refs]
+        try:  # only `eval ground` needs it: a broken file must not stop the other evaluations
+            refs = _read_json(ref_path)
+            referring = [dict(r, path=str(root / "images" / r["image"])) for r in refs]
+        except (ExportError, KeyError, TypeError) as exc:
+            referring_error = f"{ref_path}: {exc}"
     return ShapesExport(root=root, images=images, categories=categories, instances=instances,
-                        captions=captions, referring=referring, _by_name=by_name)
+                        captions=captions, referring=referring, _by_name=by_name, referring_error=referring_error)

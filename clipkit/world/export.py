@@ -63,16 +63,44 @@ def referring_entries(scene: Scene, file_name: str, first_ann_id: int) -> list[d
     return out
 
 
+EXPORT_ENTRIES = frozenset({"images", "masks", "instances.json", "captions.json", "referring.json", "world.json"})
+
+
+def _clear(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``overwrite``; then remove only an earlier export's own files."""
+    import shutil
+
+    from clipkit.errors import UsageError
+
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UsageError(f"{out} is not empty: pass --overwrite to replace an earlier export there")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_ENTRIES)
+    if foreign:
+        raise UsageError(f"{out} holds files that are not a shapes-world export's ({', '.join(foreign[:3])}): "
+                         "export into an empty folder")
+    for name in EXPORT_ENTRIES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def export(out: str | Path, n: int = 100, seed: int = 0, *, size: int | tuple[int, int] = 224,
            size_range: tuple[int, int] | None = None, min_objects: int = 1, max_objects: int = 4,
-           progress: Callable[[int], None] | None = None) -> Path:
+           progress: Callable[[int], None] | None = None, overwrite: bool = False) -> Path:
     """Generate scenes ``0..n-1`` of stream ``seed`` and write them under ``out`` (see module docstring).
 
     ``size`` is the square side (or (W, H)) in pixels; ``size_range=(lo, hi)`` draws a square side per scene
-    instead. ``progress`` is called with 1 after each scene. Returns the output folder.
+    instead. ``progress`` is called with 1 after each scene. Returns the output folder. A folder that is not
+    empty is refused (stale images of a larger earlier export would join the new one) unless ``overwrite``,
+    which first removes an earlier export's own files — and refuses a folder holding anything else.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
+    _clear(Path(out), overwrite)
     wh = (size, size) if isinstance(size, int) else tuple(size)
     cfg = SceneConfig(size=wh, size_range=size_range, min_objects=min_objects, max_objects=max_objects)
     out = Path(out)

@@ -156,3 +156,27 @@ def test_resume_keys_on_the_resolved_path_and_refuses_other_parameters(tiny_mode
                                    "-o", str(out), "--resume", "-q"])
     assert res.exit_code == 2 and "text differ from the run" in res.output
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_decoding_workers_die_with_a_killed_run(tiny_model_dir, tmp_path):
+    """kill -9 of the main process leaves no decoding worker behind (nor a traceback from one)."""
+    _images(tmp_path / "in", 400)
+    proc = subprocess.Popen([sys.executable, "-m", "clipkit", "classify", str(tmp_path / "in"), "-m",
+                             str(tiny_model_dir), "-l", "red,blue", "-t", "none", "-b", "2", "-j", "2", "-f",
+                             "jsonl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    children: list[int] = []
+    deadline = time.time() + 120
+    while time.time() < deadline and len(children) < 2:
+        try:
+            text = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+            children = [int(c) for c in text.split()]
+        except OSError:
+            pass
+        time.sleep(0.05)
+    assert children, "no decoding workers started"
+    proc.kill()
+    proc.wait(timeout=30)
+    time.sleep(1.0)
+    alive = [c for c in children if Path(f"/proc/{c}").exists()
+             and "zombie" not in Path(f"/proc/{c}/status").read_text().lower()]
+    assert not alive, f"workers {alive} outlived the run"
