@@ -69,7 +69,7 @@ class SketchOptions:
     frames: bool = False
     # CLIPasso's options missing until issue #18 (the option layer makes CLI options of these fields):
     # --mask-object: remove the background before sketching (official --mask_object 0/1, U2-Net there; GrabCut
-    #   seeded by the saliency model's attention here, see clipkit.clipasso.prepare).
+    #   from a border-frame rectangle here, see clipkit.clipasso.prepare).
     mask_object: bool = False
     # --fix-scale: centre the image on a white square (side max(w, h) + 20) instead of stretching it to the
     #   square canvas (official --fix_scale 0/1).
@@ -152,22 +152,16 @@ def start_distribution(
     return start_probabilities(saliency, edges, opts.softmax_temp)
 
 
-def prepare_target(
-    image: Image.Image, opts: SketchOptions, saliency_model=None
-) -> tuple[Image.Image, np.ndarray | None]:
+def prepare_target(image: Image.Image, opts: SketchOptions) -> tuple[Image.Image, np.ndarray | None]:
     """The image CLIPasso sketches: masked (``mask_object``), then padded to a square (``fix_scale``).
 
-    Returns (prepared RGB image, bool [H, W] mask of the input image or None). ``saliency_model`` seeds the
-    mask (see :mod:`clipkit.clipasso.prepare`).
+    Returns (prepared RGB image, bool [H, W] mask of the input image or None); see
+    :mod:`clipkit.clipasso.prepare`.
     """
     mask = None
     image = image.convert("RGB")
     if opts.mask_object:
-        saliency = None
-        if saliency_model is not None:
-            whole = target_tensor(image, opts.canvas)
-            saliency = image_saliency(saliency_model, whole, (opts.canvas, opts.canvas))
-        mask = grabcut_mask(image, saliency)
+        mask = grabcut_mask(image)
         image = apply_mask(image, mask)
     if opts.fix_scale:
         image = fix_image_scale(image)
@@ -246,7 +240,7 @@ def sketch_image(
     """CLIPasso sketch of one image with a loaded CLIP model (``clipkit.registry.LoadedModel``).
 
     Runs ``options.seeds`` seeds (``seed + k·seed_step``) and keeps the lowest evaluation loss.
-    ``saliency_model``: a loaded attention ViT for the saliency (and the ``mask_object`` seed); default
+    ``saliency_model``: a loaded attention ViT for the saliency; default
     :func:`clipkit.clipasso.prepare.saliency_model_for` of the options — pass it when sketching many images
     to resolve it once.
     """
@@ -254,9 +248,9 @@ def sketch_image(
     opts.validate()
     t0 = time.perf_counter()
     renderer = get_renderer(opts.renderer, loaded.device)
-    if saliency_model is None and (opts.attention_init or opts.mask_object):
+    if saliency_model is None and opts.attention_init:
         saliency_model = saliency_model_for(loaded, opts.saliency_model, opts.saliency_pretrained)
-    prepared, mask = prepare_target(image, opts, saliency_model)
+    prepared, mask = prepare_target(image, opts)
     target = target_tensor(prepared, opts.canvas)
     prob = start_distribution(loaded, target, opts, saliency_model)
     best: dict | None = None

@@ -16,12 +16,14 @@ Official code (yael-vinker/CLIPasso, ``painterly_rendering.get_target`` and ``sk
 Deviations:
 
 * **No U2-Net** (its weights cannot be downloaded here). The mask is GrabCut (Rother et al. 2004, OpenCV's
-  ``cv2.grabCut``, 5 iterations at a side of ≤ 320 px like U2-Net's input) seeded by the saliency model's own
-  attention: a thin frame at the border is definite background, pixels whose attention is ≥ 0.5 of its range
-  are probable foreground, the rest probable background; GrabCut's colour models then decide each pixel.
-  When there is no attention (no ViT), the seed is a rectangle (GrabCut's usual start). On a scene whose
-  background contrasts with the object this recovers the object (tests/test_sketch_options.py measures IoU
-  against the shapes world's exact masks); on cluttered photos it is weaker than U2-Net.
+  ``cv2.grabCut``, 5 iterations at a long side of ≤ 320 px like U2-Net's input) started from a rectangle: a
+  frame of 2 % of the side at the border is definite background, everything inside probable foreground, and
+  GrabCut's colour models decide each pixel. So it assumes the object does not touch the border and differs
+  in colour from what does. Measured: IoU 0.99 against the shapes world's exact masks (30 one-object scenes,
+  all three backgrounds); on ``examples/photos`` it keeps the astronaut, the cup and the cat's head, and
+  fails on the rocket (a thin object in a scene that fills the frame). Seeding GrabCut with the bundled
+  shapes-clip's attention instead was as good on the world and worse on photos (it lost the astronaut's head
+  and the whole cat), so the attention is not used here.
 * **Empty mask**: when GrabCut keeps no pixel, the image is used unmasked (the official code would sketch a
   blank white target).
 * **Saliency models** must be attention ViTs (the official code also allows a ResNet via Grad-CAM on a text
@@ -51,30 +53,19 @@ def fix_image_scale(image: Image.Image) -> Image.Image:
     return out
 
 
-def grabcut_mask(image: Image.Image, saliency: np.ndarray | None = None) -> np.ndarray:
-    """Foreground mask bool [H, W] of an RGB image by GrabCut seeded with an attention map.
+def grabcut_mask(image: Image.Image) -> np.ndarray:
+    """Foreground mask bool [H, W] of an RGB image by GrabCut from a border-frame rectangle (see above).
 
-    Args:
-        image: the RGB image (any size; GrabCut runs at a long side of ≤ 320 px, the mask is resized back).
-        saliency: float [h, w] attention map (any size and range; min–max normalised here), or None for a
-            rectangle seed.
+    GrabCut runs at a long side of ≤ 320 px; the mask is resized back (nearest) to the image.
     """
     rgb = image.convert("RGB")
     w, h = rgb.size
     scale = min(1.0, MASK_SIDE / max(w, h))
     sw, sh = max(8, round(w * scale)), max(8, round(h * scale))
     small = np.ascontiguousarray(np.asarray(rgb.resize((sw, sh), Image.Resampling.BICUBIC))[:, :, ::-1])
-    seed = np.full((sh, sw), cv2.GC_PR_BGD, np.uint8)
     frame = max(1, round(0.02 * min(sw, sh)))
-    if saliency is not None and np.ptp(saliency) > 0:
-        sal = cv2.resize(np.asarray(saliency, np.float32), (sw, sh), interpolation=cv2.INTER_LINEAR)
-        sal = (sal - sal.min()) / max(float(np.ptp(sal)), 1e-12)
-        seed[sal >= 0.5] = cv2.GC_PR_FGD
-    else:
-        seed[frame:-frame, frame:-frame] = cv2.GC_PR_FGD
-    seed[:frame], seed[-frame:], seed[:, :frame], seed[:, -frame:] = (cv2.GC_BGD,) * 4
-    if not (seed == cv2.GC_PR_FGD).any():
-        return np.zeros((h, w), bool)
+    seed = np.full((sh, sw), cv2.GC_BGD, np.uint8)
+    seed[frame:-frame, frame:-frame] = cv2.GC_PR_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.grabCut(small, seed, None, bgd, fgd, GRABCUT_ITERS, cv2.GC_INIT_WITH_MASK)
     fg = ((seed == cv2.GC_FGD) | (seed == cv2.GC_PR_FGD)).astype(np.uint8)
