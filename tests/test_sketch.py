@@ -16,7 +16,7 @@ from clipkit.cli.app import app
 from clipkit.clipasso import SketchOptions, sketch_image
 from clipkit.clipasso.init import random_walk_strokes, sample_start_points, start_probabilities
 from clipkit.clipasso.loss import SketchLoss
-from clipkit.clipasso.optimize import start_distribution, target_tensor
+from clipkit.clipasso.optimize import optimise_seed, start_distribution, target_tensor
 from clipkit.clipasso.prepare import saliency_model_for
 from clipkit.errors import UsageError
 from clipkit.registry import bundled_models, load_model
@@ -234,3 +234,16 @@ def test_a_named_saliency_model_is_used(tiny_model_dir, tiny_resnet):
                        SketchOptions(strokes=3, iterations=2, seeds=1, canvas=64, renderer="torch",
                                      saliency_model=str(tiny_model_dir)))
     assert out.points.shape == (3, 4, 2)
+
+
+def test_early_stop_follows_the_official_rule(tiny_model, monkeypatch):
+    # Official rule: |eval - best| <= 1e-5 sets the stop flag (or stops when set); only an improvement clears it;
+    # a worse evaluation leaves it set. Scripted evaluations: improve, improve, equal (flag), worse, equal (stop).
+    scripted = iter([1.0, 0.5, 0.5, 0.9, 0.5, 0.4, 0.3])
+    monkeypatch.setattr(SketchLoss, "evaluate", lambda self, sketch: next(scripted))
+    opts = SketchOptions(strokes=2, iterations=200, seeds=1, canvas=32, renderer="torch")
+    target = target_tensor(_disc_image(32), 32)
+    init = random_walk_strokes(np.full((2, 2), 0.5), (32, 32), np.random.default_rng(0))
+    run = optimise_seed(tiny_model, target, init, opts, seed=0)
+    assert run["iterations"] == 41  # stopped at the 5th evaluation (step 40), not "two in a row"
+    assert run["loss"] == 0.5 and run["best_iteration"] == 10
