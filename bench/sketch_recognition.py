@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,8 @@ def main() -> None:
                          mask_object=args.mask_object, renderer="torch")
     saliency = saliency_model_for(loaded, opts.saliency_model)
     hits = dict.fromkeys(KINDS, 0)
+    answers: dict[str, Counter] = {k: Counter() for k in KINDS}
+    per_shape: dict[str, Counter] = {k: Counter() for k in KINDS}  # hits per true shape
     seconds, iterations, rows = [], [], []
     load_before = os.getloadavg()
     black = DrawingStyle(p_black=1.0)
@@ -117,6 +120,8 @@ def main() -> None:
         guesses = {k: classify(judge, text, im) for k, im in images.items()}
         for k, g in guesses.items():
             hits[k] += int(g == truth)
+            answers[k][SHAPES[g]] += 1
+            per_shape[k][SHAPES[truth]] += int(g == truth)
         if args.out_dir:
             images["original image"].save(args.out_dir / f"scene_{i:03d}.png")
             images["CLIPasso sketch"].save(args.out_dir / f"scene_{i:03d}_sketch.png")
@@ -132,11 +137,15 @@ def main() -> None:
           f"{opts.canvas}, {opts.strokes} strokes, ≤{opts.iterations} it × {opts.seeds} seed(s), mask_object "
           f"{opts.mask_object}, threads {torch.get_num_threads()}; load average before {load_before[0]:.1f}, "
           f"after {load_after[0]:.1f} (1 min)")
-    print(f"| input to the judge ({judge.name}) | shape recognised (top-1 of 6) |")
-    print("|---|---|")
+    truths = Counter(generate_scene(args.seed, i, cfg).objects[0].shape for i in range(n))
+    print(f"| input to the judge ({judge.name}) | top-1 (of 6 shapes) | mean per-shape recall | the judge's answers |")
+    print("|---|---|---|---|")
     for name, k in hits.items():
-        print(f"| {name} | {k}/{n} = {k / n:.0%} |")
-    print(f"| (chance) | 1/6 = 17% |\n\nper sketch: mean {np.mean(seconds):.1f} s, median {np.median(seconds):.1f} s, "
+        said = ", ".join(f"{label} {c}" for label, c in answers[name].most_common())
+        recall = np.mean([per_shape[name][s] / c for s, c in truths.items()])
+        print(f"| {name} | {k}/{n} = {k / n:.0%} | {recall:.0%} | {said} |")
+    print(f"| (chance) | 17% | 17% | truth: {', '.join(f'{s} {c}' for s, c in truths.most_common())} |")
+    print(f"\nper sketch: mean {np.mean(seconds):.1f} s, median {np.median(seconds):.1f} s, "
           f"max {np.max(seconds):.1f} s; mean iterations of the kept seed {np.mean(iterations):.0f}")
     if args.sheet:
         contact_sheet(rows).save(args.sheet, optimize=True)
