@@ -68,6 +68,9 @@ def test_seventh_method_gets_inputs_batches_errors_output_and_resume(tmp_path):
     paths[0].unlink()
     _images(tmp_path / "in2", 1)[0].rename(tmp_path / "in" / "new.png")
     res = runner.invoke(_app(), ["mean-colour", str(tmp_path / "in"), "-o", str(out), "--resume"])
+    assert res.exit_code == 2 and "config differ" in res.stderr  # another --scale: not the same run
+    res = runner.invoke(_app(), ["mean-colour", str(tmp_path / "in"), "-o", str(out), "--resume", "--scale", "2"])
+    assert res.exit_code == 1, res.output  # zz_bad.png is retried and fails again
     again = _lines(out.read_text())
     assert [r["path"] for r in again if "error" not in r][:6] == [str(p) for p in paths]
     assert [r["path"] for r in again[6:]] == [str(tmp_path / "in" / "new.png"), str(tmp_path / "in" / "zz_bad.png")]

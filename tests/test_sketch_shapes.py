@@ -41,7 +41,7 @@ def _similarity(loss_fn: SketchLoss, points: np.ndarray, opts: SketchConfig) -> 
 def test_optimised_sketch_beats_its_initialisation_and_random_strokes(index):
     loaded = load_model("shapes-clip", device="cpu")
     scene = generate_scene(7, index, SceneConfig(size=(224, 224), max_objects=1))
-    opts = SketchConfig(iterations=21, seeds=1, canvas=96)  # evaluations at steps 0, 10, 20
+    opts = SketchConfig(iterations=21, seeds=1, canvas=96, renderer="torch")  # evaluations at steps 0, 10, 20
     target = target_tensor(scene.image, opts.canvas)
     init = initial_strokes(start_distribution(loaded, target, opts), opts, seed=0)
     run = optimise_seed(loaded, target, init, opts, seed=0)
