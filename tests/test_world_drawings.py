@@ -3,8 +3,8 @@ that name what is visible, and the opt-in drawing mix of the shapes-clip trainer
 
 import cv2
 import numpy as np
-from clipkit.training.clip import TrainClipConfig, train_clip
 
+from clipkit.training.clip import TrainClipConfig, train_clip
 from clipkit.world import COLOURS
 from clipkit.world.data import WORDS, PoolConfig, SceneCaptionDataset, ScenePool
 from clipkit.world.drawings import PAPERS
