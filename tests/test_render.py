@@ -154,6 +154,8 @@ class _FakePydiffvg(types.ModuleType):
 
             @staticmethod
             def apply(width, height, sx, sy, seed, background, shapes):
+                if fake.use_gpu:  # a CPU-only build, as diffvg's C++ scene reports it
+                    raise RuntimeError("diffvg not compiled with GPU")
                 fake.calls.append(("render_points_device", shapes[0].points.device))
                 pts = torch.stack([s.points for s in shapes])
                 widths = torch.stack([2 * s.stroke_width for s in shapes])
@@ -162,7 +164,10 @@ class _FakePydiffvg(types.ModuleType):
 
         self.Path, self.ShapeGroup, self.RenderFunction = Path, ShapeGroup, RenderFunction
 
+    use_gpu = False
+
     def set_use_gpu(self, value):
+        self.use_gpu = value
         self.calls.append(("set_use_gpu", value))
 
     def set_device(self, device):
@@ -182,6 +187,23 @@ def test_auto_is_torch_even_with_a_working_pydiffvg_and_diffvg_gets_the_device(m
     alpha = dv.render(pts, 3.0, 64, 128)
     # the adapter hands diffvg the half-width: drawn back at full width, the ink is the torch renderer's
     assert torch.allclose(alpha, render_alpha(pts, 3.0, 64, 128))
+
+
+def test_a_cpu_only_diffvg_on_a_cuda_device_falls_back_to_the_cpu(monkeypatch, capsys):
+    fake = _FakePydiffvg()
+    monkeypatch.setitem(sys.modules, "pydiffvg", fake)
+    monkeypatch.setattr(diffvg_mod, "_IMPORT", {})
+    dv = get_renderer("diffvg", device="cuda")
+    assert fake.calls == [("set_use_gpu", True), ("set_device", torch.device("cuda"))]
+    pts = _line(20, 30.5, 100, 30.5).requires_grad_(True)
+    alpha = dv.render(pts, 3.0, 64, 128)  # the CUDA render fails (no GPU here, or the fake's CPU-only build)
+    assert ("set_use_gpu", False) in fake.calls and ("set_device", torch.device("cpu")) in fake.calls
+    assert "rendering on the CPU" in capsys.readouterr().err
+    assert torch.allclose(alpha, render_alpha(pts.detach(), 3.0, 64, 128))
+    alpha.sum().backward()
+    assert pts.grad is not None and pts.grad.abs().sum() > 0
+    dv.render(pts, 3.0, 64, 128)
+    assert capsys.readouterr().err == ""  # said once; CPU from then on
 
 
 def test_a_pydiffvg_that_fails_to_import_is_never_used(monkeypatch, tmp_path):

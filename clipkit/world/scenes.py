@@ -237,8 +237,8 @@ def make_caption(objects: list[SceneObject], rng: np.random.Generator, article: 
     """
     shown = names if names is not None else [o.name for o in objects]
 
-    def np_(o: SceneObject) -> str:
-        name = shown[objects.index(o)]
+    def np_(k: int) -> str:
+        name = shown[k]
         if not article:
             return name
         return ("an " if name[0] in "aeiou" else "a ") + name
@@ -248,8 +248,8 @@ def make_caption(objects: list[SceneObject], rng: np.random.Generator, article: 
         i, j = order
         rel = relation(objects[i], objects[j])
         if rel is not None:
-            return f"{np_(objects[i])} {rel} {np_(objects[j])}", (int(i), rel, int(j))
-    return _join([np_(objects[k]) for k in order]), None
+            return f"{np_(i)} {rel} {np_(j)}", (int(i), rel, int(j))
+    return _join([np_(k) for k in order]), None
 
 
 # ---------------------------------------------------------------------------------------------------------
