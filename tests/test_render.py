@@ -14,13 +14,7 @@ from clipkit.render import diffvg as diffvg_mod
 from clipkit.render import get_renderer, to_image
 from clipkit.render.torch_raster import TorchRenderer, render_alpha, sample_beziers
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _line(x0, y0, x1, y1, dtype=torch.float32):

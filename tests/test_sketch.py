@@ -30,13 +30,7 @@ needs_shapes_clip = pytest.mark.skipif("shapes-clip" not in bundled_models(), re
 
 runner = CliRunner()
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _disc_image(size: int = 64) -> Image.Image:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from clipkit.clipasso import SketchConfig, sketch_image
@@ -15,13 +14,7 @@ from clipkit.world.scenes import SceneConfig, generate_scene
 
 needs_shapes_clip = pytest.mark.skipif("shapes-clip" not in bundled_models(), reason="shapes-clip not bundled")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _wide_disc() -> Image.Image:

@@ -19,15 +19,8 @@ from clipkit.registry import bundled_models, load_model
 from clipkit.render import get_renderer, to_image
 from clipkit.world.scenes import SceneConfig, generate_scene
 
-pytestmark = pytest.mark.skipif("shapes-clip" not in bundled_models(), reason="shapes-clip not bundled yet")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.skipif("shapes-clip" not in bundled_models(), reason="shapes-clip not bundled yet"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 def _similarity(loss_fn: SketchLoss, points: np.ndarray, opts: SketchConfig) -> float:
