@@ -260,3 +260,11 @@ class SketchConfig(MethodConfig):
     softmax_temp: float = option(0.3, "Temperature of the start-point distribution (official 0.3).", cli=False,
                                  gt=0)
     frames: bool = option(False, "Also write DIR/<stem>.sketch.gif, the optimisation every --eval-interval steps.")
+    mask_object: bool = option(False, "Remove the background before sketching (official --mask_object: U2-Net; "
+                                      "here GrabCut from a border-frame rectangle, a deviation).")
+    fix_scale: bool = option(False, "Centre the image on a white square (side max(w, h) + 20) instead of "
+                                    "stretching it to the canvas (official --fix_scale).")
+    saliency_model: str = option("auto", "The CLIP ViT whose attention places the first strokes (official: "
+                                         "ViT-B/32). auto: the loss model when it is a ViT, else shapes-clip.",
+                                 min_length=1)
+    saliency_pretrained: str | None = option(None, "Pretrained tag of --saliency-model (like -p for -m).")

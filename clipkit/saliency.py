@@ -65,3 +65,24 @@ def attention_saliency(visual: torch.nn.Module, pixels: torch.Tensor, size: tupl
     rel = rel - rel.min()
     peak = rel.max()
     return (rel / peak if peak > 0 else rel).cpu().numpy().astype(np.float32)
+
+
+def image_saliency(loaded, image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Attention saliency of an image with a loaded CLIP ViT (``clipkit.registry.LoadedModel``).
+
+    Args:
+        image: Tensor[1, 3, h, w] RGB in [0, 1] (any size; CLIP-normalised and resized to the model's input
+            bicubically here, as CLIPasso feeds its attention model the normalised target).
+        size: (height, width) of the returned map.
+    Returns:
+        float32 [height, width] in [0, 1].
+    Raises:
+        ValueError: the model is not an attention ViT (:func:`is_attention_vit`).
+    """
+    visual = loaded.model.visual
+    mean = torch.tensor(loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
+    normalised = (image.float().cpu() - mean) / std
+    model_in = F.interpolate(normalised, size=tuple(loaded.image_size), mode="bicubic", align_corners=False)
+    dtype = next(visual.parameters()).dtype
+    return attention_saliency(visual, model_in.to(loaded.device, dtype=dtype), size)

@@ -23,6 +23,17 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("CLIPKIT_DEVICE", raising=False)
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (float results of the sketch optimisation depend on the thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-init tiny open_clip model (seed 0) saved in open_clip's hub layout."""

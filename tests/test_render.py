@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
+
 import pytest
 import torch
 
@@ -10,13 +14,7 @@ from clipkit.render import diffvg as diffvg_mod
 from clipkit.render import get_renderer, to_image
 from clipkit.render.torch_raster import TorchRenderer, render_alpha, sample_beziers
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _line(x0, y0, x1, y1, dtype=torch.float32):
@@ -123,8 +121,97 @@ def test_get_renderer_names():
     assert isinstance(get_renderer("torch"), TorchRenderer)
     with pytest.raises(UsageError, match="unknown renderer"):
         get_renderer("cairo")
-    if not diffvg_mod.available():
-        assert isinstance(get_renderer("auto"), TorchRenderer)
+    assert isinstance(get_renderer("auto"), TorchRenderer)  # whatever is installed
+
+
+class _FakePydiffvg(types.ModuleType):
+    """A stand-in for pydiffvg with its API surface: records the device it is told and renders the scene it is
+    given with the torch rasterizer (doubling diffvg's half-width back to a full width)."""
+
+    def __init__(self) -> None:
+        super().__init__("pydiffvg")
+        self.calls: list[tuple[str, object]] = []
+        fake = self
+
+        class Path:
+            def __init__(self, num_control_points, points, stroke_width, is_closed):
+                self.points, self.stroke_width = points, stroke_width
+
+        class ShapeGroup:
+            def __init__(self, shape_ids, fill_color, stroke_color):
+                self.stroke_color = stroke_color
+
+        class RenderFunction:
+            @staticmethod
+            def serialize_scene(width, height, shapes, groups):
+                return [shapes]
+
+            @staticmethod
+            def apply(width, height, sx, sy, seed, background, shapes):
+                if fake.use_gpu:  # a CPU-only build, as diffvg's C++ scene reports it
+                    raise RuntimeError("diffvg not compiled with GPU")
+                fake.calls.append(("render_points_device", shapes[0].points.device))
+                pts = torch.stack([s.points for s in shapes])
+                widths = torch.stack([2 * s.stroke_width for s in shapes])
+                alpha = render_alpha(pts, widths, height, width)
+                return torch.stack([torch.zeros_like(alpha)] * 3 + [alpha], dim=-1)
+
+        self.Path, self.ShapeGroup, self.RenderFunction = Path, ShapeGroup, RenderFunction
+
+    use_gpu = False
+
+    def set_use_gpu(self, value):
+        self.use_gpu = value
+        self.calls.append(("set_use_gpu", value))
+
+    def set_device(self, device):
+        self.calls.append(("set_device", device))
+
+
+def test_auto_is_torch_even_with_a_working_pydiffvg_and_diffvg_gets_the_device(monkeypatch):
+    fake = _FakePydiffvg()
+    monkeypatch.setitem(sys.modules, "pydiffvg", fake)
+    monkeypatch.setattr(diffvg_mod, "_IMPORT", {})
+    assert diffvg_mod.available()
+    assert isinstance(get_renderer("auto"), TorchRenderer)  # determinism: auto never picks diffvg
+    dv = get_renderer("diffvg", device="cpu")
+    assert dv.name == "diffvg"
+    assert ("set_device", torch.device("cpu")) in fake.calls and ("set_use_gpu", False) in fake.calls
+    pts = _line(20, 30.5, 100, 30.5)
+    alpha = dv.render(pts, 3.0, 64, 128)
+    # the adapter hands diffvg the half-width: drawn back at full width, the ink is the torch renderer's
+    assert torch.allclose(alpha, render_alpha(pts, 3.0, 64, 128))
+
+
+def test_a_cpu_only_diffvg_on_a_cuda_device_falls_back_to_the_cpu(monkeypatch, capsys):
+    fake = _FakePydiffvg()
+    monkeypatch.setitem(sys.modules, "pydiffvg", fake)
+    monkeypatch.setattr(diffvg_mod, "_IMPORT", {})
+    dv = get_renderer("diffvg", device="cuda")
+    assert fake.calls == [("set_use_gpu", True), ("set_device", torch.device("cuda"))]
+    pts = _line(20, 30.5, 100, 30.5).requires_grad_(True)
+    alpha = dv.render(pts, 3.0, 64, 128)  # the CUDA render fails (no GPU here, or the fake's CPU-only build)
+    assert ("set_use_gpu", False) in fake.calls and ("set_device", torch.device("cpu")) in fake.calls
+    assert "rendering on the CPU" in capsys.readouterr().err
+    assert torch.allclose(alpha, render_alpha(pts.detach(), 3.0, 64, 128))
+    alpha.sum().backward()
+    assert pts.grad is not None and pts.grad.abs().sum() > 0
+    dv.render(pts, 3.0, 64, 128)
+    assert capsys.readouterr().err == ""  # said once; CPU from then on
+
+
+def test_a_pydiffvg_that_fails_to_import_is_never_used(monkeypatch, tmp_path):
+    pkg = tmp_path / "pydiffvg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise OSError('libdiffvg.so: cannot open shared object file')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "pydiffvg", raising=False)
+    monkeypatch.setattr(diffvg_mod, "_IMPORT", {})
+    assert importlib.util.find_spec("pydiffvg") is not None  # the package is there ...
+    assert not diffvg_mod.available()                        # ... but cannot be used
+    assert isinstance(get_renderer("auto"), TorchRenderer)
+    with pytest.raises(ClipkitError, match=r"installed but cannot be imported.*libdiffvg.*--renderer torch"):
+        get_renderer("diffvg")
 
 
 @pytest.mark.skipif(diffvg_mod.available(), reason="pydiffvg is installed")

@@ -16,21 +16,21 @@ from clipkit.cli.app import app
 from clipkit.clipasso import SketchConfig, sketch_image
 from clipkit.clipasso.init import random_walk_strokes, sample_start_points, start_probabilities
 from clipkit.clipasso.loss import SketchLoss
-from clipkit.clipasso.optimize import start_distribution, target_tensor
+from clipkit.clipasso.optimize import optimise_seed, start_distribution, target_tensor
+from clipkit.clipasso.prepare import saliency_model_for
+from clipkit.errors import UsageError
+from clipkit.registry import bundled_models, load_model
 from clipkit.render import to_image
 from clipkit.render.torch_raster import render_alpha
 from clipkit.svg import SVG_NS, parse_svg, to_svg
+from clipkit.world.scenes import SceneConfig, generate_scene
 from clipkit.xdog import xdog
+
+needs_shapes_clip = pytest.mark.skipif("shapes-clip" not in bundled_models(), reason="shapes-clip not bundled")
 
 runner = CliRunner()
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _disc_image(size: int = 64) -> Image.Image:
@@ -105,7 +105,7 @@ def test_loss_uses_shared_augmentations_and_frozen_clip(tiny_model):
 
 
 def test_optimisation_lowers_the_loss_and_is_deterministic(tiny_model):
-    opts = SketchConfig(strokes=6, iterations=40, seeds=2, canvas=64, frames=True)
+    opts = SketchConfig(strokes=6, iterations=40, seeds=2, canvas=64, frames=True, renderer="torch")
     a = sketch_image(_disc_image(), tiny_model, opts)
     b = sketch_image(_disc_image(), tiny_model, opts)
     assert np.array_equal(a.points, b.points) and a.loss == b.loss
@@ -123,7 +123,7 @@ def test_cli_writes_svg_png_gif_and_jsonl(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     args = ["sketch", str(src / "disc.png"), str(src / "broken.png"), "--out-dir", str(out), "-m",
             str(tiny_model_dir), "--strokes", "5", "--iterations", "20", "--seeds", "1", "--canvas", "64",
-            "--frames", "--format", "jsonl", "--quiet"]
+            "--renderer", "torch", "--frames", "--format", "jsonl", "--quiet"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output  # one input failed
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -168,8 +168,6 @@ def tiny_resnet(tmp_path_factory):
     import open_clip
     from safetensors.torch import save_file
 
-    from clipkit.registry import load_model
-
     cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
     folder = tmp_path_factory.mktemp("tiny-rn")
@@ -195,7 +193,6 @@ def test_resnet_loss_uses_layer2_and_layer3(tiny_resnet):
 
 def test_python_api_in_memory_and_option_errors(tiny_model):
     import clipkit
-    from clipkit.errors import UsageError
 
     [res] = clipkit.sketch(_disc_image(48), model=tiny_model, strokes=3, iterations=11, seeds=1, canvas=48)
     assert res.path == "<image 0>" and res.files == {}  # nothing written without out_dir
@@ -205,3 +202,46 @@ def test_python_api_in_memory_and_option_errors(tiny_model):
         clipkit.sketch(_disc_image(48), model=tiny_model, stroke=3)
     [missing] = clipkit.sketch("some/file.png", model=tiny_model, iterations=2)
     assert missing.error == "no such file"
+
+
+@needs_shapes_clip
+def test_saliency_model_auto_for_a_resnet_is_the_bundled_vit(tiny_resnet):
+    rn = tiny_resnet
+    chosen = saliency_model_for(rn, "auto")
+    assert chosen.name == "shapes-clip"
+    target = target_tensor(generate_scene(3, 1, SceneConfig(size=(96, 96), max_objects=1)).image, 96)
+    with_vit = start_distribution(rn, target, SketchConfig(canvas=96))
+    uniform = start_distribution(rn, target, SketchConfig(canvas=96, attention_init=False))
+    assert not np.allclose(with_vit, uniform)  # the saliency is no longer uniform for a ResNet loss
+
+
+def test_saliency_model_auto_for_a_vit_is_itself_and_a_named_resnet_is_refused(tiny_model, tiny_resnet):
+    assert saliency_model_for(tiny_model, "auto") is tiny_model
+    with pytest.raises(UsageError, match=r"saliency-model.*not a CLIP ViT"):
+        saliency_model_for(tiny_model, str(tiny_resnet.path))
+
+
+def test_a_named_saliency_model_is_used(tiny_model_dir, tiny_resnet):
+    rn = tiny_resnet
+    vit = load_model(str(tiny_model_dir), device="cpu")
+    target = target_tensor(generate_scene(3, 2, SceneConfig(size=(96, 96), max_objects=1)).image, 64)
+    opts = SketchConfig(canvas=64, saliency_model=str(tiny_model_dir))
+    expected = start_distribution(rn, target, opts, vit)
+    assert np.array_equal(start_distribution(rn, target, opts), expected)
+    out = sketch_image(Image.fromarray((target[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)), rn,
+                       SketchConfig(strokes=3, iterations=2, seeds=1, canvas=64, renderer="torch",
+                                     saliency_model=str(tiny_model_dir)))
+    assert out.points.shape == (3, 4, 2)
+
+
+def test_early_stop_follows_the_official_rule(tiny_model, monkeypatch):
+    # Official rule: |eval - best| <= 1e-5 sets the stop flag (or stops when set); only an improvement clears it;
+    # a worse evaluation leaves it set. Scripted evaluations: improve, improve, equal (flag), worse, equal (stop).
+    scripted = iter([1.0, 0.5, 0.5, 0.9, 0.5, 0.4, 0.3])
+    monkeypatch.setattr(SketchLoss, "evaluate", lambda self, sketch: next(scripted))
+    opts = SketchConfig(strokes=2, iterations=200, seeds=1, canvas=32, renderer="torch")
+    target = target_tensor(_disc_image(32), 32)
+    init = random_walk_strokes(np.full((2, 2), 0.5), (32, 32), np.random.default_rng(0))
+    run = optimise_seed(tiny_model, target, init, opts, seed=0)
+    assert run["iterations"] == 41  # stopped at the 5th evaluation (step 40), not "two in a row"
+    assert run["loss"] == 0.5 and run["best_iteration"] == 10

@@ -19,15 +19,8 @@ from clipkit.registry import bundled_models, load_model
 from clipkit.render import get_renderer, to_image
 from clipkit.world.scenes import SceneConfig, generate_scene
 
-pytestmark = pytest.mark.skipif("shapes-clip" not in bundled_models(), reason="shapes-clip not bundled yet")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.skipif("shapes-clip" not in bundled_models(), reason="shapes-clip not bundled yet"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 def _similarity(loss_fn: SketchLoss, points: np.ndarray, opts: SketchConfig) -> float:
@@ -41,7 +34,7 @@ def _similarity(loss_fn: SketchLoss, points: np.ndarray, opts: SketchConfig) -> 
 def test_optimised_sketch_beats_its_initialisation_and_random_strokes(index):
     loaded = load_model("shapes-clip", device="cpu")
     scene = generate_scene(7, index, SceneConfig(size=(224, 224), max_objects=1))
-    opts = SketchConfig(iterations=21, seeds=1, canvas=96)  # evaluations at steps 0, 10, 20
+    opts = SketchConfig(iterations=21, seeds=1, canvas=96, renderer="torch")  # evaluations at steps 0, 10, 20
     target = target_tensor(scene.image, opts.canvas)
     init = initial_strokes(start_distribution(loaded, target, opts), opts, seed=0)
     run = optimise_seed(loaded, target, init, opts, seed=0)

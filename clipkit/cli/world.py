@@ -84,6 +84,9 @@ def train_clip(
     word_weight: Annotated[float | None, typer.Option("--word-weight", min=0.0,
                                                       help="Weight of the patch-level caption-word loss "
                                                            "(0 = off).")] = None,
+    drawings: Annotated[float | None, typer.Option("--drawings", min=0.0, max=1.0,
+                                                   help="Fraction of the pool drawn as line drawings "
+                                                        "(clipkit.world.drawings), so sketches are named too.")] = None,
     init: Annotated[Path | None, typer.Option("--init", help="Start from this model folder (same "
                                                              "architecture), e.g. to continue a run.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -99,7 +102,7 @@ def train_clip(
         raise _usage_error(f"--init {init}: no open_clip_model.safetensors there (give a train-clip output folder)")
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pool_size": pool_size,
              "threads": threads, "max_minutes": max_minutes, "mil_weight": mil_weight,
-             "word_weight": word_weight, "init": str(init) if init else None}
+             "word_weight": word_weight, "drawings": drawings, "init": str(init) if init else None}
     cfg = TrainClipConfig(**{k: v for k, v in given.items() if v is not None})
     # the model card records the exact command line that made the model
     args = sys.argv[1:]

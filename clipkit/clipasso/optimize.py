@@ -12,15 +12,21 @@ canvas                 224          ``--image_scale 224``
 iterations             2001         ``--num_iter 2001`` (run_object_sketching.py)
 lr                     1.0          ``--lr 1.0``, Adam on the points only, no scheduler
 eval_interval          10           ``--eval_interval 10``; eval on the clean view, keep the best
-min_delta              1e-5         stop after two consecutive evals with ``|Δ| ≤ 1e-5``
+min_delta              1e-5         early stop, see below
 seeds                  3            ``--num_sketches 3``, seeds 0, 1000, 2000; lowest eval loss wins
 =====================  ===========  ==============================================================
 
-The loss model is the loaded CLIP (the official code uses RN101 for the loss and ViT-B/32 for the
-saliency; here one model does both — saliency from its attention when it is a ViT; for a ResNet the saliency
-is uniform, so the start points are drawn over the XDoG edges alone). The best sketch is the one that was evaluated (the
-official code evaluates the pre-step sketch but saves the post-step one). Adam's state and the augmentation
-generator are per seed, so a seed gives the same sketch whatever other seeds run.
+Early stop (official ``painterly_rendering.main``): at each evaluation, Δ = eval loss − best eval loss so far.
+Δ < −1e-5 is an improvement (kept; the stop flag is cleared); |Δ| ≤ 1e-5 sets the flag, or stops the run when
+it is already set; a worse evaluation (Δ > 1e-5) leaves the flag as it is. So a seed stops at the second
+evaluation within 1e-5 of the best since the last improvement — not necessarily two in a row.
+
+The loss model is the loaded CLIP; the saliency comes from ``saliency_model`` (official: ViT-B/32 attention
+for the saliency, RN101 for the loss): by default the loss model when it is a ViT, else the bundled ViT
+``shapes-clip``. ``mask_object`` and ``fix_scale`` prepare the target as the official ``get_target`` does
+(see :mod:`clipkit.clipasso.prepare` for the background remover, which is not U2-Net). The best sketch is the
+one that was evaluated (the official code evaluates the pre-step sketch but saves the post-step one). Adam's
+state and the augmentation generator are per seed, so a seed gives the same sketch whatever other seeds run.
 """
 
 from __future__ import annotations
@@ -31,14 +37,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from clipkit.clipasso.init import random_walk_strokes, sample_start_points, start_probabilities
 from clipkit.clipasso.loss import SketchLoss
+from clipkit.clipasso.prepare import apply_mask, fix_image_scale, grabcut_mask, saliency_model_for
 from clipkit.configs import SketchConfig
 from clipkit.render import get_renderer, to_image
-from clipkit.saliency import attention_saliency, is_attention_vit
+from clipkit.saliency import image_saliency
 from clipkit.xdog import xdog
 
 
@@ -48,8 +54,9 @@ class SketchOutput:
 
     ``points`` float32 [N, 4, 2] cubic control points in canvas pixels (x, y); ``width`` the full stroke
     width in pixels; ``size`` the canvas (width, height); ``alpha`` float32 [H, W] the rendered ink coverage
-    in [0, 1]; ``loss`` the best evaluation loss; ``iterations`` the iterations run for the winning seed; ``frames``
-    uint8 [H, W] renders (white paper = 255) every ``eval_interval`` steps of the winning seed when asked.
+    in [0, 1] (with ``fix_scale`` the canvas frames the padded square); ``loss`` the best evaluation loss;
+    ``iterations`` the iterations run for the winning seed; ``frames`` uint8 [H, W] renders (white paper =
+    255) every ``eval_interval`` steps of the winning seed when asked.
     """
 
     points: np.ndarray
@@ -63,6 +70,7 @@ class SketchOutput:
     seconds: float
     seed_losses: dict[int, float] = field(default_factory=dict)
     frames: list[np.ndarray] = field(default_factory=list)
+    mask: np.ndarray | None = None  # bool [H, W] of the input image: the object kept by ``mask_object``
 
 
 def target_tensor(image: Image.Image, canvas: int) -> torch.Tensor:
@@ -73,22 +81,41 @@ def target_tensor(image: Image.Image, canvas: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def start_distribution(loaded, target: torch.Tensor, opts: SketchConfig) -> np.ndarray:
-    """Start-point probabilities float64 [C, C]: attention saliency × (1 − XDoG), softmax with τ."""
+def start_distribution(
+    loaded, target: torch.Tensor, opts: SketchConfig, saliency_model=None
+) -> np.ndarray:
+    """Start-point probabilities float64 [C, C]: attention saliency × (1 − XDoG), softmax with τ.
+
+    ``saliency_model``: the ViT whose attention is used (default: :func:`saliency_model_for` with the
+    options' ``saliency_model``); ignored when ``opts.attention_init`` is off (uniform saliency).
+    """
     canvas = target.shape[-1]
-    mean = torch.tensor(loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
-    normalised = (target - mean) / std  # official: XDoG and saliency see the CLIP-normalised target
-    visual = loaded.model.visual
-    if opts.attention_init and is_attention_vit(visual):
-        model_in = F.interpolate(
-            normalised, size=tuple(loaded.image_size), mode="bicubic", align_corners=False
-        )
-        saliency = attention_saliency(visual, model_in.to(loaded.device), (canvas, canvas))
+    if opts.attention_init:
+        sal_model = saliency_model or saliency_model_for(loaded, opts.saliency_model, opts.saliency_pretrained)
+        saliency = image_saliency(sal_model, target, (canvas, canvas))
     else:
         saliency = np.ones((canvas, canvas), dtype=np.float32)
+    mean = torch.tensor(loaded.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(loaded.std, dtype=torch.float32).view(1, 3, 1, 1)
+    normalised = (target - mean) / std  # official: XDoG sees the CLIP-normalised target
     edges = xdog(normalised[0].permute(1, 2, 0).numpy(), k=10) if opts.xdog_intersec else None
     return start_probabilities(saliency, edges, opts.softmax_temp)
+
+
+def prepare_target(image: Image.Image, opts: SketchConfig) -> tuple[Image.Image, np.ndarray | None]:
+    """The image CLIPasso sketches: masked (``mask_object``), then padded to a square (``fix_scale``).
+
+    Returns (prepared RGB image, bool [H, W] mask of the input image or None); see
+    :mod:`clipkit.clipasso.prepare`.
+    """
+    mask = None
+    image = image.convert("RGB")
+    if opts.mask_object:
+        mask = grabcut_mask(image)
+        image = apply_mask(image, mask)
+    if opts.fix_scale:
+        image = fix_image_scale(image)
+    return image, mask
 
 
 def initial_strokes(prob: np.ndarray, opts: SketchConfig, seed: int) -> np.ndarray:
@@ -116,8 +143,8 @@ def optimise_seed(
     Returns a dict: ``points`` float32 [N, 4, 2], ``loss`` (best eval loss), ``iterations`` (run),
     ``best_iteration``, ``frames`` (list of uint8 [H, W], when ``opts.frames``).
     """
-    renderer = renderer or get_renderer(opts.renderer)
     device = loaded.device
+    renderer = renderer or get_renderer(opts.renderer, device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     loss_fn = SketchLoss(loaded, target.to(device), generator=gen)
     size = target.shape[-1]
@@ -157,16 +184,24 @@ def optimise_seed(
     }
 
 
-def sketch_image(image: Image.Image, loaded, options: SketchConfig | None = None) -> SketchOutput:
+def sketch_image(
+    image: Image.Image, loaded, options: SketchConfig | None = None, *, saliency_model=None
+) -> SketchOutput:
     """CLIPasso sketch of one image with a loaded CLIP model (``clipkit.registry.LoadedModel``).
 
     Runs ``options.seeds`` seeds (``seed + k·seed_step``) and keeps the lowest evaluation loss.
+    ``saliency_model``: a loaded attention ViT for the saliency; default
+    :func:`clipkit.clipasso.prepare.saliency_model_for` of the options — pass it when sketching many images
+    to resolve it once.
     """
     opts = options or SketchConfig()
     t0 = time.perf_counter()
-    renderer = get_renderer(opts.renderer)
-    target = target_tensor(image, opts.canvas)
-    prob = start_distribution(loaded, target, opts)
+    renderer = get_renderer(opts.renderer, loaded.device)
+    if saliency_model is None and opts.attention_init:
+        saliency_model = saliency_model_for(loaded, opts.saliency_model, opts.saliency_pretrained)
+    prepared, mask = prepare_target(image, opts)
+    target = target_tensor(prepared, opts.canvas)
+    prob = start_distribution(loaded, target, opts, saliency_model)
     best: dict | None = None
     seed_losses: dict[int, float] = {}
     for k in range(opts.seeds):
@@ -191,4 +226,5 @@ def sketch_image(image: Image.Image, loaded, options: SketchConfig | None = None
         seconds=time.perf_counter() - t0,
         seed_losses=seed_losses,
         frames=best["frames"],
+        mask=mask,
     )

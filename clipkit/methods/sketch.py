@@ -28,12 +28,17 @@ class SketchPredictor:
 
     def __init__(self, model: LoadedModel, text: Any = None, config: SketchConfig | None = None,
                  **options: Any) -> None:
+        from clipkit.clipasso.prepare import saliency_model_for
         from clipkit.render import get_renderer
 
         config = config or SketchConfig()
-        self.config = config.replace(**options) if options else config
+        self.config = cfg = config.replace(**options) if options else config
         self.model = model
-        get_renderer(self.config.renderer)  # an unavailable renderer fails before the first image
+        get_renderer(cfg.renderer, model.device)  # an unavailable renderer fails before the first image
+        # the ViT whose attention places the first strokes, resolved once per run (the registry loads it)
+        self.saliency = saliency_model_for(model, cfg.saliency_model, cfg.saliency_pretrained) \
+            if cfg.attention_init else None
 
     def predict(self, samples: list[Sample]) -> list[Sketch]:
-        return [Sketch(s.key, sketch_image(s.image, self.model, self.config)) for s in samples]
+        return [Sketch(s.key, sketch_image(s.image, self.model, self.config, saliency_model=self.saliency))
+                for s in samples]

@@ -272,6 +272,9 @@ class TrainClipConfig:
     mil_scale: float = 10.0
     word_weight: float = 0.5
     init: str | None = None  # hub folder to start from (same model_cfg), e.g. to continue a run
+    # opt-in (issue #18): fraction of the pool drawn as line drawings (clipkit.world.drawings) so the model
+    # learns to name sketched shapes; 0 = the pool as before. CLI: `clipkit world train-clip --drawings F`.
+    drawings: float = 0.0
 
 
 def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str], None] | None = None,
@@ -298,7 +301,8 @@ def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str]
     size = cfg.model_cfg["vision_cfg"]["image_size"]
     t0 = time.perf_counter()
     pool = ScenePool(PoolConfig(n=cfg.pool_size, seed=cfg.seed, image_size=size,
-                                render_range=cfg.render_range, object_probs=cfg.object_probs))
+                                render_range=cfg.render_range, object_probs=cfg.object_probs,
+                                drawings=cfg.drawings))
     pool_s = time.perf_counter() - t0
     log(f"pool of {cfg.pool_size} scenes drawn in {pool_s:.0f}s")
     ds = SceneCaptionDataset(pool, seed=cfg.seed)

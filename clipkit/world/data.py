@@ -63,11 +63,16 @@ class PoolConfig:
     image_size: int = 96
     render_range: tuple[int, int] = (96, 160)
     object_probs: tuple[float, ...] = (0.35, 0.35, 0.2, 0.1)
+    # opt-in (issue #18): this fraction of the scenes is rendered as line drawings (clipkit.world.drawings),
+    # captioned by what they show ("a star" for black ink); 0 keeps the pool exactly as before
+    drawings: float = 0.0
 
 
 class ScenePool:
     """``n`` pre-drawn scenes held as uint8 arrays: images [n, S, S, 3], label maps [n, S, S], plus names
     and relations. Scene i is ``generate_scene(seed, i, ...)``: pools are reproducible, disjoint across seeds.
+    With ``cfg.drawings`` > 0, ``drawn`` bool [n] marks the scenes rendered as line drawings; their ``names``
+    are the captioned ones (shape alone for black ink), their label maps still hold the objects' categories.
     """
 
     def __init__(self, cfg: PoolConfig, progress=None) -> None:
@@ -81,17 +86,20 @@ class ScenePool:
         probs = np.asarray(cfg.object_probs, float) / sum(cfg.object_probs)
         counts = rng.choice(np.arange(1, len(probs) + 1), size=cfg.n, p=probs)
         sides = rng.integers(cfg.render_range[0], cfg.render_range[1] + 1, size=cfg.n)
+        self.drawn = np.zeros(cfg.n, bool)
+        if cfg.drawings > 0:  # its own stream, so the photo scenes' draws above stay as they were
+            self.drawn = np.random.default_rng([cfg.seed, 0xD7]).random(cfg.n) < cfg.drawings
         for i in range(cfg.n):
             side = int(sides[i])
             scene = generate_scene(cfg.seed, i, SceneConfig(size=(side, side), max_objects=8),
-                                   n_objects=int(counts[i]))
+                                   n_objects=int(counts[i]), drawing=bool(self.drawn[i]))
             img, lm = scene.image, Image.fromarray(scene.label_map())
             if side != s:
                 img = img.resize((s, s), Image.Resampling.BICUBIC)
                 lm = lm.resize((s, s), Image.Resampling.NEAREST)
             self.images[i] = np.asarray(img)
             self.label_maps[i] = np.asarray(lm)
-            self.names.append(scene.names)
+            self.names.append(scene.meta.get("names", scene.names))
             self.relations.append(scene.relation)
             if progress is not None:
                 progress(1)
@@ -137,7 +145,7 @@ class SceneCaptionDataset(Dataset):
         x = (img.float() / 255.0 - self.mean) / self.std
         cap = caption_text(self.pool.names[j], rel, rng, p_article=self.p_article, p_relation=self.p_relation)
         labels = torch.zeros(len(CATEGORIES))
-        labels[[CATEGORIES.index(n) for n in self.pool.names[j]]] = 1.0
+        labels[[CATEGORIES.index(n) for n in self.pool.names[j] if n in CATEGORIES]] = 1.0
         words = torch.zeros(len(WORDS))
         words[[WORDS.index(w) for n in self.pool.names[j] for w in n.split()]] = 1.0
         return {"image": x, "label_map": lm, "caption": cap, "key": int(self.pool.keys[j]), "labels": labels,

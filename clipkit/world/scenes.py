@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from clipkit.world.drawings import DrawingStyle, choose_inks, draw_objects
+
 # Saturated, well-separated hues; backgrounds stay low-saturation so an object's colour is never ambiguous.
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -227,24 +229,27 @@ def _join(phrases: list[str]) -> str:
 
 
 def make_caption(objects: list[SceneObject], rng: np.random.Generator, article: bool = True,
-                 ) -> tuple[str, tuple[int, str, int] | None]:
+                 names: list[str] | None = None) -> tuple[str, tuple[int, str, int] | None]:
     """Caption naming every object once; a spatial relation only for 2-object scenes where unambiguous.
 
     Returns (caption, relation triple or None). ``article=False`` gives bare names
-    ("red circle and blue star").
+    ("red circle and blue star"). ``names`` overrides the objects' names (e.g. "star" for a black drawing).
     """
-    def np_(o: SceneObject) -> str:
+    shown = names if names is not None else [o.name for o in objects]
+
+    def np_(k: int) -> str:
+        name = shown[k]
         if not article:
-            return o.name
-        return ("an " if o.name[0] in "aeiou" else "a ") + o.name
+            return name
+        return ("an " if name[0] in "aeiou" else "a ") + name
 
     order = list(rng.permutation(len(objects)))
     if len(objects) == 2:
         i, j = order
         rel = relation(objects[i], objects[j])
         if rel is not None:
-            return f"{np_(objects[i])} {rel} {np_(objects[j])}", (int(i), rel, int(j))
-    return _join([np_(objects[k]) for k in order]), None
+            return f"{np_(i)} {rel} {np_(j)}", (int(i), rel, int(j))
+    return _join([np_(k) for k in order]), None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -278,8 +283,15 @@ def _scene_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def generate_scene(seed: int = 0, index: int = 0, config: SceneConfig | None = None, *,
-                   n_objects: int | None = None, article: bool = True) -> Scene:
-    """Generate scene ``index`` of the stream ``seed`` (deterministic in (seed, index, config))."""
+                   n_objects: int | None = None, article: bool = True,
+                   drawing: bool | DrawingStyle = False) -> Scene:
+    """Generate scene ``index`` of the stream ``seed`` (deterministic in (seed, index, config)).
+
+    ``drawing`` (opt-in; True or a :class:`clipkit.world.drawings.DrawingStyle`): the same scene — objects,
+    masks, boxes, caption order — rendered as a line drawing on plain paper; objects drawn in black ink are
+    captioned by shape alone ("a star"). ``meta`` then holds ``style = "drawing"``, ``names`` (the captioned
+    names) and ``black_ink`` (per object). The default (False) stream is unchanged.
+    """
     cfg = config or SceneConfig()
     rng = _scene_rng(seed, index)
     if cfg.size_range is not None:
@@ -327,7 +339,7 @@ def generate_scene(seed: int = 0, index: int = 0, config: SceneConfig | None = N
             if ok:
                 used.add((colour, shape))
                 cover.append(cov)
-                specs.append((colour, shape, r, cx, cy))
+                specs.append((colour, shape, r, cx, cy, theta))
                 break
     # composite in drawing order with anti-aliased edges
     objects: list[SceneObject] = []
@@ -335,11 +347,13 @@ def generate_scene(seed: int = 0, index: int = 0, config: SceneConfig | None = N
     for i in range(len(cover)):
         for j in range(i + 1, len(cover)):
             visible[i] = visible[i] & ~(cover[j] >= 0.5)
-    for (colour, _shape, _r, _cx, _cy), cov in zip(specs, cover, strict=True):
+    inks = []
+    for (colour, *_geometry), cov in zip(specs, cover, strict=True):
         rgb = np.clip(np.array(COLOURS[colour], np.float32) + rng.uniform(-12, 12, size=3), 0, 255)
+        inks.append(rgb)
         canvas = canvas * (1 - cov[..., None]) + rgb * cov[..., None]
     image = Image.fromarray(np.clip(canvas + 0.5, 0, 255).astype(np.uint8), "RGB")
-    for (colour, shape, r, _cx, _cy), cov, vis in zip(specs, cover, visible, strict=True):
+    for (colour, shape, r, _cx, _cy, _theta), cov, vis in zip(specs, cover, visible, strict=True):
         ys, xs = np.nonzero(vis)
         box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
         dist = cv2.distanceTransform(np.pad(vis, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
@@ -347,9 +361,18 @@ def generate_scene(seed: int = 0, index: int = 0, config: SceneConfig | None = N
         objects.append(SceneObject(colour=colour, shape=shape, mask=vis, box=box,
                                    center=(float(cx_) + 0.5, float(cy_) + 0.5), radius=r,
                                    visible_fraction=float(vis.sum() / max((cov >= 0.5).sum(), 1))))
-    caption, rel = make_caption(objects, rng, article=article)
+    meta: dict = {}
+    if drawing:
+        style = drawing if isinstance(drawing, DrawingStyle) else DrawingStyle()
+        draw_rng = np.random.default_rng([int(seed), int(index), 0xD8A3])  # own stream: layout = photo's
+        ink, black = choose_inks(inks, draw_rng, style)
+        geometry = [(sh, cx, cy, r, th) for _c, sh, r, cx, cy, th in specs]
+        image = draw_objects(geometry, ink, (w, h), draw_rng, style)
+        names = [o.shape if b else o.name for o, b in zip(objects, black, strict=True)]
+        meta = {"style": "drawing", "names": names, "black_ink": black}
+    caption, rel = make_caption(objects, rng, article=article, names=meta.get("names"))
     return Scene(image=image, objects=objects, caption=caption, background=bg_kind, seed=int(seed),
-                 index=int(index), relation=rel)
+                 index=int(index), relation=rel, meta=meta)
 
 
 def generate(n: int, seed: int = 0, config: SceneConfig | None = None, *, start: int = 0,
