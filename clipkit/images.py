@@ -104,8 +104,9 @@ def load_image(path: str | Path, max_side: int | None = None) -> Image.Image:
     """Decode one image file to RGB, EXIF-transposed; raise ImageError with a one-line reason on failure.
 
     Only regular files are read (a FIFO or device would block or never end); HEIC/HEIF needs pillow-heif.
-    ``max_side``: a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose long side is still at least
-    this (Pillow's draft mode), so a huge photo never exists at full size in memory; the caller resizes exactly.
+    ``max_side``: a JPEG larger than this is decoded at a reduced DCT scale (1/2, 1/4, 1/8: Pillow's draft mode)
+    whose long side lies between ``max_side / 2`` and ``max_side`` where possible, so a huge photo never exists at
+    full size in memory; the caller resizes to the working size.
     """
     try:
         mode = os.stat(path).st_mode
@@ -125,7 +126,9 @@ def load_image(path: str | Path, max_side: int | None = None) -> Image.Image:
             with Image.open(path) as opened:
                 full = opened.size
                 if max_side and opened.format == "JPEG" and max(full) > max_side:
-                    scale = max_side / max(full)
+                    # draft keeps the long side >= what is asked: ask for half, so the DCT scale may go down to
+                    # between max_side / 2 and max_side (never decoding at full size for a reduction < 2x)
+                    scale = max_side / 2 / max(full)
                     opened.draft("RGB", (max(1, round(full[0] * scale)), max(1, round(full[1] * scale))))
                 decoded = opened.size
                 opened.load()
