@@ -12,6 +12,7 @@ identity, the template list and the label, so re-running over a folder does not 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import io
 import os
@@ -97,7 +98,8 @@ def parse_labels(labels: str | Sequence[str] | None = None, labels_file: str | P
     """
     found: list[str] = []
     if labels is not None:
-        items = labels.split(",") if isinstance(labels, str) else list(labels)
+        # CSV rules: a label holding a comma is quoted, e.g. --labels 'cat,"salt, pepper"'
+        items = next(csv.reader([labels], skipinitialspace=True), []) if isinstance(labels, str) else list(labels)
         for item in items:
             if not item.strip():
                 raise UsageError("empty label in --labels: remove the stray comma or blank entry")
@@ -113,11 +115,14 @@ def parse_labels(labels: str | Sequence[str] | None = None, labels_file: str | P
         found.extend(ln.strip() for ln in text.splitlines() if ln.strip())
     if not found:
         raise UsageError("no labels given: use --labels a,b,c or --labels-file FILE")
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for label in found:
-        if label in seen:
+        if label in seen.values():
             raise UsageError(f"duplicate label {label!r}: each label must appear once")
-        seen.add(label)
+        if label.lower() in seen:
+            raise UsageError(f"labels {seen[label.lower()]!r} and {label!r} differ only in case: CLIP's tokenizer "
+                             "lowercases text, so they would get the same embedding")
+        seen[label.lower()] = label
     return found
 
 

@@ -108,3 +108,9 @@ def test_labels_file_bom_and_bad_encoding(tmp_path):
     path.write_bytes(b"caf\xe9\n")
     with pytest.raises(UsageError, match="not UTF-8 text"):
         prompts.parse_labels(labels_file=path)
+
+
+def test_labels_quoted_commas_and_case_duplicates():
+    assert prompts.parse_labels('cat, "salt, pepper",dog') == ["cat", "salt, pepper", "dog"]
+    with pytest.raises(UsageError, match="differ only in case"):
+        prompts.parse_labels("Cat,cat")
