@@ -99,7 +99,8 @@ def parse_labels(labels: str | Sequence[str] | None = None, labels_file: str | P
     found: list[str] = []
     if labels is not None:
         # CSV rules: a label holding a comma is quoted, e.g. --labels 'cat,"salt, pepper"'
-        items = next(csv.reader([labels], skipinitialspace=True), [""]) if isinstance(labels, str) else list(labels)
+        items = (next(csv.reader([labels], skipinitialspace=True), None) or [""]) if isinstance(labels, str) \
+            else list(labels)
         for item in items:
             if not item.strip():
                 raise UsageError("empty label in --labels: remove the stray comma or blank entry")
