@@ -83,8 +83,35 @@ class LoadedModel:
         """``N`` strings -> ``[N, D]`` L2-normalised float32 embeddings."""
         tokens = self.tokenizer(texts).to(self.device)
         with inference(self.device, self.precision):
-            features = self.model.encode_text(tokens)
+            features = encode_tokens(self.model, tokens)
         return F.normalize(features.float(), dim=-1)
+
+
+def encode_tokens(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's ``encode_text`` on the real tokens only, when that gives the same result.
+
+    open_clip pads every prompt to the context length (77); a causal text tower pooled at the end token never
+    lets a real position see the padding after it, so cutting the batch to its longest real prompt (start and
+    end tokens included) changes nothing but the cost, which falls with the square of the length. Other towers
+    (no causal mask, "last"/"first" pooling, custom text models) run unchanged. Returns ``[N, D]`` unnormalised.
+    """
+    from open_clip.transformer import text_global_pool
+
+    mask = getattr(model, "attn_mask", None)
+    pool = getattr(model, "text_pool_type", None)
+    if type(model).__name__ != "CLIP" or mask is None or pool not in ("argmax", "eos") or tokens.ndim != 2:
+        return model.encode_text(tokens)
+    used = (tokens != 0).any(dim=0).nonzero()
+    n = int(used.max()) + 1 if len(used) else tokens.shape[1]
+    tokens = tokens[:, :n]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=mask[:n, :n]))
+    x = text_global_pool(x, tokens, pool, eos_token_id=getattr(model, "text_eos_id", None))
+    projection = model.text_projection
+    if projection is None:
+        return x
+    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
 def bundled_models() -> dict[str, Path]:

@@ -93,3 +93,18 @@ def test_a_bundled_groupvit_is_refused_with_the_command_to_use():
     with pytest.raises(ModelError) as info:
         registry.load_model("shapes-groupvit")
     assert str(info.value) == "shapes-groupvit is a groupvit model, not a CLIP: use it with `clipkit group`"
+
+
+def test_text_tower_on_the_real_tokens_equals_open_clip(tiny_model):
+    """Cutting the padding off a causal text tower gives open_clip's own embeddings (to 1e-5)."""
+    import torch
+
+    from clipkit.registry import encode_tokens
+
+    texts = ["a", "a photo of a red circle", "a blue square on green grass"]
+    tokens = tiny_model.tokenizer(texts)
+    with torch.no_grad():
+        full = tiny_model.model.encode_text(tokens)
+        trimmed = encode_tokens(tiny_model.model, tokens)
+    assert (tokens != 0).sum(1).max() < tokens.shape[1]  # there was padding to cut
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)
