@@ -1,0 +1,91 @@
+"""Plant one-line bugs, one at a time, in a throw-away copy of the tree and check the given tests catch each.
+
+    PYTHONPATH=. python bench/golden/plant_bugs.py [--only SUBSTRING] [--keep /tmp/plant]
+
+Each bug is ``(name, file, old, new, tests)``: ``old`` must occur exactly once in ``file``. The copy (``clipkit/``
+and ``tests/`` only) lives in a temporary folder; the working tree is never touched. Prints a Markdown table
+(bug, tests run, caught?) for bench/results/mutation.md and exits 1 if any bug survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+GD = "tests/test_golden_dense.py"
+GG = "tests/test_golden_groupvit.py"
+CD = "tests/test_constants_detect.py"
+CG = "tests/test_constants_ground.py"
+CS = "tests/test_constants_sketch.py"
+
+BUGS: list[tuple[str, str, str, str, str]] = [
+    # dense variants (clipkit/dense.py)
+    ("sclip: q·kᵀ instead of k·kᵀ", "clipkit/dense.py",
+     "weights + (k @ k.transpose(-2, -1) * scale)", "weights + (q @ k.transpose(-2, -1) * scale)", GD),
+    ("sclip: second softmax term dropped", "clipkit/dense.py",
+     "weights = weights + (k @ k.transpose(-2, -1) * scale).softmax(-1)", "weights = weights", GD),
+    ("clearclip: k·kᵀ instead of q·qᵀ", "clipkit/dense.py",
+     "            weights = (q @ q.transpose(-2, -1) * scale).softmax(-1)\n        elif variant == \"naclip\"",
+     "            weights = (k @ k.transpose(-2, -1) * scale).softmax(-1)\n        elif variant == \"naclip\"", GD),
+    ("naclip: Gaussian prior missing", "clipkit/dense.py",
+     "weights = (k @ k.transpose(-2, -1) * scale + prior).softmax(-1)",
+     "weights = (k @ k.transpose(-2, -1) * scale).softmax(-1)", GD),
+    ("naclip: σ = 3 instead of 5", "clipkit/dense.py", "NACLIP_SIGMA = 5.0", "NACLIP_SIGMA = 3.0", GD),
+    ("naclip: prior exp(-d/2σ²) (distance not squared)", "clipkit/dense.py",
+     "d2 = torch.cdist(pts, pts).pow(2)", "d2 = torch.cdist(pts, pts)", GD),
+    ("naclip: residual kept", "clipkit/dense.py",
+     'if variant in ("clearclip", "naclip"):', 'if variant in ("clearclip",):', GD),
+    ("clearclip: FFN kept", "clipkit/dense.py",
+     'if variant in ("clearclip", "naclip"):', 'if variant in ("naclip",):', GD),
+    ("maskclip: value path through q", "clipkit/dense.py",
+     "out = attn.out_proj(v)  # every", "out = attn.out_proj(q)  # every", GD),
+    ("maskclip: out_proj skipped", "clipkit/dense.py",
+     "out = attn.out_proj(v)  # every", "out = v  # every", GD),
+    ("all: attention scale 1/d instead of 1/√d", "clipkit/dense.py", "scale = hd**-0.5", "scale = hd**-1.0", GD),
+    ("all: ln_1 skipped in the last block", "clipkit/dense.py", "y = blk.ln_1(x)", "y = x", GD),
+]
+
+
+def run(bug, keep: Path | None) -> bool:
+    name, file, old, new, tests = bug
+    tmp = Path(keep or tempfile.mkdtemp(prefix="clipkit-plant-"))
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for d in ("clipkit", "tests"):
+        shutil.copytree(ROOT / d, tmp / d, ignore=shutil.ignore_patterns("__pycache__"))
+    path = tmp / file
+    text = path.read_text()
+    assert text.count(old) == 1, f"{name}: {old!r} occurs {text.count(old)} times in {file}"
+    path.write_text(text.replace(old, new))
+    env = {**os.environ, "PYTHONPATH": str(tmp)}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
+                         cwd=tmp, env=env, capture_output=True, text=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return res.returncode != 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="run the bugs whose name contains this")
+    ap.add_argument("--keep", type=Path, default=None, help="folder for the copy (default: a temporary one)")
+    args = ap.parse_args(argv)
+    survived = 0
+    print("| planted bug | file | tests | caught |\n|---|---|---|---|")
+    for bug in BUGS:
+        if args.only and args.only not in bug[0]:
+            continue
+        caught = run(bug, args.keep)
+        survived += not caught
+        print(f"| {bug[0]} | `{bug[1]}` | `{bug[4]}` | {'yes' if caught else '**NO**'} |", flush=True)
+    sys.exit(1 if survived else 0)
+
+
+if __name__ == "__main__":
+    main()
