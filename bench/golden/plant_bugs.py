@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 GD = "tests/test_golden_dense.py"
 GG = "tests/test_golden_groupvit.py"
+GP = "tests/test_groupvit_parity.py"
 CD = "tests/test_constants_detect.py"
 CG = "tests/test_constants_ground.py"
 CS = "tests/test_constants_sketch.py"
@@ -49,6 +50,22 @@ BUGS: list[tuple[str, str, str, str, str]] = [
      "out = attn.out_proj(v)  # every", "out = v  # every", GD),
     ("all: attention scale 1/d instead of 1/√d", "clipkit/dense.py", "scale = hd**-0.5", "scale = hd**-1.0", GD),
     ("all: ln_1 skipped in the last block", "clipkit/dense.py", "y = blk.ln_1(x)", "y = x", GD),
+    # GroupViT weights mapping (clipkit/groupvit/weights.py) and layers (clipkit/groupvit/layers.py)
+    ("groupvit: embeddings/final LayerNorm mapping swapped", "clipkit/groupvit/weights.py",
+     '"img_encoder.patch_embed.norm."),\n    (r"^vision_model\\.layernorm\\.", "img_encoder.norm."),',
+     '"img_encoder.norm."),\n    (r"^vision_model\\.layernorm\\.", "img_encoder.patch_embed.norm."),', GP),
+    ("groupvit: q/k/v bias fused in k, q, v order", "clipkit/groupvit/weights.py",
+     'out[target] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)',
+     'out[target] = torch.cat([parts[c] for c in ("qkv" if target.endswith("weight") else "kqv")], dim=0)', GP),
+    ("groupvit: assignment softmax over tokens, not groups", "clipkit/groupvit/layers.py",
+     "soft = raw.softmax(dim=-2)", "soft = raw.softmax(dim=-1)", GP),
+    ("groupvit: assign_eps dropped", "clipkit/groupvit/layers.py",
+     "attn = attn / (attn.sum(dim=-1, keepdim=True) + self.assign_eps)",
+     "attn = attn / attn.sum(dim=-1, keepdim=True)", GP),
+    ("groupvit: group-token residual dropped", "clipkit/groupvit/layers.py",
+     "new_x = new_x + projected", "new_x = new_x", GP),
+    ("groupvit: norm_post_tokens skipped", "clipkit/groupvit/layers.py",
+     "self.pre_assign_attn(self.norm_post_tokens(projected), x)", "self.pre_assign_attn(projected, x)", GP),
 ]
 
 
