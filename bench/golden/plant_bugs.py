@@ -66,6 +66,23 @@ BUGS: list[tuple[str, str, str, str, str]] = [
      "new_x = new_x + projected", "new_x = new_x", GP),
     ("groupvit: norm_post_tokens skipped", "clipkit/groupvit/layers.py",
      "self.pre_assign_attn(self.norm_post_tokens(projected), x)", "self.pre_assign_attn(projected, x)", GP),
+    ("groupvit: assignment softmax over tokens (vs NVlabs)", "clipkit/groupvit/layers.py",
+     "soft = raw.softmax(dim=-2)", "soft = raw.softmax(dim=-1)", GG),
+    ("groupvit: group-token residual dropped (vs NVlabs)", "clipkit/groupvit/layers.py",
+     "new_x = new_x + projected", "new_x = new_x", GG),
+    ("groupvit: projector 1x1 conv not squeezed (NVlabs names)", "clipkit/groupvit/weights.py",
+     "value = value[..., 0]", "value = value", GG),
+    # GroupViT segmentation rule (clipkit/groupvit/segment.py)
+    ("group seg: image-level top-5 → top-3", "clipkit/groupvit/segment.py", "OFFICIAL_TOPK = 5", "OFFICIAL_TOPK = 3", GG),
+    ("group seg: product with the unmasked softmax dropped", "clipkit/groupvit/segment.py",
+     'group_aff = affinity.masked_fill(~keep, float("-inf")).softmax(dim=-1) * pre',
+     'group_aff = affinity.masked_fill(~keep, float("-inf")).softmax(dim=-1)', GG),
+    ("group seg: background threshold 0.95 → 0.9", "clipkit/groupvit/segment.py",
+     "OFFICIAL_BG_THRESH = 0.95", "OFFICIAL_BG_THRESH = 0.9", GG),
+    ("group seg: stage maps not chained (last stage alone)", "clipkit/groupvit/segment.py",
+     "acc = a if acc is None else acc @ a", "acc = a if acc is None else a", GG),
+    ("group seg: logit scale not clamped at 100", "clipkit/groupvit/model.py",
+     "exp().clamp(max=100.0)", "exp()", GG),
 ]
 
 
