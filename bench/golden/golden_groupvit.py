@@ -17,11 +17,10 @@ import types
 from pathlib import Path
 
 import numpy as np
+import official
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import official
 
 REPO = "NVlabs/GroupViT"
 #: NVlabs ``GroupViT`` kwargs of the tiny encoder; the projector is ``ProjectMLP(32, 48, 24)``
@@ -125,7 +124,7 @@ def make(out_dir: Path) -> dict:
     """Write ``groupvit_nvlabs.safetensors`` and ``groupvit_nvlabs.npz``; return a sources record."""
     from safetensors.torch import save_file
 
-    from clipkit.groupvit.config import GroupViTConfig, VisionConfig
+    from clipkit.groupvit.config import GroupViTConfig
     from clipkit.groupvit.model import GroupViT
     from clipkit.groupvit.segment import segment
     from clipkit.groupvit.weights import nvlabs_to_ours
@@ -172,5 +171,6 @@ def make(out_dir: Path) -> dict:
                                                                == logits.argmax(0)).float().mean())
     save_file(sd, str(out_dir / "groupvit_nvlabs.safetensors"))
     np.savez_compressed(out_dir / "groupvit_nvlabs.npz", **arrays)
-    return {"repo": REPO, "commit": official.head(REPO), "seed": SEED, "perturb_seed": PERTURB_SEED, "encoder": ENC, "projector": PROJ,
+    return {"repo": REPO, "commit": official.head(REPO), "seed": SEED, "perturb_seed": PERTURB_SEED,
+            "encoder": ENC, "projector": PROJ,
             "logit_scale": LOGIT_SCALE, "max_abs_diff_clipkit": report}

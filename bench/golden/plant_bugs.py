@@ -73,7 +73,8 @@ BUGS: list[tuple[str, str, str, str, str]] = [
     ("groupvit: projector 1x1 conv not squeezed (NVlabs names)", "clipkit/groupvit/weights.py",
      "value = value[..., 0]", "value = value", GG),
     # GroupViT segmentation rule (clipkit/groupvit/segment.py)
-    ("group seg: image-level top-5 → top-3", "clipkit/groupvit/segment.py", "OFFICIAL_TOPK = 5", "OFFICIAL_TOPK = 3", GG),
+    ("group seg: image-level top-5 → top-3", "clipkit/groupvit/segment.py",
+     "OFFICIAL_TOPK = 5", "OFFICIAL_TOPK = 3", GG),
     ("group seg: product with the unmasked softmax dropped", "clipkit/groupvit/segment.py",
      'group_aff = affinity.masked_fill(~keep, float("-inf")).softmax(dim=-1) * pre',
      'group_aff = affinity.masked_fill(~keep, float("-inf")).softmax(dim=-1)', GG),
