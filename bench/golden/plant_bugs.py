@@ -24,6 +24,7 @@ GP = "tests/test_groupvit_parity.py"
 CD = "tests/test_constants_detect.py"
 CG = "tests/test_constants_ground.py"
 CS = "tests/test_constants_sketch.py"
+CGR = "tests/test_constants_group.py"
 
 BUGS: list[tuple[str, str, str, str, str]] = [
     # dense variants (clipkit/dense.py)
@@ -78,12 +79,47 @@ BUGS: list[tuple[str, str, str, str, str]] = [
     ("group seg: product with the unmasked softmax dropped", "clipkit/groupvit/segment.py",
      'group_aff = affinity.masked_fill(~keep, float("-inf")).softmax(dim=-1) * pre',
      'group_aff = affinity.masked_fill(~keep, float("-inf")).softmax(dim=-1)', GG),
-    ("group seg: background threshold 0.95 → 0.9", "clipkit/groupvit/segment.py",
-     "OFFICIAL_BG_THRESH = 0.95", "OFFICIAL_BG_THRESH = 0.9", GG),
     ("group seg: stage maps not chained (last stage alone)", "clipkit/groupvit/segment.py",
      "acc = a if acc is None else acc @ a", "acc = a if acc is None else a", GG),
     ("group seg: logit scale not clamped at 100", "clipkit/groupvit/model.py",
      "exp().clamp(max=100.0)", "exp()", GG),
+    ("group seg: background threshold 0.95 → 0.9 (constants)", "clipkit/groupvit/segment.py",
+     "OFFICIAL_BG_THRESH = 0.95", "OFFICIAL_BG_THRESH = 0.9", CGR),
+    ("group seg: image-level top-5 → top-6 (constants)", "clipkit/groupvit/segment.py",
+     "OFFICIAL_TOPK = 5", "OFFICIAL_TOPK = 6", CGR),
+    # ViLD (clipkit/methods/detect.py)
+    ("detect: temperature 100 → 50", "clipkit/methods/detect.py",
+     "temperature: float | None = 100.0", "temperature: float | None = 50.0", CD),
+    ("detect: ensemble exponents swapped", "clipkit/methods/detect.py",
+     "probs.pow(lam) * p_fast.pow(1.0 - lam)", "probs.pow(1.0 - lam) * p_fast.pow(lam)", CD),
+    ("detect: ensemble λ = 1/2", "clipkit/methods/detect.py",
+     "ensemble_weight: float = 2 / 3", "ensemble_weight: float = 1 / 2", CD),
+    ("detect: NMS IoU 0.5 → 0.7", "clipkit/methods/detect.py", "nms_iou: float = 0.5", "nms_iou: float = 0.7", CD),
+    ("detect: class-agnostic NMS", "clipkit/methods/detect.py",
+     "keep = batched_nms(b, scores, cls_idx, cfg.nms_iou)", "keep = batched_nms(b, scores, cls_idx * 0, cfg.nms_iou)",
+     CD),
+    ("detect: score threshold 0.3 → 0.25", "clipkit/methods/detect.py",
+     "score_threshold: float = 0.3", "score_threshold: float = 0.25", CD),
+    # ReCLIP (clipkit/methods/ground.py)
+    ("ground: blur radius 100 → 50", "clipkit/methods/ground.py",
+     "blur_radius: float = 100.0", "blur_radius: float = 50.0", CG),
+    ("ground: radius not scaled by the smaller side ratio", "clipkit/methods/ground.py",
+     "radius = blur_radius * min(w / image.width, h / image.height)",
+     "radius = blur_radius * max(w / image.width, h / image.height)", CG),
+    ("ground: context view replaced by the whole image", "clipkit/methods/ground.py",
+     "return mask * x + (1 - mask) * base", "return x.expand(len(b), -1, -1, -1)", CG),
+    ("ground: mean logit not divided by the number of representations", "clipkit/methods/ground.py",
+     "probs = (logits / len(reps)).softmax(-1)", "probs = logits.softmax(-1)", CG),
+    ("ground: no context view by default", "clipkit/methods/ground.py",
+     'context: str = "blur"', 'context: str = "none"', CG),
+    # CLIPasso (clipkit/clipasso/loss.py)
+    ("sketch: fc weight 0.1 → 0.2", "clipkit/clipasso/loss.py",
+     "FC_LOSS_WEIGHT = 0.1 ", "FC_LOSS_WEIGHT = 0.2 ", CS),
+    ("sketch: conv layers 1,2 instead of 2,3", "clipkit/clipasso/loss.py",
+     "CONV_LAYER_WEIGHTS = (0.0, 0.0, 1.0, 1.0, 0.0)", "CONV_LAYER_WEIGHTS = (0.0, 1.0, 1.0, 0.0, 0.0)", CS),
+    ("sketch: 3 augmentations instead of 4", "clipkit/clipasso/loss.py", "NUM_AUGS = 4 ", "NUM_AUGS = 3 ", CS),
+    ("sketch: distortion 0.5 → 0.4", "clipkit/clipasso/loss.py", "DISTORTION = 0.5 ", "DISTORTION = 0.4 ", CS),
+    ("sketch: crop scale 0.8 → 0.9", "clipkit/clipasso/loss.py", "CROP_SCALE = 0.8 ", "CROP_SCALE = 0.9 ", CS),
 ]
 
 

@@ -1,0 +1,124 @@
+"""ViLD's constants pinned by behaviour: temperature 100, the ensemble p_image^(2/3)·p_fast^(1/3), per-class NMS
+at IoU 0.5, score threshold 0.3 — each checked on a tiny case whose expected output is computed in the test from
+ViLD's formula, through the default ``DetectConfig`` (never by reading the constant).
+
+``detect_image`` runs with its region stages replaced by fixed embeddings (proposals, the dense pass and both
+embedding paths are stubbed), so only the scoring and post-processing under test decide the result.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import clipkit.methods.detect as det
+from clipkit.methods.detect import DetectConfig, class_probabilities, postprocess
+
+
+def _unit(*rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=-1)
+
+
+# two labels + "background"; one region, whose two embeddings favour the labels differently
+CLASSES = _unit([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0])
+E_IMAGE = _unit([1.0, 0.97, 0.9])
+E_FAST = _unit([0.95, 1.0, 0.9])
+BOX = np.array([[4.0, 4.0, 20.0, 20.0]], np.float32)
+
+
+def _softmax(logits):
+    z = [math.exp(v - max(logits)) for v in logits]
+    return [v / sum(z) for v in z]
+
+
+def _vild_probs(e: torch.Tensor, tau: float = 0.01) -> list[float]:
+    """ViLD: softmax over classes of cos / τ, τ = 0.01, computed element by element."""
+    return _softmax([float(e[0] @ c) / tau for c in CLASSES])
+
+
+@pytest.fixture
+def stubbed(monkeypatch):
+    """``detect_image`` with fixed proposals and region embeddings (no model computation at all)."""
+    monkeypatch.setattr(det, "dense_patches", lambda *a, **k: None)
+    monkeypatch.setattr(det, "score_maps_from_patches", lambda *a, **k: None)
+    monkeypatch.setattr(det, "min_cosine_for", lambda *a, **k: None)
+    monkeypatch.setattr(det, "patch_pixels", lambda *a, **k: 8)
+    monkeypatch.setattr(det, "propose", lambda *a, **k: BOX)
+    monkeypatch.setattr(det, "image_tensor", lambda *a, **k: None)
+    monkeypatch.setattr(det, "image_embeddings", lambda *a, **k: E_IMAGE)
+    monkeypatch.setattr(det, "fast_embeddings", lambda *a, **k: E_FAST)
+    return SimpleNamespace(logit_scale=7.0, name="stub")  # a model whose own scale must not be used
+
+
+def _run(model, **cfg):
+    img = Image.new("RGB", (24, 24))
+    out = det.detect_image(model, img, ["a", "b"], CLASSES, DetectConfig(score_threshold=0.0, **cfg))
+    return {int(c): float(s) for c, s in zip(out.class_id, out.confidence, strict=True)}
+
+
+def test_default_temperature_is_100(stubbed):
+    got = _run(stubbed, path="image")
+    expected = _vild_probs(E_IMAGE)
+    assert got[0] == pytest.approx(expected[0], rel=1e-5) and got[1] == pytest.approx(expected[1], rel=1e-5)
+    # the region is near both labels: at τ = 0.02 or the model's scale the numbers would be far off
+    assert abs(_vild_probs(E_IMAGE, 0.02)[0] - expected[0]) > 0.05
+
+
+def test_default_ensemble_is_the_two_thirds_geometric_mean(stubbed):
+    got = _run(stubbed, path="ensemble")
+    p_img, p_fast = _vild_probs(E_IMAGE), _vild_probs(E_FAST)
+    for c in (0, 1):
+        assert got[c] == pytest.approx(p_img[c] ** (2 / 3) * p_fast[c] ** (1 / 3), rel=1e-5)
+        # not the swapped exponents, nor an arithmetic mean
+        assert abs(got[c] - p_img[c] ** (1 / 3) * p_fast[c] ** (2 / 3)) > 1e-3
+        assert abs(got[c] - (2 * p_img[c] + p_fast[c]) / 3) > 1e-3
+
+
+def test_fast_path_alone_uses_the_fast_embeddings(stubbed):
+    got = _run(stubbed, path="fast")
+    assert got[1] == pytest.approx(_vild_probs(E_FAST)[1], rel=1e-5)
+
+
+def test_class_probabilities_hand_case():
+    # cosines 0.5 and 0.49 at temperature 100: logits 50 and 49, p = 1 / (1 + e^-1)
+    region = torch.tensor([[1.0, 0.0]])
+    classes = torch.tensor([[0.5, 0.0], [0.49, 0.0]])
+    p = class_probabilities(region, classes, 100.0)
+    assert float(p[0, 0]) == pytest.approx(1 / (1 + math.exp(-1)), rel=1e-5)
+
+
+def _two_box_probs():
+    return torch.tensor([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1]])
+
+
+@pytest.mark.parametrize(("shift", "kept"), [(2.0, 1), (3.5, 2)])
+def test_default_per_class_nms_at_iou_one_half(shift, kept):
+    """Two 10×10 boxes of the same label shifted by ``shift`` px: IoU 8·10/120 = 0.667 (suppressed) or
+    6.5·10/135 = 0.481 (kept) — the cut sits at 0.5."""
+    boxes = np.array([[0, 0, 10, 10], [shift, 0, 10 + shift, 10]], np.float32)
+    inter = (10 - shift) * 10
+    iou = inter / (200 - inter)
+    assert (iou > 0.5) == (kept == 1)
+    _, score, cls = postprocess(boxes, _two_box_probs(), 2, DetectConfig())
+    assert len(score) == kept and set(cls.tolist()) == {0}
+
+
+def test_nms_is_per_class():
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)  # identical boxes, different labels
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.85, 0.05]])
+    _, _, cls = postprocess(boxes, probs, 2, DetectConfig())
+    assert sorted(cls.tolist()) == [0, 1]
+
+
+def test_default_score_threshold_is_0_3():
+    boxes = np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    probs = torch.tensor([[0.31, 0.29, 0.40], [0.29, 0.31, 0.40]])  # 0.31 passes, 0.29 does not
+    _, score, cls = postprocess(boxes, probs, 2, DetectConfig(drop_background=False))
+    assert sorted(cls.tolist()) == [0, 1]
+    assert score.tolist() == pytest.approx([0.31, 0.31])

@@ -1,0 +1,90 @@
+"""ReCLIP's constants pinned by behaviour: the context view is the image blurred with PIL ``GaussianBlur`` of
+radius 100 px of the *original* image (scaled to the model input by the smaller side ratio) everywhere outside
+the box and untouched inside it; by default a box is represented by its region crop plus one context view; the
+two logits are summed (ReCLIP "sum"), the best box is the arg-max of the sum and its score the softmax of the
+mean logit. Expected outputs are computed in the test with PIL and the formulas, through the default
+``GroundConfig``.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter
+
+import clipkit.methods.ground as gr
+from clipkit.methods.ground import GroundConfig, box_embeddings, context_views, ground_image
+from clipkit.phrases import parse_phrases
+
+
+def _noise_image(w: int, h: int) -> Image.Image:
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (h // 16, w // 16, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize((w, h), Image.NEAREST)
+
+
+def _normalised(img: Image.Image) -> torch.Tensor:
+    """The tiny model's normalisation (mean = std = 0.5), by hand: ``[3, h, w]``."""
+    return (torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1) - 0.5) / 0.5
+
+
+@pytest.mark.parametrize("size", [(320, 320), (320, 480)])
+def test_default_context_view_blurs_outside_the_box_with_radius_100_original_px(tiny_model, size):
+    w, h = size
+    image = _noise_image(w, h)
+    box = np.array([[100, 50, 200, 300]], np.float32)
+    [view] = context_views(tiny_model, image, box, "blur", GroundConfig().blur_radius)
+    small = image.resize((32, 32), Image.BICUBIC)
+    radius = 100 * min(32 / w, 32 / h)  # 10 px or 6.67 px at the 32 px input
+    sharp, blurred = _normalised(small), _normalised(small.filter(ImageFilter.GaussianBlur(radius)))
+    # input pixel (r, c) has its centre at ((c + .5)·w/32, (r + .5)·h/32) original px; inside iff in [x0, x1)
+    cols = [c for c in range(32) if 100 <= (c + 0.5) * w / 32 < 200]
+    rows = [r for r in range(32) if 50 <= (r + 0.5) * h / 32 < 300]
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
+    expected = torch.where(inside, sharp, blurred)
+    torch.testing.assert_close(view, expected, rtol=0, atol=1e-5)
+    # the radius matters at this size: 80 px would give a visibly different view
+    other = _normalised(small.filter(ImageFilter.GaussianBlur(radius * 0.8)))
+    assert (other - blurred)[:, ~inside].abs().max() > 0.02
+
+
+def test_default_box_representations_are_one_region_crop_and_one_context_view(tiny_model, monkeypatch):
+    calls = []
+    monkeypatch.setattr(gr, "image_embeddings", lambda *a, **k: calls.append("region") or torch.eye(2, 32))
+    image = _noise_image(64, 64)
+    boxes = np.array([[0, 0, 32, 32], [16, 16, 64, 64]], np.float32)
+    reps = box_embeddings(tiny_model, image, boxes, GroundConfig())
+    assert calls == ["region"] and len(reps) == 2
+    with torch.no_grad():
+        views = context_views(tiny_model, image, boxes, "blur", 100.0)
+        expected = F.normalize(tiny_model.encode_image(views).float(), dim=-1)
+    torch.testing.assert_close(reps[1], expected, rtol=0, atol=1e-5)
+
+
+def test_scores_sum_the_representations_and_report_the_softmax_of_the_mean(monkeypatch):
+    r1 = F.normalize(torch.tensor([[1.0, 0.2, 0.1], [0.3, 1.0, 0.2]]), dim=-1)  # region reps of 2 boxes
+    r2 = F.normalize(torch.tensor([[0.9, 0.5, 0.1], [0.2, 1.0, 0.4]]), dim=-1)  # context reps
+    monkeypatch.setattr(gr, "box_embeddings", lambda *a, **k: [r1, r2])
+    caption, phrases = parse_phrases("a red circle left of a blue square")
+    assert len(phrases) == 2
+    text = F.normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), dim=-1)  # +bg
+    model = SimpleNamespace(logit_scale=3.0)  # small, so the softmax is not saturated
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    out = ground_image(model, Image.new("RGB", (40, 40)), caption, phrases, text, GroundConfig(), boxes=boxes)
+    det = out.detections
+    for j in range(2):
+        summed = [3.0 * float(r1[k] @ text[j] + r2[k] @ text[j]) for k in range(2)]
+        best = int(np.argmax(summed))
+        mean = [3.0 * float(r1[best] @ t + r2[best] @ t) / 2 for t in text]
+        prob = math.exp(mean[j]) / sum(math.exp(v) for v in mean)
+        np.testing.assert_allclose(det.xyxy[j], boxes[best])
+        assert float(det.confidence[j]) == pytest.approx(prob, rel=1e-5)
+        unaveraged = [3.0 * float(r1[best] @ t + r2[best] @ t) for t in text]
+        assert abs(prob - math.exp(unaveraged[j]) / sum(math.exp(v) for v in unaveraged)) > 0.01
+    assert det.xyxy[0].tolist() != det.xyxy[1].tolist()  # each phrase picked its own box
