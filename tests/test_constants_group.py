@@ -52,3 +52,67 @@ def test_default_image_level_mask_keeps_the_top_5_classes():
     assert all(1 <= v <= 5 for v in labels[5:])
     six = label_groups(_maps(n), groups, image, text, 10.0, bg_thresh=None, topk=6).label_map[0].tolist()
     assert six[5] == 6  # the mask, not the scores, is what moved group 6
+
+
+def test_outputs_besides_the_label_map():
+    """``image_scores`` is the image-level softmax of ``scale · cos``; ``group_label`` is 1-based with 0 for a
+    group no pixel belongs to; ``group_maps`` is each stage's arg-max group (int32)."""
+    text = torch.eye(3)
+    image = F.normalize(torch.tensor([1.0, 0.5, 0.0]), dim=0)
+    groups = F.normalize(torch.tensor([[1.0, 0.1, 0.0], [0.0, 1.0, 0.1], [0.1, 0.0, 1.0]]), dim=-1)
+    maps = [torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]).reshape(1, 3, 1, 2)]  # group 2 owns no pixel
+    seg = label_groups(maps, groups, image, text, 10.0, bg_thresh=None, topk=3)
+    expected = torch.softmax(10.0 * image, dim=0)
+    np.testing.assert_allclose(seg.image_scores, expected.numpy(), rtol=1e-5)
+    assert seg.group_label.tolist() == [1, 2, 0]
+    assert seg.label_map.tolist() == [[1, 2]]
+    assert len(seg.group_maps) == 1 and seg.group_maps[0].dtype == np.int32
+    assert seg.group_maps[0].tolist() == [[0, 1]]
+
+
+def test_best_group_is_never_background():
+    """The threshold is ``min(bg_thresh, best group score)``: the best group keeps its label even when its
+    score is below ``bg_thresh``, the others fall to background."""
+    text = torch.eye(2)
+    groups = F.normalize(torch.tensor([[1.0, 0.8], [0.9, 1.0]]), dim=-1)
+    image = F.normalize(torch.ones(2), dim=0)
+    seg = label_groups(_maps(2), groups, image, text, 10.0, bg_thresh=0.99)
+    assert float(seg.group_score.max()) < 0.99
+    best = int(seg.group_score.argmax())
+    assert seg.group_label[best] != 0 and seg.group_label[1 - best] == 0
+
+
+def test_many_labels_give_a_wide_label_map():
+    n = 300
+    text = torch.eye(n)
+    groups = text[[0, 299]]
+    image = F.normalize(text[0] + text[299], dim=0)
+    seg = label_groups(_maps(2), groups, image, text, 100.0, bg_thresh=None)
+    assert seg.label_map.dtype == np.uint16 and seg.label_map.tolist() == [[1, 300]]
+
+
+def test_preprocess_resizes_the_short_side_to_patch_multiples_and_normalises():
+    from types import SimpleNamespace
+
+    from clipkit.groupvit.config import IMAGENET_MEAN, IMAGENET_STD
+    from clipkit.groupvit.segment import preprocess
+
+    cfg = SimpleNamespace(vision=SimpleNamespace(image_size=32, patch_size=4), image_mean=IMAGENET_MEAN,
+                          image_std=IMAGENET_STD)
+    from PIL import Image
+
+    x = preprocess(Image.new("RGB", (41, 20), (255, 0, 0)), SimpleNamespace(cfg=cfg))
+    # short side 20 -> 32 (scale 1.6); long side 41 * 1.6 = 65.6 -> nearest multiple of 4 = 64
+    assert x.shape == (1, 3, 32, 64) and x.dtype == torch.float32
+    expected = [(1 - IMAGENET_MEAN[0]) / IMAGENET_STD[0], -IMAGENET_MEAN[1] / IMAGENET_STD[1],
+                -IMAGENET_MEAN[2] / IMAGENET_STD[2]]
+    torch.testing.assert_close(x[0, :, 16, 32], torch.tensor(expected), rtol=0, atol=1e-5)
+    assert preprocess(Image.new("RGB", (41, 20)), SimpleNamespace(cfg=cfg), short_side=8).shape == (1, 3, 8, 16)
+
+
+def test_purity_hand_cases():
+    from clipkit.groupvit.segment import purity
+
+    assert purity(np.array([[3]]), np.array([[5]])) == (1.0, 1.0)
+    # group 0 holds labels (1, 1, 2), group 1 holds (2): 3 of 4 pixels agree with their group's majority
+    assert purity(np.array([[0, 0, 0, 1]]), np.array([[1, 1, 2, 2]])) == (0.75, 4.0)
