@@ -78,12 +78,22 @@ def run_group(group: str, work: Path, children: int) -> dict:
     stats = json.loads((dest / "mutants" / "mutmut-cicd-stats.json").read_text())
     res = subprocess.run([*mutmut, "results"], cwd=dest, env=env, capture_output=True, text=True, check=False)
     survivors = [line.split(":")[0].strip() for line in res.stdout.splitlines() if ": survived" in line]
-    with (dest / "survivors.txt").open("w") as out:
-        for name in survivors:
-            diff = subprocess.run([*mutmut, "show", name], cwd=dest, env=env, capture_output=True, text=True,
-                                  check=False)
-            out.write(f"### {name}\n{diff.stdout}\n")
+    (dest / "survivors.json").write_text(json.dumps(survivors))
+    subprocess.run([sys.executable, "-c", _SHOW], cwd=dest, env=env, check=False, stdout=subprocess.DEVNULL,
+                   stderr=log)
     return stats
+
+
+# every survivor's diff in one process (``mutmut show`` per mutant costs a second each)
+_SHOW = """
+import json
+from pathlib import Path
+from mutmut.__main__ import find_mutant
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+with open("survivors.txt", "w") as out:
+    for name in json.loads(Path("survivors.json").read_text()):
+        out.write(f"### {name}\\n{get_diff_for_mutant(name, path=find_mutant(name).path)}\\n")
+"""
 
 
 def score(stats: dict) -> float:
