@@ -217,3 +217,18 @@ def test_dense_logits_by_hand(visual):
         dense.dense_logits(visual, img, text, stride=0)
     one = dense.dense_logits(visual, img, text, variant="sclip", scale=2.0, stride=1)
     assert one.shape == got.shape
+
+
+def test_default_variant_and_background_cut():
+    """``plain`` for average-pooled towers (bare model or wrapper), NACLIP otherwise; the cosine cut: the
+    request, else the model's calibrated one for that variant, ``None`` for -1 or when there is none."""
+    avg = SimpleNamespace(visual=SimpleNamespace(pool_type="avg"))
+    tok = SimpleNamespace(visual=SimpleNamespace(pool_type="tok"))
+    assert dense.default_variant(avg) == "plain" and dense.default_variant(SimpleNamespace(model=avg)) == "plain"
+    assert dense.default_variant(tok) == "naclip" and dense.default_variant(object()) == "naclip"
+    meta = SimpleNamespace(meta={"segment_min_cosine": {"plain": 0.25}})
+    assert dense.min_cosine_for(meta, "plain") == 0.25
+    assert dense.min_cosine_for(meta, "naclip") is None
+    assert dense.min_cosine_for(meta, "plain", 0.1) == 0.1 and dense.min_cosine_for(meta, "plain", -1) is None
+    assert dense.min_cosine_for(SimpleNamespace(meta=None), "plain") is None
+    assert dense.min_cosine_for(object(), "plain", 0) == 0.0
