@@ -90,3 +90,25 @@ def test_soft_assignment_when_hard_is_off():
     torch.testing.assert_close(hard, soft)
     torch.testing.assert_close(soft_out, soft)
     torch.testing.assert_close(out, att.proj((soft / (soft.sum(-1, keepdim=True) + 1.0)) @ att.v_proj(k)))
+
+
+def test_every_layer_norm_uses_the_configured_eps():
+    from clipkit.groupvit.config import VisionConfig
+    from clipkit.groupvit.model import VisionTransformer
+
+    cfg = VisionConfig(image_size=16, patch_size=4, width=8, depths=(1, 1, 1), num_heads=(1, 1, 1),
+                       num_group_tokens=(4, 2, 0), num_output_groups=(4, 2), layer_norm_eps=0.0123)
+    norms = [m for m in VisionTransformer(cfg).modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) > 10 and all(m.eps == 0.0123 for m in norms)
+
+
+def test_grouping_block_maps_group_counts():
+    """S_in group tokens become S_out segment tokens (the token-mixing MLP's output size), even when they
+    differ (the official configs happen to use S_in = S_out)."""
+    from clipkit.groupvit.layers import GroupingBlock
+
+    torch.manual_seed(0)
+    block = GroupingBlock(8, 1, num_group_token=6, num_output_group=3, mlp_ratio=2.0, assign_mlp_ratio=(0.5, 2.0),
+                          hard=True, gumbel_tau=1.0, assign_eps=1.0, eps=1e-5).eval()
+    out, (hard, soft) = block(torch.randn(2, 10, 8), torch.randn(2, 6, 8))
+    assert out.shape == (2, 3, 8) and hard.shape == soft.shape == (2, 3, 10)
