@@ -112,7 +112,7 @@ def test_folder_detection(tmp_path):
     assert not is_hf_groupvit_dir(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "groupvit"}))
     assert is_hf_groupvit_dir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors"):
         load_hf_dir(tmp_path)
 
 
