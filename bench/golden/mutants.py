@@ -34,7 +34,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "groupvit-segment": (["clipkit/groupvit/segment.py"],
                          ["tests/test_golden_groupvit.py", "tests/test_constants_group.py",
                           "tests/test_group_segment.py"]),
-    "regions": (["clipkit/regions.py"], ["tests/test_detect.py", "tests/test_constants_detect.py"]),
+    "regions": (["clipkit/regions.py"], ["tests/test_constants_regions.py", "tests/test_detect.py"]),
     "detect": (["clipkit/methods/detect.py"], ["tests/test_constants_detect.py", "tests/test_detect.py"]),
     "ground": (["clipkit/methods/ground.py"], ["tests/test_constants_ground.py", "tests/test_ground.py"]),
     "clipasso-loss": (["clipkit/clipasso/loss.py"], ["tests/test_constants_sketch.py", "tests/test_sketch.py"]),
