@@ -122,3 +122,59 @@ def test_default_score_threshold_is_0_3():
     _, score, cls = postprocess(boxes, probs, 2, DetectConfig(drop_background=False))
     assert sorted(cls.tolist()) == [0, 1]
     assert score.tolist() == pytest.approx([0.31, 0.31])
+
+
+def test_option_bounds():
+    from clipkit.errors import UsageError
+    from clipkit.methods.detect import make_config
+
+    for ok in (0.0, 1.0):
+        assert make_config(ensemble_weight=ok, score_threshold=ok).ensemble_weight == ok
+    for bad in ({"ensemble_weight": -0.01}, {"ensemble_weight": 1.01}, {"score_threshold": -0.01},
+                {"score_threshold": 1.01}, {"max_detections": 0}):
+        with pytest.raises(UsageError):
+            make_config(**bad)
+    assert make_config(max_detections=1).max_detections == 1
+
+
+def test_selective_search_when_asked_or_when_it_is_the_only_source():
+    from clipkit.methods.detect import uses_selective_search
+
+    table = {(s, m): uses_selective_search(DetectConfig(selective_search=s, score_map_proposals=m))
+             for s in (False, True) for m in (False, True)}
+    assert table == {(False, False): True, (False, True): False, (True, False): True, (True, True): True}
+
+
+def test_detect_image_wiring(stubbed, monkeypatch):
+    """What ``detect_image`` hands to each stage: the proposal sources and patch size, the score maps over labels
+    + background with the model's cosine cut for the chosen variant; temperature None = the model's own scale;
+    timings per stage; the result's labels, path and image size."""
+    seen = {}
+    monkeypatch.setattr(det, "propose", lambda image, **k: seen.setdefault("propose", k) and BOX)
+    monkeypatch.setattr(det, "score_maps_from_patches",
+                        lambda model, patches, emb, variant, size, **k: seen.setdefault("maps", (variant, size, k))
+                        and "MAPS")
+    monkeypatch.setattr(det, "min_cosine_for", lambda model, variant, requested: ("cut", variant, requested))
+    img = Image.new("RGB", (24, 20))
+    timings = {"regions": 1.0}
+    out = det.detect_image(stubbed, img, ["a", "b"], CLASSES,
+                           DetectConfig(score_threshold=0.0, temperature=None, path="image", min_cosine=0.2,
+                                        regions={"dense_variant": "sclip"}), path="p.png", timings=timings)
+    assert seen["propose"]["score_maps"] == "MAPS" and seen["propose"]["n_labels"] == 2
+    assert seen["propose"]["patch_px"] == 8 and seen["propose"]["use_selective_search"] is False
+    assert seen["maps"] == ("sclip", (24, 20), {"n_labels": 2, "min_cosine": ("cut", "sclip", 0.2)})
+    expected = _softmax([7.0 * float(E_IMAGE[0] @ c) for c in CLASSES])
+    got = {int(c): float(s) for c, s in zip(out.class_id, out.confidence, strict=True)}
+    assert got[0] == pytest.approx(expected[0], rel=1e-5)
+    assert out.labels == ["a", "b"] and out.path == "p.png" and out.image_size == (24, 20)
+    assert set(timings) == {"proposals", "regions"} and timings["regions"] >= 1.0 and timings["proposals"] >= 0
+
+
+def test_without_score_map_proposals_no_dense_pass_for_the_image_path(stubbed, monkeypatch):
+    calls = []
+    monkeypatch.setattr(det, "dense_patches", lambda *a, **k: calls.append("dense"))
+    seen = {}
+    monkeypatch.setattr(det, "propose", lambda image, **k: seen.update(k) or BOX)
+    det.detect_image(stubbed, Image.new("RGB", (24, 24)), ["a", "b"], CLASSES,
+                     DetectConfig(path="image", score_map_proposals=False))
+    assert calls == [] and seen["score_maps"] is None and seen["use_selective_search"] is True

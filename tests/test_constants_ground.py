@@ -88,3 +88,64 @@ def test_scores_sum_the_representations_and_report_the_softmax_of_the_mean(monke
         unaveraged = [3.0 * float(r1[best] @ t + r2[best] @ t) for t in text]
         assert abs(prob - math.exp(unaveraged[j]) / sum(math.exp(v) for v in unaveraged)) > 0.01
     assert det.xyxy[0].tolist() != det.xyxy[1].tolist()  # each phrase picked its own box
+
+
+def test_grey_context_is_mid_grey_outside_the_box(tiny_model):
+    image = _noise_image(64, 64)
+    [view] = context_views(tiny_model, image, np.array([[0, 0, 32, 32]], np.float32), "grey", 100.0)
+    grey = (128 / 255 - 0.5) / 0.5
+    torch.testing.assert_close(view[:, 16:, :], torch.full((3, 16, 32), grey))
+    torch.testing.assert_close(view[:, :16, :16], _normalised(image.resize((32, 32), Image.BICUBIC))[:, :16, :16])
+
+
+def test_representations_per_region_setting(tiny_model, monkeypatch):
+    calls = []
+    monkeypatch.setattr(gr, "image_embeddings", lambda *a, **k: calls.append("image") or torch.eye(3, 32))
+    monkeypatch.setattr(gr, "fast_embeddings", lambda *a, **k: calls.append(("fast", k["patches"])) or torch.eye(3, 32))
+    encoded = []
+    real = tiny_model.encode_image
+    monkeypatch.setattr(tiny_model, "encode_image", lambda v: encoded.append(len(v)) or real(v))
+    image, boxes = _noise_image(64, 64), np.array([[0, 0, 32, 32], [8, 8, 40, 40], [0, 0, 64, 64]], np.float32)
+    assert len(box_embeddings(tiny_model, image, boxes, GroundConfig(region="both", batch_size=2), "P")) == 3
+    assert calls == ["image", ("fast", "P")] and encoded == [2, 1]
+    calls.clear()
+    assert len(box_embeddings(tiny_model, image, boxes, GroundConfig(region="fast", context="none"), "P")) == 1
+    assert calls == [("fast", "P")]
+    calls.clear()
+    reps = box_embeddings(tiny_model, image, boxes, GroundConfig(region="none", context="grey"))
+    assert calls == [] and len(reps) == 1 and torch.allclose(reps[0].norm(dim=-1), torch.ones(3))
+
+
+def test_all_boxes_threshold_nms_and_cap(monkeypatch):
+    """With ``all_boxes``: every (box, phrase) with score ≥ 0.5 (default), class-wise NMS at IoU 0.6 (default),
+    at most ``max_boxes`` per phrase, best first."""
+    reps = F.normalize(torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.05, 0.0], [1.0, 0.0, 0.02], [0.0, 1.0, 0.0]]), dim=-1)
+    monkeypatch.setattr(gr, "box_embeddings", lambda *a, **k: [reps])
+    caption, phrases = parse_phrases(None, "red circle;blue square")
+    text = torch.eye(3)
+    model = SimpleNamespace(logit_scale=10.0)
+    # boxes 0/1 overlap at IoU 0.667 (suppressed), 0/2 at IoU 0.538 (kept); box 3 is the other phrase's
+    boxes = np.array([[0, 0, 10, 10], [0, 2, 10, 12], [3, 0, 13, 10], [40, 40, 50, 50]], np.float32)
+    det = ground_image(model, Image.new("RGB", (60, 60)), caption, phrases, text, GroundConfig(all_boxes=True),
+                       boxes=boxes).detections
+    got = sorted((int(c), tuple(b)) for c, b in zip(det.class_id, det.xyxy.tolist(), strict=True))
+    assert got == [(0, (0, 0, 10, 10)), (0, (3, 0, 13, 10)), (1, (40, 40, 50, 50))]
+    probs = (10.0 * reps @ text.T).softmax(-1)
+    assert float(probs[3, 0]) < 0.5 and float(probs[1, 0]) >= 0.5  # the cut and the NMS both act here
+    capped = ground_image(model, Image.new("RGB", (60, 60)), caption, phrases, text,
+                          GroundConfig(all_boxes=True, max_boxes=1), boxes=boxes).detections
+    assert sorted(capped.class_id.tolist()) == [0, 1]
+    assert capped.xyxy[capped.class_id == 0].tolist() == [[0, 0, 10, 10]]  # the best of phrase 0 survives
+
+
+def test_ground_option_bounds(tiny_model):
+    from clipkit.errors import UsageError
+    from clipkit.methods.ground import make_config
+
+    for bad in ({"region": "crop"}, {"threshold": -0.1}, {"threshold": 1.1}):
+        with pytest.raises(UsageError):
+            make_config(**bad)
+    assert make_config(threshold=0.0).threshold == 0.0 and make_config(threshold=1.0).threshold == 1.0
+    with pytest.raises(UsageError):
+        make_config(tiny_model, regions={"dense_shifts": 3})  # must divide the 8 px patch
+    make_config(tiny_model, region="image", score_map_proposals=False, regions={"dense_shifts": 3})  # not used
