@@ -104,3 +104,65 @@ def test_augmentation_geometry(loaded):
         corners = [[0, 0], [CANVAS - 1, 0], [CANVAS - 1, CANVAS - 1], [0, CANVAS - 1]]
         moves += [abs(e - c) for pe, pc in zip(end, corners, strict=True) for e, c in zip(pe, pc, strict=True)]
     assert max(moves) == bound
+
+
+@pytest.mark.parametrize(("w", "h", "seed"), [(224, 224, 0), (64, 40, 3)])
+def test_perspective_corners_are_torchvision_draws(w, h, seed):
+    """The official augmentation is torchvision's ``RandomPerspective(distortion_scale=0.5)``: the same seed gives
+    the same corners (clipkit draws from its own generator, torchvision from the global one)."""
+    import torchvision.transforms as T
+
+    from clipkit.clipasso.loss import perspective_params
+
+    torch.manual_seed(seed)
+    expected = T.RandomPerspective.get_params(w, h, 0.5)
+    assert perspective_params(w, h, 0.5, torch.Generator().manual_seed(seed)) == expected
+
+
+def test_augmentation_is_torchvision_perspective_then_resized_crop(loaded):
+    """Each augmented view = ``RandomPerspective(fill=0)`` (bilinear) then ``RandomResizedCrop`` to the input
+    (bilinear, antialias), then CLIP normalisation — recomputed here from the drawn parameters."""
+    import torchvision.transforms.functional as TF
+
+    _, target = _images()
+    canvas = torch.nn.functional.interpolate(target, size=(48, 48), mode="bilinear")  # canvas 48 -> input 32
+    fn = SketchLoss(loaded, canvas, generator=torch.Generator().manual_seed(0))
+    seen = []
+    original = fn._augment
+    fn._augment = lambda x, s, e, c: seen.append((x, s, e, c, original(x, s, e, c))) or seen[-1][-1]
+    with torch.no_grad():
+        fn(canvas)
+    x, start, end, crop, got = seen[0]
+    ref = TF.resized_crop(TF.perspective(x, start, end, fill=[0.0, 0.0, 0.0]), *crop, [CANVAS, CANVAS],
+                          antialias=True)
+    torch.testing.assert_close(got, (ref - 0.5) / 0.5)
+    top, left, sh, sw = crop
+    assert (sh, sw) == (43, 43) and 0 <= top <= 48 - 43 and 0 <= left <= 48 - 43  # round(sqrt(0.8) * 48)
+
+
+def test_clean_view_of_a_larger_canvas_is_a_bicubic_antialiased_resize(loaded):
+    sketch, target = _images()
+    big_s = torch.nn.functional.interpolate(sketch, size=(64, 64), mode="nearest")
+    big_t = torch.nn.functional.interpolate(target, size=(64, 64), mode="nearest")
+    fn = SketchLoss(loaded, big_t, generator=torch.Generator().manual_seed(0))
+    small = [torch.nn.functional.interpolate(i, size=(CANVAS, CANVAS), mode="bicubic", align_corners=False,
+                                             antialias=True) for i in (big_s, big_t)]
+    direct = SketchLoss(loaded, small[1], generator=torch.Generator().manual_seed(0))
+    assert fn.evaluate(big_s) == pytest.approx(direct.evaluate(small[0]), rel=1e-5)
+    emb = fn.embedding(big_s)
+    with torch.no_grad():
+        ref = F.normalize(loaded.model.visual((small[0] - 0.5) / 0.5), dim=-1)
+    torch.testing.assert_close(emb, ref, rtol=0, atol=1e-5)
+
+
+def test_shallow_vit_uses_its_deepest_blocks_and_other_towers_are_refused(tiny_model):
+    from clipkit.errors import UsageError
+
+    target = torch.rand(1, 3, 32, 32)
+    fn = SketchLoss(tiny_model, target, generator=torch.Generator().manual_seed(0))
+    assert fn.layers == {1: 2.0}  # 2 blocks: official indices 2 and 3 both land on block 1
+    assert SketchLoss(tiny_model, target, generator=torch.Generator(), conv_weights=(1, 0, 0, 0, 0)).layers == {0: 1.0}
+    weird = SimpleNamespace(model=SimpleNamespace(visual=SimpleNamespace(), parameters=lambda: []), name="weird",
+                            image_size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
+    with pytest.raises(UsageError, match="weird"):
+        SketchLoss(weird, target, generator=torch.Generator())

@@ -37,7 +37,11 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "regions": (["clipkit/regions.py"], ["tests/test_constants_regions.py", "tests/test_detect.py"]),
     "detect": (["clipkit/methods/detect.py"], ["tests/test_constants_detect.py", "tests/test_detect.py"]),
     "ground": (["clipkit/methods/ground.py"], ["tests/test_constants_ground.py", "tests/test_ground.py"]),
-    "clipasso-loss": (["clipkit/clipasso/loss.py"], ["tests/test_constants_sketch.py", "tests/test_sketch.py"]),
+    # test_sketch.py's other tests run whole optimisations (seconds per mutant): the loss-level ones only
+    "clipasso-loss": (["clipkit/clipasso/loss.py"],
+                      ["tests/test_constants_sketch.py",
+                       "tests/test_sketch.py::test_loss_uses_shared_augmentations_and_frozen_clip",
+                       "tests/test_sketch.py::test_resnet_loss_uses_layer2_and_layer3"]),
 }
 
 
