@@ -232,3 +232,30 @@ def test_default_variant_and_background_cut():
     assert dense.min_cosine_for(meta, "plain", 0.1) == 0.1 and dense.min_cosine_for(meta, "plain", -1) is None
     assert dense.min_cosine_for(SimpleNamespace(meta=None), "plain") is None
     assert dense.min_cosine_for(object(), "plain", 0) == 0.0
+
+
+def test_image_tensor_keeps_at_least_one_pixel_per_side(visual):
+    assert dense.image_tensor(visual, Image.new("RGB", (3, 40)), short_side=1).shape == (1, 3, 13, 1)
+    assert dense.image_tensor(visual, Image.new("RGB", (40, 3)), short_side=1).shape == (1, 3, 1, 13)
+
+
+def test_dense_logits_non_square_window_portrait_image_plain_scale_and_shifts(visual):
+    """A wrapper with a 24×28 input: default stride (12, 14) over a portrait image (so both strides matter),
+    ``plain`` at the wrapper's own scale, and ``shifts`` reaching the dense pass."""
+    from clipkit.sliding import sliding_logits
+
+    wrapped = SimpleNamespace(model=visual, image_size=(24, 28), logit_scale=3.0, device=torch.device("cpu"))
+    rng = np.random.default_rng(4)
+    img = Image.fromarray(rng.integers(0, 255, (50, 30, 3), dtype=np.uint8))  # portrait: short side 30 -> 24
+    text = F.normalize(torch.randn(2, 16, generator=torch.Generator().manual_seed(5)), dim=-1)
+    px = dense.image_tensor(wrapped, img, short_side=24)
+    assert px.shape[-2:] == (40, 24)
+    for variant, shifts, scale in (("plain", 1, 3.0), ("naclip", 2, 40.0)):
+        got = dense.dense_logits(wrapped, img, text, variant=variant, shifts=shifts)
+        with torch.no_grad():
+            cos = sliding_logits(
+                px, lambda c, v=variant, s=shifts: torch.einsum(
+                    "bhwd,nd->bnhw", dense.patch_embeddings(wrapped, c, v, shifts=s), text),
+                window=(24, 28), stride=(12, 14), patch=(4, 4))
+        ref = scale * F.interpolate(cos[None], size=(50, 30), mode="bilinear", align_corners=False)[0]
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-4)
