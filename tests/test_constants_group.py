@@ -108,6 +108,8 @@ def test_preprocess_resizes_the_short_side_to_patch_multiples_and_normalises():
                 -IMAGENET_MEAN[2] / IMAGENET_STD[2]]
     torch.testing.assert_close(x[0, :, 16, 32], torch.tensor(expected), rtol=0, atol=1e-5)
     assert preprocess(Image.new("RGB", (41, 20)), SimpleNamespace(cfg=cfg), short_side=8).shape == (1, 3, 8, 16)
+    grey = preprocess(Image.new("L", (20, 20), 255), SimpleNamespace(cfg=cfg))  # any mode becomes RGB
+    assert grey.shape == (1, 3, 32, 32)
 
 
 def test_purity_hand_cases():
