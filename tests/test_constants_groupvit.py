@@ -41,7 +41,7 @@ def test_gumbel_softmax_formula(tau):
 
 
 def test_gumbel_noise_is_clamped_away_from_zero_and_one():
-    logits = torch.zeros(1, 2, 1)
+    logits = torch.tensor([[[19.0], [0.0]]])  # offsets the two noise values' gap, so both clamps show
     torch.manual_seed(0)
     real_rand_like = torch.rand_like
     try:  # draws exactly 0 and 1: the clamp keeps the noise finite
@@ -50,7 +50,8 @@ def test_gumbel_noise_is_clamped_away_from_zero_and_one():
     finally:
         torch.rand_like = real_rand_like
     g = -torch.log(-torch.log(torch.tensor([1e-10, 1.0 - 1e-7])))
-    torch.testing.assert_close(y[0, :, 0], g.softmax(0))
+    torch.testing.assert_close(y[0, :, 0], (logits[0, :, 0] + g).softmax(0))
+    assert 0.05 < float(y[0, 0, 0]) < 0.95
 
 
 def test_straight_through_has_the_soft_gradient():
@@ -79,6 +80,15 @@ def test_assignment_in_training_uses_gumbel_over_groups_with_its_tau():
     torch.testing.assert_close(hard, attn)
     torch.testing.assert_close(soft, raw.softmax(-2))
     assert torch.all(hard.sum(dim=1) == 1)  # every token picks exactly one group
+    # the forward pass is one-hot whatever τ is; the straight-through gradient carries τ
+    qa, qb = q.clone().requires_grad_(True), q.clone().requires_grad_(True)
+    torch.manual_seed(5)
+    att(qa, k)[0].square().sum().backward()
+    raw_b = (att.q_proj(qb) @ att.k_proj(k).transpose(-2, -1)) * 8**-0.5
+    torch.manual_seed(5)
+    attn_b = gumbel_softmax(raw_b, dim=-2, tau=0.7, hard=True)
+    att.proj((attn_b / (attn_b.sum(-1, keepdim=True) + 1.0)) @ att.v_proj(k)).square().sum().backward()
+    torch.testing.assert_close(qa.grad, qb.grad)
 
 
 def test_soft_assignment_when_hard_is_off():
