@@ -129,3 +129,23 @@ def test_file_dispatch_and_missing_weights(tmp_path, nvlabs_sd):
     torch.save({"model": partial}, tmp_path / "partial.pth")
     with pytest.raises(ValueError, match=r"partial\.pth.*missing \['img_encoder\.norm"):
         load_nvlabs_pth(tmp_path / "partial.pth", cfg)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickled_code_in_a_folder_bin_is_refused(tmp_path):
+    import pickle
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "groupvit"}))
+    torch.save({"payload": _Evil()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(pickle.UnpicklingError):
+        load_hf_dir(tmp_path)
+
+
+def test_checkpoint_without_batchnorm_counters_loads(tmp_path, golden, nvlabs_sd):
+    cfg, sd = nvlabs_sd
+    torch.save({"model": {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}}, tmp_path / "c.pth")
+    _check(load_nvlabs_pth(tmp_path / "c.pth", cfg), golden)
