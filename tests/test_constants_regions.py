@@ -140,3 +140,77 @@ def test_empty_boxes_give_empty_embeddings_of_the_right_width(tiny_model):
     no_proj = SimpleNamespace(model=SimpleNamespace(visual=SimpleNamespace(proj=None), embed_dim=24),
                               device=torch.device("cpu"))
     assert image_embeddings(no_proj, Image.new("RGB", (8, 8)), np.zeros((0, 4))).shape == (0, 24)
+
+
+def _ramp(w: int = 100, h: int = 60) -> torch.Tensor:
+    """``[1, 3, h, w]``: channel 0 grows with x, channel 1 with y (pixel index / 100), channel 2 random."""
+    x = torch.zeros(1, 3, h, w)
+    x[0, 0] = torch.arange(w, dtype=torch.float32)[None, :] / 100
+    x[0, 1] = torch.arange(h, dtype=torch.float32)[:, None] / 100
+    x[0, 2] = torch.rand(h, w, generator=torch.Generator().manual_seed(0))
+    return x
+
+
+@pytest.mark.parametrize("box", [[30, 20, 50, 30], [40, 10, 90, 50]])  # wide boxes: rows are masked too
+def test_padded_crop_samples_the_square_and_masks_outside_the_grown_box(box):
+    """Inside the grown box the crop is RoIAlign (aligned, 2×2 samples) over the *square*; outside it is 0."""
+    from torchvision.ops import roi_align
+
+    x = _ramp()
+    square, rect = square_boxes(np.array([box], np.float32), 1.5)
+    rect[:, [0, 2]] = rect[:, [0, 2]].clamp(0, 100)
+    rect[:, [1, 3]] = rect[:, [1, 3]].clamp(0, 60)
+    crop = _crops(x, np.array([box], np.float32), 1.5, (32, 32), True, 2)[0]
+    full = roi_align(x, torch.cat([torch.zeros(1, 1), square], 1), output_size=(32, 32), spatial_scale=1.0,
+                     sampling_ratio=2, aligned=True)[0]
+    s = float(square[0, 2] - square[0, 0])
+    centres = (torch.arange(32) + 0.5) / 32
+    rows = (centres >= (rect[0, 1] - square[0, 1]) / s) & (centres <= (rect[0, 3] - square[0, 1]) / s)
+    cols = (centres >= (rect[0, 0] - square[0, 0]) / s) & (centres <= (rect[0, 2] - square[0, 0]) / s)
+    inside = rows[:, None] & cols[None, :]
+    assert 0 < int(rows.sum()) < 32 and 0 < int(cols.sum()) <= 32
+    torch.testing.assert_close(crop[:, inside], full[:, inside])
+    assert crop[:, ~inside].abs().max() == 0
+
+
+@pytest.mark.parametrize("box", [[0, 0, 20, 20], [80, 40, 100, 60]])  # top-left and bottom-right corners
+def test_crop_is_clipped_to_the_image_on_every_side(box):
+    """Grown 1.3×, the context would leave the 100×60 image; columns/rows whose centre lies outside it are 0
+    (RoIAlign alone would smear the border pixel into the first of them)."""
+    x = torch.ones(1, 3, 60, 100)
+    crop = _crops(x, np.array([box], np.float32), 1.3, (32, 32), True, 2)[0]
+    square, _ = square_boxes(np.array([box], np.float32), 1.3)
+    s = float(square[0, 2] - square[0, 0])
+    cx = float(square[0, 0]) + (torch.arange(32) + 0.5) * s / 32  # column centres in image pixels
+    cy = float(square[0, 1]) + (torch.arange(32) + 0.5) * s / 32
+    outside = ((cx < 0) | (cx > 100))[None, :] | ((cy < 0) | (cy > 60))[:, None]
+    assert outside.any() and (~outside).any()
+    assert crop[:, outside].abs().max() == 0 and crop[:, ~outside].min() > 0.99
+
+
+def test_stretched_crop_is_roi_align_over_the_clipped_box():
+    from torchvision.ops import roi_align
+
+    x = _ramp()
+    box = np.array([[70, 5, 98, 40]], np.float32)
+    _, rect = square_boxes(box, 1.5)
+    rect[:, [0, 2]] = rect[:, [0, 2]].clamp(0, 100)
+    rect[:, [1, 3]] = rect[:, [1, 3]].clamp(0, 60)
+    ref = roi_align(x, torch.cat([torch.zeros(1, 1), rect], 1), output_size=(16, 16), spatial_scale=1.0,
+                    sampling_ratio=2, aligned=True)
+    torch.testing.assert_close(_crops(x, box, 1.5, (16, 16), False, 2), ref)
+
+
+def test_region_helpers_small_cases():
+    assert regions.region_config({"roi_output": 2}).roi_output == 2 and regions.region_config().roi_output == 4
+    square, rect = square_boxes(np.array([[5, 5, 9, 5]]), 2.0)  # integer input, zero height counts as 1 px
+    assert square.dtype == torch.float32
+    np.testing.assert_allclose(rect[0].numpy(), [3, 4, 11, 6])
+    grey = regions.image_tensor(_MeanModel(), Image.new("L", (2, 2), 255))
+    torch.testing.assert_close(grey, torch.full((1, 3, 2, 2), 2.0))
+    bare = SimpleNamespace(model=SimpleNamespace(visual=SimpleNamespace()), device=torch.device("cpu"))
+    assert image_embeddings(bare, Image.new("RGB", (8, 8)), np.zeros((0, 4))).shape == (0, 512)
+
+
+def test_fast_input_converts_any_mode(tiny_model):
+    assert regions.fast_input(tiny_model, Image.new("L", (64, 64)), None).shape == (1, 3, 32, 32)
