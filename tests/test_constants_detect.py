@@ -178,3 +178,59 @@ def test_without_score_map_proposals_no_dense_pass_for_the_image_path(stubbed, m
     det.detect_image(stubbed, Image.new("RGB", (24, 24)), ["a", "b"], CLASSES,
                      DetectConfig(path="image", score_map_proposals=False))
     assert calls == [] and seen["score_maps"] is None and seen["use_selective_search"] is True
+
+
+def test_stages_receive_the_model_image_and_region_config(monkeypatch):
+    """Every stage gets this call's model, image and region config (with the user's overrides), the fast path the
+    shared dense patches and the image path the shared image tensor; timings add to what is there."""
+    from clipkit.regions import region_config
+
+    model = SimpleNamespace(logit_scale=7.0, name="stub")
+    img = Image.new("L", (24, 20))
+    rcfg = region_config({"roi_output": 2, "context_scales": (1.0,)})
+    log = []
+
+    def check(name, m, image=None, cfg=None):
+        assert m is model, name
+        if image is not None:
+            assert image.size == (24, 20), name
+        if cfg is not None:
+            assert cfg == rcfg, name
+        log.append(name)
+
+    monkeypatch.setattr(det, "dense_patches", lambda m, image, cfg: check("dense", m, image, cfg) or "PATCHES")
+    monkeypatch.setattr(det, "default_variant", lambda m: check("variant", m) or "naclip")
+    monkeypatch.setattr(det, "score_maps_from_patches",
+                        lambda m, patches, *a, **k: check("maps", m) or (patches == "PATCHES") or None)
+    monkeypatch.setattr(det, "min_cosine_for", lambda m, variant, requested: check("cut", m) or None)
+    monkeypatch.setattr(det, "patch_pixels", lambda m, image, cfg: check("px", m, image, cfg) or 8)
+    monkeypatch.setattr(det, "propose", lambda image, **k: BOX)
+    monkeypatch.setattr(det, "image_tensor", lambda m, image: check("tensor", m, image) or "X")
+    monkeypatch.setattr(det, "image_embeddings", lambda m, image, boxes, cfg, x: check("image", m, image, cfg)
+                        or (x == "X" and E_IMAGE))
+    monkeypatch.setattr(det, "fast_embeddings", lambda m, image, boxes, cfg, patches: check("fast", m, image, cfg)
+                        or (patches == "PATCHES" and E_FAST))
+    timings = {"proposals": 5.0, "regions": 1.0}
+    out = det.detect_image(model, img, ["a", "b"], CLASSES, DetectConfig(score_threshold=0.0, regions={
+        "roi_output": 2, "context_scales": (1.0,)}), timings=timings)
+    assert sorted(set(log)) == ["cut", "dense", "fast", "image", "maps", "px", "tensor", "variant"]
+    assert len(out) == 2 and out.path == ""
+    assert 5.0 <= timings["proposals"] < 5.5 and 1.0 <= timings["regions"] < 1.5
+    fresh = {}
+    det.detect_image(model, img, ["a", "b"], CLASSES, DetectConfig(regions={"roi_output": 2,
+                                                                           "context_scales": (1.0,)}),
+                     timings=fresh)
+    assert 0.0 <= fresh["proposals"] < 0.5 and 0.0 <= fresh["regions"] < 0.5
+
+
+def test_postprocess_edge_cases():
+    empty = postprocess(np.zeros((0, 4)), torch.zeros(0, 3), 2, DetectConfig())
+    none = postprocess(np.array([[0, 0, 4, 4]]), torch.tensor([[0.2, 0.1, 0.7]]), 2, DetectConfig())
+    for xyxy, score, cls in (empty, none):
+        assert xyxy.shape == (0, 4) and xyxy.dtype == np.float32
+        assert score.shape == (0,) and score.dtype == np.float32 and cls.dtype == np.int64
+    # exactly one (box, label) pair, at exactly the threshold, integer boxes
+    xyxy, score, cls = postprocess(np.array([[0, 0, 4, 4]]), torch.tensor([[0.5, 0.25, 0.25]]), 2,
+                                   DetectConfig(score_threshold=0.5))
+    assert xyxy.dtype == np.float32 and xyxy.tolist() == [[0, 0, 4, 4]]
+    assert score.dtype == np.float32 and score.tolist() == [0.5] and cls.dtype == np.int64 and cls.tolist() == [0]
