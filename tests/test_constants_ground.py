@@ -33,25 +33,28 @@ def _normalised(img: Image.Image) -> torch.Tensor:
     return (torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1) - 0.5) / 0.5
 
 
-@pytest.mark.parametrize("size", [(320, 320), (320, 480)])
+@pytest.mark.parametrize("size", [(320, 320), (320, 480), (480, 320)])
 def test_default_context_view_blurs_outside_the_box_with_radius_100_original_px(tiny_model, size):
     w, h = size
     image = _noise_image(w, h)
-    box = np.array([[100, 50, 200, 300]], np.float32)
+    cx = [(c + 0.5) * w / 32 for c in range(32)]  # input pixel centres in original pixels
+    cy = [(r + 0.5) * h / 32 for r in range(32)]
+    # box edges exactly on pixel centres: the left/top centre is inside, the right/bottom one outside
+    box = np.array([[cx[10], cy[4], cx[20], cy[28]]], np.float32)
     [view] = context_views(tiny_model, image, box, "blur", GroundConfig().blur_radius)
     small = image.resize((32, 32), Image.BICUBIC)
     radius = 100 * min(32 / w, 32 / h)  # 10 px or 6.67 px at the 32 px input
     sharp, blurred = _normalised(small), _normalised(small.filter(ImageFilter.GaussianBlur(radius)))
-    # input pixel (r, c) has its centre at ((c + .5)·w/32, (r + .5)·h/32) original px; inside iff in [x0, x1)
-    cols = [c for c in range(32) if 100 <= (c + 0.5) * w / 32 < 200]
-    rows = [r for r in range(32) if 50 <= (r + 0.5) * h / 32 < 300]
     inside = torch.zeros(32, 32, dtype=torch.bool)
-    inside[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
+    inside[4:28, 10:20] = True
     expected = torch.where(inside, sharp, blurred)
     torch.testing.assert_close(view, expected, rtol=0, atol=1e-5)
     # the radius matters at this size: 80 px would give a visibly different view
     other = _normalised(small.filter(ImageFilter.GaussianBlur(radius * 0.8)))
     assert (other - blurred)[:, ~inside].abs().max() > 0.02
+    grey_img = context_views(tiny_model, image.convert("L"), box, "blur", 100.0)
+    torch.testing.assert_close(grey_img[0], context_views(tiny_model, image.convert("L").convert("RGB"), box,
+                                                          "blur", 100.0)[0])
 
 
 def test_default_box_representations_are_one_region_crop_and_one_context_view(tiny_model, monkeypatch):
@@ -149,3 +152,74 @@ def test_ground_option_bounds(tiny_model):
     with pytest.raises(UsageError):
         make_config(tiny_model, regions={"dense_shifts": 3})  # must divide the 8 px patch
     make_config(tiny_model, region="image", score_map_proposals=False, regions={"dense_shifts": 3})  # not used
+
+
+def test_ground_image_wiring(monkeypatch):
+    """Proposals get this call's model, image, phrase count, region config and the shared dense patches; the
+    representations get those patches too; timings add; the result carries path, size and typed arrays."""
+    from clipkit.regions import region_config
+
+    model = SimpleNamespace(logit_scale=3.0)
+    img = Image.new("RGB", (40, 30))
+    rcfg = region_config({"roi_output": 2})
+    cfg = GroundConfig(region="both", min_cosine=0.3, regions={"roi_output": 2})
+    log = []
+
+    def check(name, m, image=None, c=None):
+        assert m is model and (image is None or image.size == (40, 30)) and (c is None or c == rcfg), name
+        log.append(name)
+
+    monkeypatch.setattr(gr, "dense_patches", lambda m, image, c: check("dense", m, image, c) or "P")
+    monkeypatch.setattr(gr, "default_variant", lambda m: check("variant", m) or "naclip")
+    monkeypatch.setattr(gr, "score_maps_from_patches", lambda m, patches, emb, variant, size, n_labels, min_cosine:
+                        check("maps", m) or (patches, variant, size, n_labels, min_cosine))
+    import clipkit.dense
+
+    monkeypatch.setattr(clipkit.dense, "min_cosine_for",  # imported at call time by ground_proposals
+                        lambda m, variant, requested: check("cut", m) or (variant, requested))
+    monkeypatch.setattr(gr, "patch_pixels", lambda m, image, c: check("px", m, image, c) or 8)
+    seen = {}
+    boxes = np.array([[0, 0, 10, 10], [20, 10, 40, 30]], np.int64)
+    monkeypatch.setattr(gr, "propose", lambda image, **k: seen.update(k) or boxes)
+    reps = F.normalize(torch.tensor([[1.0, 0.2, 0.0], [0.1, 1.0, 0.3]]), dim=-1)
+    monkeypatch.setattr(gr, "box_embeddings", lambda m, image, b, c, patches: check("reps", m, image)
+                        or (patches == "P" and b.dtype == np.float32 and [reps]))
+    caption, phrases = parse_phrases(None, "red circle;blue square")
+    timings = {"proposals": 5.0, "scoring": 1.0}
+    out = ground_image(model, img, caption, phrases, torch.eye(3), cfg, path="g.png", timings=timings)
+    assert sorted(set(log)) == ["cut", "dense", "maps", "px", "reps", "variant"]
+    assert seen["score_maps"] == ("P", "naclip", (40, 30), 2, ("naclip", 0.3)) and seen["n_labels"] == 2
+    assert seen["patch_px"] == 8 and seen["use_selective_search"] is False
+    det = out.detections
+    assert det.path == "g.png" and det.image_size == (40, 30)
+    assert det.xyxy.dtype == np.float32 and det.confidence.dtype == np.float32 and det.class_id.dtype == np.int64
+    assert det.data["phrase"].dtype == object and list(det.data["phrase"]) == ["red circle", "blue square"]
+    assert 5.0 <= timings["proposals"] < 5.5 and 1.0 <= timings["scoring"] < 1.5
+    fresh = {}
+    empty = ground_image(model, img, caption, phrases, torch.eye(3), cfg, boxes=np.zeros((0, 4)), timings=fresh)
+    assert empty.detections.path == "" and 0 <= fresh["proposals"] < 0.5 and 0 <= fresh["scoring"] < 0.5
+    e = empty.detections
+    assert e.xyxy.shape == (0, 4) and e.xyxy.dtype == np.float32 and e.confidence.dtype == np.float32
+    assert e.class_id.dtype == np.int64
+
+
+def test_proposal_sources(monkeypatch, tiny_model):
+    seen = {}
+    monkeypatch.setattr(gr, "propose", lambda image, **k: seen.update(k) or np.zeros((0, 4)))
+    caption, phrases = parse_phrases(None, "red circle")
+    text = torch.eye(2, 32)
+    gr.ground_proposals(tiny_model, _noise_image(32, 32), text, 1, GroundConfig(score_map_proposals=False))
+    assert seen["score_maps"] is None and seen["use_selective_search"] is True
+    gr.ground_proposals(tiny_model, _noise_image(32, 32), text, 1, GroundConfig(selective_search=True))
+    assert seen["score_maps"] is not None and seen["use_selective_search"] is True
+
+
+def test_cap_counts_boxes_per_phrase(monkeypatch):
+    """max_boxes applies per phrase: with three phrases holding 2, 1 and 1 boxes, a cap of 1 keeps one each."""
+    reps = F.normalize(torch.tensor([[1.0, 0, 0, 0], [0.9, 0, 0, 0.1], [0, 1.0, 0, 0], [0, 0, 1.0, 0]]), dim=-1)
+    monkeypatch.setattr(gr, "box_embeddings", lambda *a, **k: [reps])
+    caption, phrases = parse_phrases(None, "red;green;blue")
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]], np.float32)
+    det = ground_image(SimpleNamespace(logit_scale=20.0), Image.new("RGB", (80, 80)), caption, phrases,
+                       torch.eye(4), GroundConfig(all_boxes=True, max_boxes=1), boxes=boxes).detections
+    assert sorted(det.class_id.tolist()) == [0, 1, 2]
