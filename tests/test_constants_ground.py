@@ -206,7 +206,7 @@ def test_ground_image_wiring(monkeypatch):
 def test_proposal_sources(monkeypatch, tiny_model):
     seen = {}
     monkeypatch.setattr(gr, "propose", lambda image, **k: seen.update(k) or np.zeros((0, 4)))
-    caption, phrases = parse_phrases(None, "red circle")
+    parse_phrases(None, "red circle")
     text = torch.eye(2, 32)
     gr.ground_proposals(tiny_model, _noise_image(32, 32), text, 1, GroundConfig(score_map_proposals=False))
     assert seen["score_maps"] is None and seen["use_selective_search"] is True
