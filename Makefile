@@ -6,7 +6,7 @@ CLIPKIT := $(VENV)/bin/clipkit
 STAMP := $(VENV)/.clipkit-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint bench clean help
+.PHONY: demo test test-fast lint bench mutants clean help
 
 help:
 	@echo "make demo       set up .venv and run clipkit on the example scenes with the bundled model"
@@ -14,6 +14,7 @@ help:
 	@echo "make test-fast  the suite without tests marked slow"
 	@echo "make lint       ruff"
 	@echo "make bench      the benchmark scripts (minutes; figures go to bench/README.md by hand)"
+	@echo "make mutants    mutation score of the maths modules (mutmut, in /tmp/mut; not part of make test)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/classify_throughput.py
+
+# mutmut rewrites files: bench/golden/mutants.py works on copies of the tree under $(MUTANTS_WORK)
+MUTANTS_WORK ?= /tmp/mut
+mutants: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[mutation]'
+	nice -n 15 $(PY) bench/golden/mutants.py --work $(MUTANTS_WORK)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,4 +1,9 @@
-"""Dense CLIP: the plain variant is the stock forward; each variant's last block has its official form."""
+"""Dense CLIP, structural checks: ``plain`` reproduces open_clip's stock forward (to 1e-5); each other variant
+depends on exactly the last-block parameters its official form uses (which of q/k/v, whether the residual and FFN
+are kept), NACLIP's prior is a CLS-sparing Gaussian, and the sliding/shifted-grid plumbing reassembles images.
+
+These tests do not prove the variants' numbers equal the official code's — a wrong combination of the right
+parameters (e.g. q·kᵀ for k·kᵀ) passes here; tests/test_golden_dense.py compares against the official outputs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
 """Our GroupViT vs the Hugging Face port: same weights must give the same embeddings and assignment maps.
 
+The port is random-init with every parameter perturbed (LayerNorms ≠ (1, 0), biases ≠ 0, BatchNorm statistics
+random), so these tests catch a wrong name mapping or q/k/v order in clipkit/groupvit/weights.py as well as wrong
+maths in clipkit/groupvit/layers.py and model.py — against the port, not against NVlabs' code (that is
+tests/test_golden_groupvit.py).
+
 transformers is a test-only dependency; the library never imports it.
 """
 
@@ -39,6 +44,11 @@ def _hf_model(num_group_tokens=(8, 4, 0), num_output_groups=(8, 4, 4), depths=(2
         for stage in model.vision_model.encoder.stages:
             if stage.group_token is not None:
                 stage.group_token.normal_(0, 0.5)
+        # then every parameter: LayerNorm weights leave 1 and biases leave 0, so a swapped LayerNorm mapping
+        # or a wrong q/k/v bias order changes the outputs (the port initialises them to exactly 1 and 0)
+        g = torch.Generator().manual_seed(3)
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
     return model.eval(), cfg
 
 
