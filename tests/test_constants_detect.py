@@ -58,7 +58,7 @@ def stubbed(monkeypatch):
 
 def _run(model, **cfg):
     img = Image.new("RGB", (24, 24))
-    out = det.detect_image(model, img, ["a", "b"], CLASSES, DetectConfig(score_threshold=0.0, **cfg))
+    out = det.detect_image(model, img, ["a", "b"], CLASSES, DetectConfig(threshold=0.0, **cfg))
     return {int(c): float(s) for c, s in zip(out.class_id, out.confidence, strict=True)}
 
 
@@ -126,21 +126,18 @@ def test_default_score_threshold_is_0_3():
 
 def test_option_bounds():
     from clipkit.errors import UsageError
-    from clipkit.methods.detect import make_config
-
+    make_config = DetectConfig.make
     for ok in (0.0, 1.0):
-        assert make_config(ensemble_weight=ok, score_threshold=ok).ensemble_weight == ok
-    for bad in ({"ensemble_weight": -0.01}, {"ensemble_weight": 1.01}, {"score_threshold": -0.01},
-                {"score_threshold": 1.01}, {"max_detections": 0}):
+        assert make_config(ensemble_weight=ok, threshold=ok).ensemble_weight == ok
+    for bad in ({"ensemble_weight": -0.01}, {"ensemble_weight": 1.01}, {"threshold": -0.01},
+                {"threshold": 1.01}, {"max_detections": 0}):
         with pytest.raises(UsageError):
             make_config(**bad)
     assert make_config(max_detections=1).max_detections == 1
 
 
 def test_selective_search_when_asked_or_when_it_is_the_only_source():
-    from clipkit.methods.detect import uses_selective_search
-
-    table = {(s, m): uses_selective_search(DetectConfig(selective_search=s, score_map_proposals=m))
+    table = {(s, m): DetectConfig(selective_search=s, score_map_proposals=m).uses_selective_search
              for s in (False, True) for m in (False, True)}
     assert table == {(False, False): True, (False, True): False, (True, False): True, (True, True): True}
 
@@ -158,7 +155,7 @@ def test_detect_image_wiring(stubbed, monkeypatch):
     img = Image.new("RGB", (24, 20))
     timings = {"regions": 1.0}
     out = det.detect_image(stubbed, img, ["a", "b"], CLASSES,
-                           DetectConfig(score_threshold=0.0, temperature=None, path="image", min_cosine=0.2,
+                           DetectConfig(threshold=0.0, temperature=None, path="image", min_cosine=0.2,
                                         regions={"dense_variant": "sclip"}), path="p.png", timings=timings)
     assert seen["propose"]["score_maps"] == "MAPS" and seen["propose"]["n_labels"] == 2
     assert seen["propose"]["patch_px"] == 8 and seen["propose"]["use_selective_search"] is False
@@ -211,7 +208,7 @@ def test_stages_receive_the_model_image_and_region_config(monkeypatch):
     monkeypatch.setattr(det, "fast_embeddings", lambda m, image, boxes, cfg, patches: check("fast", m, image, cfg)
                         or (patches == "PATCHES" and E_FAST))
     timings = {"proposals": 5.0, "regions": 1.0}
-    out = det.detect_image(model, img, ["a", "b"], CLASSES, DetectConfig(score_threshold=0.0, regions={
+    out = det.detect_image(model, img, ["a", "b"], CLASSES, DetectConfig(threshold=0.0, regions={
         "roi_output": 2, "context_scales": (1.0,)}), timings=timings)
     assert sorted(set(log)) == ["cut", "dense", "fast", "image", "maps", "px", "tensor", "variant"]
     assert len(out) == 2 and out.path == ""
@@ -231,6 +228,6 @@ def test_postprocess_edge_cases():
         assert score.shape == (0,) and score.dtype == np.float32 and cls.dtype == np.int64
     # exactly one (box, label) pair, at exactly the threshold, integer boxes
     xyxy, score, cls = postprocess(np.array([[0, 0, 4, 4]]), torch.tensor([[0.5, 0.25, 0.25]]), 2,
-                                   DetectConfig(score_threshold=0.5))
+                                   DetectConfig(threshold=0.5))
     assert xyxy.dtype == np.float32 and xyxy.tolist() == [[0, 0, 4, 4]]
     assert score.dtype == np.float32 and score.tolist() == [0.5] and cls.dtype == np.int64 and cls.tolist() == [0]

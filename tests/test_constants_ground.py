@@ -109,7 +109,7 @@ def test_representations_per_region_setting(tiny_model, monkeypatch):
     real = tiny_model.encode_image
     monkeypatch.setattr(tiny_model, "encode_image", lambda v: encoded.append(len(v)) or real(v))
     image, boxes = _noise_image(64, 64), np.array([[0, 0, 32, 32], [8, 8, 40, 40], [0, 0, 64, 64]], np.float32)
-    assert len(box_embeddings(tiny_model, image, boxes, GroundConfig(region="both", batch_size=2), "P")) == 3
+    assert len(box_embeddings(tiny_model, image, boxes, GroundConfig(region="both", context_batch=2), "P")) == 3
     assert calls == ["image", ("fast", "P")] and encoded == [2, 1]
     calls.clear()
     assert len(box_embeddings(tiny_model, image, boxes, GroundConfig(region="fast", context="none"), "P")) == 1
@@ -143,15 +143,19 @@ def test_all_boxes_threshold_nms_and_cap(monkeypatch):
 
 def test_ground_option_bounds(tiny_model):
     from clipkit.errors import UsageError
-    from clipkit.methods.ground import make_config
+    from clipkit.methods.ground import GroundPredictor
 
-    for bad in ({"region": "crop"}, {"threshold": -0.1}, {"threshold": 1.1}):
+    make_config = GroundConfig.make
+    for bad in ({"region": "crop"}, {"threshold": -0.1, "all_boxes": True}, {"threshold": 1.1, "all_boxes": True},
+                {"threshold": 0.5}):  # a threshold without --all cannot apply
         with pytest.raises(UsageError):
             make_config(**bad)
-    assert make_config(threshold=0.0).threshold == 0.0 and make_config(threshold=1.0).threshold == 1.0
-    with pytest.raises(UsageError):
-        make_config(tiny_model, regions={"dense_shifts": 3})  # must divide the 8 px patch
-    make_config(tiny_model, region="image", score_map_proposals=False, regions={"dense_shifts": 3})  # not used
+    assert make_config(threshold=0.0, all_boxes=True).threshold == 0.0
+    assert make_config(threshold=1.0, all_boxes=True).threshold == 1.0
+    with pytest.raises(UsageError):  # must divide the 8 px patch
+        GroundPredictor(tiny_model, "a red circle", make_config(regions={"dense_shifts": 3}, templates="none"))
+    GroundPredictor(tiny_model, "a red circle", make_config(region="image", score_map_proposals=False,
+                                                           regions={"dense_shifts": 3}, templates="none"))
 
 
 def test_ground_image_wiring(monkeypatch):
