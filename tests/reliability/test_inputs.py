@@ -62,3 +62,25 @@ def test_head_path_loads_exactly_the_file_named(tiny_model, tmp_path):
     key = next(iter(head.state_dict()))
     torch.testing.assert_close(loaded.state_dict()[key].float(), head.state_dict()[key].float(), atol=1e-2,
                                rtol=1e-2)
+
+
+def test_artefact_names_never_collide(tiny_model_dir, tmp_path):
+    """a/x.png and b/x.png get distinct stems; an input named x.overlay.png does not overwrite x's overlay."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (16, 16), (200, 0, 0)).save(tmp_path / folder / "x.png")
+    Image.new("RGB", (16, 16), (0, 0, 200)).save(tmp_path / "a" / "x.overlay.png")
+    out = tmp_path / "o"
+    res = CliRunner().invoke(app, ["segment", str(tmp_path / "a"), str(tmp_path / "b"), "-m", str(tiny_model_dir),
+                                   "-l", "red,blue", "-t", "none", "-d", str(out), "-q", "-f", "jsonl"])
+    assert res.exit_code == 0, res.output
+    files = [r["files"] for r in map(json.loads, res.stdout.splitlines())]
+    written = [p for f in files for p in f.values()]
+    assert len(written) == len(set(written)) == 6 and all(Path(p).is_file() for p in written)
+
+
+def test_threads_must_be_positive(tiny_model_dir, tmp_path):
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    for bad in ("0", "-1"):
+        res = _run(tiny_model_dir, tmp_path / "a.png", "--threads", bad)
+        assert res.exit_code == 2
