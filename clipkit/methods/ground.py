@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
+from clipkit.expressions import Expression, Vocabulary, parse_expression
 from clipkit.phrases import Phrase, parse_phrases
 from clipkit.proposals import propose, score_maps_from_patches
 from clipkit.regions import (
@@ -48,8 +49,8 @@ from clipkit.regions import (
 )
 from clipkit.results import Grounding
 
-__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "context_views", "ground", "ground_image", "iter_ground",
-           "make_config"]
+__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "Grounding", "PhraseScores", "calibration_for", "context_views",
+           "ground", "ground_image", "iter_ground", "make_config", "score_phrases"]
 
 CONTEXTS = ("blur", "grey", "none")
 REGIONS = ("image", "fast", "both", "none")
@@ -64,7 +65,9 @@ class GroundConfig:
     blur_radius: float = 100.0  # ReCLIP blur_std_dev (PIL GaussianBlur radius), in px of the original image
     background: tuple[str, ...] = ("background",)  # prompts competing with the phrases for the score
     all_boxes: bool = False  # every box above `threshold` (True) or the best box per phrase (False)
-    threshold: float = 0.5  # minimum score with all_boxes
+    # a box is returned when the calibrated probability that the phrase is in the image (best box) or that the
+    # box shows it (all_boxes) is at least this; None: the model's calibrated threshold (clipkit.json), else 0.5
+    threshold: float | None = None
     nms_iou: float = 0.6  # GLIP class-wise NMS
     max_boxes: int = 100  # per phrase with all_boxes (GLIP: 100 detections)
     templates: Any = None  # prompt template set (None: the model's default)
@@ -76,6 +79,15 @@ class GroundConfig:
     min_cosine: float | None = None  # score-map background cut (None: the model's calibrated one; -1: off)
     proposals: dict[str, Any] = field(default_factory=dict)  # ProposalConfig overrides
     regions: dict[str, Any] = field(default_factory=dict)  # RegionConfig overrides
+    # ReCLIP reasoning (clipkit/reclip.py) and calibrated scores; CLI: --no-relations, --superlative-rule,
+    # --temperature, --no-object-logit, --no-vocabulary
+    relations: bool = True  # apply the caption's relations and superlatives (False: every phrase alone)
+    superlative_rule: str = "reclip"  # "reclip" (ReCLIP's formula) | "count" (presence-based ordinal rule)
+    relation_prior: str = "softmax"  # subject weights a relation reweights: "softmax" (ReCLIP) | "presence"
+    next_to_scale: float = 0.03  # "next to" weight exp(-distance / (scale × image diagonal)) (not in ReCLIP)
+    temperature: float | None = None  # softmax temperature (None: the model's ground_calibration, else 1)
+    no_object_logit: float | None = None  # no-object option's logit (None: the model's calibration)
+    vocabulary: bool = True  # expand "the circle" / "the red one" to the model's ground_vocabulary names
 
 
 def make_config(model: Any = None, **options: Any) -> GroundConfig:
@@ -91,7 +103,7 @@ def make_config(model: Any = None, **options: Any) -> GroundConfig:
         raise UsageError(f"context must be one of {', '.join(CONTEXTS)}, got {cfg.context!r}")
     if cfg.region == "none" and cfg.context == "none":
         raise UsageError("region and context cannot both be 'none'")
-    if not 0.0 <= cfg.threshold <= 1.0:
+    if cfg.threshold is not None and not 0.0 <= cfg.threshold <= 1.0:
         raise UsageError("--threshold must be in [0, 1]")
     if model is not None and (cfg.score_map_proposals or cfg.region in ("fast", "both")):
         from clipkit.dense import check_shifts
@@ -173,59 +185,142 @@ def score_boxes(reps: Sequence[torch.Tensor], text: torch.Tensor, logit_scale: f
     return total
 
 
-def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase],
-                 text_emb: torch.Tensor, cfg: GroundConfig, *, path: str = "",
-                 boxes: np.ndarray | None = None, timings: dict[str, float] | None = None) -> Grounding:
-    """Ground ``phrases`` in one image. ``text_emb``: ``[len(phrases) + len(background), D]`` (phrases first).
-    ``boxes``: candidate boxes ``[K,4]`` XYXY px (default: :func:`clipkit.proposals.propose`)."""
-    from torchvision.ops import batched_nms
+def calibration_for(model: Any, cfg: GroundConfig) -> dict[str, Any]:
+    """``{"temperature", "no_object_logit", "mode", "threshold"}``: the config's values over the model's
+    ``clipkit.json`` → ``ground_calibration`` (fitted on validation scenes by ``bench/ground_eval.py
+    --calibrate``); uncalibrated models get T = 1 and the background prompt as the no-object option."""
+    cal = {"temperature": 1.0, "no_object_logit": 0.0, "mode": "background", "threshold": 0.5,
+           **((getattr(model, "meta", {}) or {}).get("ground_calibration") or {})}
+    if cfg.temperature is not None:
+        cal["temperature"] = float(cfg.temperature)
+    if cfg.no_object_logit is not None:
+        cal["no_object_logit"] = float(cfg.no_object_logit)
+    if cfg.threshold is not None:
+        cal["threshold"] = float(cfg.threshold)
+    return cal
 
-    from clipkit.results import Detections
+
+@dataclass
+class PhraseScores:
+    """What :func:`score_phrases` measured in one image: ``boxes`` ``[K, 4]`` XYXY px, ``logits`` ``[K, P]``
+    (mean CLIP logit over the box representations, max over each phrase's queries), ``background`` ``[K]``
+    (best background-prompt logit per box) and the parsed ``expression``."""
+
+    boxes: np.ndarray
+    logits: np.ndarray
+    background: np.ndarray
+    expression: Expression
+
+
+def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase], text_emb: torch.Tensor,
+                  cfg: GroundConfig, *, boxes: np.ndarray | None = None,
+                  timings: dict[str, float] | None = None) -> PhraseScores:
+    """Parse ``caption`` around ``phrases`` (:func:`clipkit.expressions.parse_expression`), find candidate boxes
+    and score every (box, phrase) pair. ``text_emb``: ``[len(phrases) + len(background), D]`` (phrases first);
+    a phrase the model's vocabulary expands ("the circle" → "red circle", …) is embedded here."""
+    from clipkit.prompts import text_embeddings
 
     image = image.convert("RGB")
+    vocab = Vocabulary.from_meta(getattr(model, "meta", None)) if cfg.vocabulary else None
+    expr = parse_expression(caption, phrases, vocabulary=vocab)
+    n = len(phrases)
+    if not cfg.relations:
+        expr = Expression(caption, expr.phrases, notes=expr.notes, parser=expr.parser)
+    queries = [[] if p.null else p.queries(vocab) for p in expr.phrases]
+    rows, cols = [], []  # query embeddings, and the query columns of each phrase
+    for i, qs in enumerate(queries):
+        if qs == [phrases[i].text]:
+            emb = text_emb[i:i + 1]
+        else:
+            emb = text_embeddings(model, qs, cfg.templates) if qs else text_emb[:0]
+        cols.append(list(range(sum(len(r) for r in rows), sum(len(r) for r in rows) + len(emb))))
+        rows.append(emb.to(text_emb.device))
+    query_emb = torch.cat(rows) if rows else text_emb[:0]
+    all_emb = torch.cat([query_emb, text_emb[n:]])
     t0 = time.perf_counter()
     patches = None  # one dense pass, shared by the score-map proposals and the fast region
     if cfg.region in ("fast", "both") or (boxes is None and cfg.score_map_proposals):
         patches = dense_patches(model, image, region_config(cfg.regions))
     if boxes is None:
-        boxes = ground_proposals(model, image, text_emb, len(phrases), cfg, patches)
+        boxes = ground_proposals(model, image, all_emb, len(query_emb), cfg, patches) if len(query_emb) \
+            else np.zeros((0, 4), np.float32)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     t1 = time.perf_counter()
-    n = len(phrases)
-    xyxy, conf, cls = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    logits = np.zeros((len(boxes), n), np.float32)
+    background = np.zeros(len(boxes), np.float32)
     if len(boxes):
         reps = box_embeddings(model, image, boxes, cfg, patches)
-        logits = score_boxes(reps, text_emb.to(reps[0].device), float(model.logit_scale)).cpu()  # [K, n+bg]
-        probs = (logits / len(reps)).softmax(-1)  # mean logit over representations → calibrated score
-        if cfg.all_boxes:
-            k_idx, p_idx = torch.nonzero(probs[:, :n] >= cfg.threshold, as_tuple=True)
-            scores = probs[k_idx, p_idx]
-            b = torch.from_numpy(boxes)[k_idx]
-            keep = batched_nms(b, scores, p_idx, cfg.nms_iou)
-            kept_cls = p_idx[keep]
-            # at most max_boxes per phrase, best first (batched_nms returns them sorted by score)
-            rank = torch.zeros_like(kept_cls)
-            for j in range(n):
-                sel = kept_cls == j
-                rank[sel] = torch.arange(int(sel.sum()))
-            keep = keep[rank < cfg.max_boxes]
-            xyxy, conf, cls = b[keep].numpy(), scores[keep].numpy(), p_idx[keep].numpy()
-        else:
-            best = logits[:, :n].argmax(0)  # ReCLIP: the box with the highest summed logit
-            xyxy = boxes[best.numpy()]
-            conf = probs[best, torch.arange(n)].numpy()
-            cls = np.arange(n)
-    t2 = time.perf_counter()
+        full = (score_boxes(reps, all_emb.to(reps[0].device), float(model.logit_scale)) / len(reps)).cpu().numpy()
+        for i, c in enumerate(cols):
+            logits[:, i] = full[:, c].max(1) if c else -np.inf
+        if full.shape[1] > len(query_emb):
+            background = full[:, len(query_emb):].max(1)
     if timings is not None:
         timings["proposals"] = timings.get("proposals", 0.0) + (t1 - t0)
-        timings["scoring"] = timings.get("scoring", 0.0) + (t2 - t1)
+        timings["scoring"] = timings.get("scoring", 0.0) + (time.perf_counter() - t1)
+    return PhraseScores(boxes, logits, background, expr)
+
+
+def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase],
+                 text_emb: torch.Tensor, cfg: GroundConfig, *, path: str = "",
+                 boxes: np.ndarray | None = None, timings: dict[str, float] | None = None) -> Grounding:
+    """Ground ``phrases`` of ``caption`` in one image. ``text_emb``: ``[len(phrases) + len(background), D]``
+    (phrases first). ``boxes``: candidate boxes ``[K,4]`` XYXY px (default: :func:`clipkit.proposals.propose`).
+
+    Best-box mode: each phrase's distribution over the candidates (calibrated softmax, then ReCLIP's relations
+    and superlatives, :func:`clipkit.reclip.resolve`); its box is returned when the phrase's presence
+    probability reaches the threshold, scored presence × p(box). ``all_boxes``: every box whose own calibrated
+    probability (:func:`clipkit.reclip.box_presence`) reaches the threshold, after phrase-wise NMS (relations
+    are not applied)."""
+    from torchvision.ops import batched_nms
+
+    from clipkit.reclip import box_calibration, box_presence, resolve
+    from clipkit.results import Detections
+
+    image = image.convert("RGB")
+    sc = score_phrases(model, image, caption, phrases, text_emb, cfg, boxes=boxes, timings=timings)
+    cal = calibration_for(model, cfg)
+    n = len(phrases)
+    xyxy, conf, cls = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    decided: list[dict[str, Any] | None] = [None] * n
+    present = [0.0] * n
+    if len(sc.boxes) and cfg.all_boxes:
+        tb, bb = box_calibration(sc.background, cal)
+        probs = torch.from_numpy(np.stack([box_presence(sc.logits[:, j], tb, bb)
+                                           for j in range(n)], 1).astype(np.float32))  # [K, n]
+        for j in range(n):
+            probs[:, j] = 0 if sc.expression.phrases[j].null else probs[:, j]
+        present = [float(probs[:, j].max()) for j in range(n)]
+        k_idx, p_idx = torch.nonzero(probs >= cal["threshold"], as_tuple=True)
+        scores = probs[k_idx, p_idx]
+        bx = torch.from_numpy(sc.boxes)[k_idx]
+        keep = batched_nms(bx, scores, p_idx, cfg.nms_iou)
+        kept_cls = p_idx[keep]
+        # at most max_boxes per phrase, best first (batched_nms returns them sorted by score)
+        rank = torch.zeros_like(kept_cls)
+        for j in range(n):
+            sel = kept_cls == j
+            rank[sel] = torch.arange(int(sel.sum()))
+        keep = keep[rank < cfg.max_boxes]
+        xyxy, conf, cls = bx[keep].numpy(), scores[keep].numpy(), p_idx[keep].numpy()
+    elif len(sc.boxes):
+        res = resolve(sc.expression, sc.boxes, sc.logits, cal, background=sc.background, image_size=image.size,
+                      superlative_rule=cfg.superlative_rule, prior=cfg.relation_prior,
+                      next_to_scale=cfg.next_to_scale)
+        chosen = [j for j in range(n) if res[j]["best"] is not None and res[j]["present"] >= cal["threshold"]]
+        xyxy = sc.boxes[[res[j]["best"] for j in chosen]]
+        conf = np.array([res[j]["score"] for j in chosen], np.float32)
+        cls = np.array(chosen, np.int64)
+        decided = [r["decided_by"] for r in res]
+        present = [r["present"] for r in res]
     labels = [p.text for p in phrases]
     det = Detections(xyxy=np.asarray(xyxy, np.float32).reshape(-1, 4),
                      confidence=np.asarray(conf, np.float32),
                      class_id=np.asarray(cls, np.int64), labels=labels,
                      data={"phrase": np.array([labels[int(c)] for c in cls], dtype=object)},
                      path=path, image_size=image.size)
-    return Grounding(path=path, caption=caption, phrases=list(phrases), detections=det)
+    return Grounding(path=path, caption=caption, phrases=list(phrases), detections=det, decided_by=decided,
+                     present=present, notes=list(sc.expression.notes), parser=sc.expression.parser)
 
 
 def phrase_embeddings(model: Any, phrases: Sequence[Phrase], cfg: GroundConfig) -> torch.Tensor:

@@ -20,7 +20,8 @@ class ShapesExport:
 
     images: absolute image paths, in image-id order. categories: id -> name ("red circle"), ids 1..C.
     instances: the COCO instances dict. captions: file name -> caption. referring: the referring.json list,
-    each entry with an added "path" (absolute image path).
+    each entry with an added "path" (absolute image path) and a "type" (plain, attribute, relation,
+    superlative, absent; "plain" for older exports); "box" is None for absent expressions.
     """
 
     root: Path
@@ -89,6 +90,7 @@ def read_export(folder: str | Path) -> ShapesExport:
     ref_path = root / "referring.json"
     if ref_path.is_file():
         refs = json.loads(ref_path.read_text())
-        referring = [dict(r, path=str(root / "images" / r["image"])) for r in refs]
+        # exports written before expression types existed hold only "the <colour> <shape>": type plain
+        referring = [{"type": "plain", **r, "path": str(root / "images" / r["image"])} for r in refs]
     return ShapesExport(root=root, images=images, categories=categories, instances=instances,
                         captions=captions, referring=referring, _by_name=by_name)
