@@ -247,7 +247,9 @@ def parse_expression(caption: str, phrases: Sequence[Phrase] | None = None, *,
             continue
         gap_end = nps[nxt].start if nxt is not None else len(caption)
         words = _gap_words(caption, np_.end, gap_end)  # a null phrase inside the gap is read as gap words
-        separated = bool(re.search(r"[,;.!?]", caption[np_.end:gap_end])) or any(w in _SEPARATORS for w, *_ in words)
+        separated = bool(re.search(r"[;.!?]", caption[np_.end:gap_end])) or any(w in _SEPARATORS for w, *_ in words)
+        if "," in caption[np_.end:gap_end] and not separated:  # "A, left of B" relates; "A, B" lists
+            separated = not any(w in _REL_WORDS for w, *_ in words)
         if separated:  # the gap ends at the separator: what precedes it may still be a trailing direction
             cut = next((k for k, (w, *_) in enumerate(words) if w in _SEPARATORS), len(words))
             words = words[:cut]

@@ -86,7 +86,7 @@ class GroundConfig:
     relation_prior: str = "softmax"  # subject weights a relation reweights: "softmax" (ReCLIP) | "presence"
     next_to_scale: float = 0.03  # "next to" weight exp(-distance / (scale × image diagonal)) (not in ReCLIP)
     temperature: float | None = None  # softmax temperature (None: the model's ground_calibration, else 1)
-    no_object_logit: float | None = None  # no-object option's logit (None: the model's calibration)
+    no_object_logit: float | None = None  # a constant no-object logit (None: the model's calibration)
     vocabulary: bool = True  # expand "the circle" / "the red one" to the model's ground_vocabulary names
 
 
@@ -193,8 +193,10 @@ def calibration_for(model: Any, cfg: GroundConfig) -> dict[str, Any]:
            **((getattr(model, "meta", {}) or {}).get("ground_calibration") or {})}
     if cfg.temperature is not None:
         cal["temperature"] = float(cfg.temperature)
-    if cfg.no_object_logit is not None:
-        cal["no_object_logit"] = float(cfg.no_object_logit)
+    if cfg.no_object_logit is not None:  # a logit given by the user is a constant one
+        cal["no_object_logit"], cal["mode"] = float(cfg.no_object_logit), "constant"
+        cal.pop("box_no_object_logit", None)
+        cal.pop("box_temperature", None)
     if cfg.threshold is not None:
         cal["threshold"] = float(cfg.threshold)
     return cal
