@@ -80,6 +80,10 @@ class Vocabulary:
     nouns: tuple[str, ...]
     template: str = "{attribute} {noun}"
 
+    def names(self) -> list[str]:
+        """Every name the template makes ("red circle", "orange circle", …), nouns outer."""
+        return [self.template.format(attribute=a, noun=n) for n in self.nouns for a in self.attributes]
+
     @classmethod
     def from_meta(cls, meta: Mapping | None) -> Vocabulary | None:
         v = (meta or {}).get("ground_vocabulary")
@@ -104,10 +108,22 @@ class NounPhrase(Phrase):
         vocabulary every ``template`` name it covers ("circle" → "red circle", "orange circle", …)."""
         if vocabulary is None or (self.noun and self.attributes):
             return [self.query or self.text]
-        det = self.query.split()[0] + " " if self.query.split()[:1] and self.query.split()[0] in _DETS else ""
         attrs = self.attributes or vocabulary.attributes
         nouns = [self.noun] if self.noun else vocabulary.nouns
-        return [det + vocabulary.template.format(attribute=a, noun=n) for n in nouns for a in attrs]
+        return [self._det() + vocabulary.template.format(attribute=a, noun=n) for n in nouns for a in attrs]
+
+    def competitors(self, vocabulary: Vocabulary | None) -> list[str]:
+        """Every other name of the vocabulary (one the phrase does not cover), written as :meth:`queries` writes
+        them: "the red circle" competes with "the red square", …, "the blue circle"; ``[]`` without one."""
+        if vocabulary is None:
+            return []
+        covered = {q.lower() for q in self.queries(vocabulary)}
+        every = [self._det() + name for name in vocabulary.names()]
+        return [q for q in every if q.lower() not in covered]
+
+    def _det(self) -> str:
+        words = self.query.split()
+        return words[0] + " " if words and words[0].lower() in _DETS else ""
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["SUPERLATIVE_BASE", "box_calibration", "box_presence", "fit_box_calibration", "fit_calibration",
-           "no_object_logits", "ordinal_superlative", "phrase_distribution", "relate", "relation_matrix", "resolve",
+__all__ = ["MODES", "SUPERLATIVE_BASE", "box_calibration", "box_presence", "fit_box_calibration", "fit_calibration",
+           "margins", "ordinal_superlative", "phrase_distribution", "relate", "relation_matrix", "resolve",
            "superlative"]
 
 # superlative → the relation "box i is more <kind> than box j" it is built from (ReCLIP heuristics.SUPERLATIVES)
@@ -176,49 +176,65 @@ def fit_box_calibration(logits: np.ndarray, labels: np.ndarray, temperatures: Se
     return best
 
 
-def no_object_logits(background: np.ndarray | None, calibration: dict) -> float:
-    """The no-object logit of one image: the calibrated constant (``mode="constant"``), or the best box's
-    background-prompt logit plus the calibrated offset (``mode="background"``; the fallback for uncalibrated
-    models, offset 0: a phrase is absent when every box looks more like background than like it)."""
-    if calibration.get("mode", "background") == "constant":
-        return float(calibration["no_object_logit"])
-    best_bg = float(np.max(background)) if background is not None and len(background) else 0.0
-    return best_bg + float(calibration.get("no_object_logit", 0.0))
+MODES = ("constant", "background", "vocabulary")
 
 
-def box_calibration(background: np.ndarray | None, calibration: dict) -> tuple[float, float]:
-    """``(T, no-object logit)`` of :func:`box_presence` for one image: the calibration's ``box_temperature`` /
-    ``box_no_object_logit`` (fitted per box, :func:`fit_box_calibration`) when present, else the phrase-level
-    ones; the no-object logit is offset by the best background logit in ``mode="background"``."""
+def margins(logits: np.ndarray, calibration: dict, background: np.ndarray | None = None,
+            competitors: np.ndarray | None = None) -> np.ndarray:
+    """Box logits ``[K, ...]`` measured against what the calibration's no-object option is relative to, so that
+    the calibrated no-object logit is a constant: ``mode="constant"``: the logits as they are;
+    ``"background"``: minus the image's best background-prompt logit (``background`` [K]); ``"vocabulary"``:
+    box by box, minus the box's best logit among the names the phrase does *not* cover and the background
+    prompts (``competitors`` [K, ...], ``-inf`` where there are none) — "this box looks more like the phrase than
+    like anything else the model can name"."""
+    x = np.asarray(logits, np.float64)
+    mode = calibration.get("mode", "background")
+    if mode not in MODES:
+        raise ValueError(f"unknown calibration mode {mode!r}; one of {', '.join(MODES)}")
+    bg = np.asarray(background, np.float64) if background is not None and len(background) else None
+    if mode == "background":
+        return x - (float(bg.max()) if bg is not None else 0.0)
+    if mode == "vocabulary":
+        comp = np.full(x.shape, -np.inf) if competitors is None else np.asarray(competitors, np.float64)
+        if bg is not None:
+            comp = np.maximum(comp, bg.reshape(-1, *([1] * (x.ndim - 1))))
+        return x - np.where(np.isfinite(comp), comp, 0.0)
+    return x
+
+
+def box_calibration(calibration: dict) -> tuple[float, float]:
+    """``(T, no-object logit)`` of :func:`box_presence`: ``box_temperature`` / ``box_no_object_logit`` (fitted per
+    box, :func:`fit_box_calibration`) when the calibration has them, else the phrase-level ones."""
     if "box_temperature" not in calibration:
-        return float(calibration.get("temperature", 1.0)), no_object_logits(background, calibration)
-    shifted = {**calibration, "no_object_logit": calibration["box_no_object_logit"]}
-    return float(calibration["box_temperature"]), no_object_logits(background, shifted)
+        return float(calibration.get("temperature", 1.0)), float(calibration.get("no_object_logit", 0.0))
+    return float(calibration["box_temperature"]), float(calibration["box_no_object_logit"])
 
 
 def resolve(expression: object, boxes: np.ndarray, logits: np.ndarray, calibration: dict, *,
-            background: np.ndarray | None = None, image_size: tuple[int, int] | None = None,
+            background: np.ndarray | None = None, competitors: np.ndarray | None = None,
+            image_size: tuple[int, int] | None = None,
             superlative_rule: str = "reclip", prior: str = "softmax", next_to_scale: float = 0.1) -> list[dict]:
     """Execute a parsed expression (:class:`clipkit.expressions.Expression`) over candidate ``boxes`` [K, 4]
-    with per-phrase logits ``[K, P]`` (mean CLIP logit of box k for phrase p) and optional background-prompt
-    logits ``[K]``.
+    with per-phrase logits ``[K, P]`` (mean CLIP logit of box k for phrase p), optional background-prompt
+    logits ``[K]`` and competitor logits ``[K, P]`` (see :func:`margins`).
 
     Anchors are resolved before their subjects (ReCLIP's recursion), relations before superlatives. Returns
     one dict per phrase: ``{"best": box index or None, "score": presence × p(best), "present": 1 − p_none,
     "distribution": [K], "decided_by": None | {"relation", "anchor"} | {"superlative", "ordinal"},
-    "changed": whether it moved the arg-max}``. ``calibration``: ``{"temperature", "no_object_logit",
-    "mode"}``; ``superlative_rule``: ``"reclip"`` (ReCLIP's formula; ordinals > 1 always use the count rule)
-    or ``"count"`` (:func:`ordinal_superlative` for every superlative). ``prior``: the subject distribution a
-    relation reweights — ``"softmax"`` (ReCLIP: the softmax over the candidates) or
-    ``"presence"`` (each box's own calibrated probability, :func:`box_presence`, normalised: two boxes that
-    both clearly show "the circle" weigh the same, however their scores differ). ``next_to_scale``: see
-    :func:`relation_matrix`.
+    "changed": whether it moved the arg-max}``. ``calibration``: ``{"temperature", "no_object_logit", "mode"}`` (+
+    optional ``box_temperature``, ``box_no_object_logit``); ``superlative_rule``: ``"reclip"`` (ReCLIP's
+    formula; ordinals > 1 always use the count rule) or ``"count"`` (:func:`ordinal_superlative` for every
+    superlative). ``prior``: the subject distribution a relation reweights — ``"softmax"`` (ReCLIP: the softmax
+    over the candidates) or ``"presence"`` (each box's own calibrated probability, :func:`box_presence`,
+    normalised: two boxes that both clearly show "the circle" weigh the same, however their scores differ).
+    ``next_to_scale``: see :func:`relation_matrix`.
     """
     phrases = expression.phrases  # type: ignore[attr-defined]
     n, k = len(phrases), len(boxes)
     t = float(calibration.get("temperature", 1.0))
-    b = no_object_logits(background, calibration)
-    tb, bb = box_calibration(background, calibration)
+    b = float(calibration.get("no_object_logit", 0.0))
+    tb, bb = box_calibration(calibration)
+    logits = margins(np.asarray(logits, np.float64).reshape(k, n), calibration, background, competitors)
     out: list[dict] = [{"best": None, "score": 0.0, "present": 0.0, "distribution": np.zeros(k),
                         "decided_by": None, "changed": False} for _ in range(n)]
     if k == 0:

@@ -137,3 +137,25 @@ def test_vocabulary_from_model_meta():
     assert v is not None and parse_expression("the red one", vocabulary=v).phrases[0].queries(v) == [
         "the red circle", "the red star"]
     assert Vocabulary.from_meta({}) is None
+
+
+def test_margins_per_mode():
+    from clipkit.reclip import margins
+
+    logits = np.array([[5.0], [3.0]])
+    bg = np.array([1.0, 2.0])
+    comp = np.array([[4.5], [-np.inf]])
+    np.testing.assert_allclose(margins(logits, {"mode": "constant"}, bg, comp), logits)
+    np.testing.assert_allclose(margins(logits, {"mode": "background"}, bg, comp), logits - 2.0)
+    # per box: minus the best of the competing names and the background prompt
+    np.testing.assert_allclose(margins(logits, {"mode": "vocabulary"}, bg, comp), [[0.5], [1.0]])
+    with pytest.raises(ValueError, match="unknown calibration mode"):
+        margins(logits, {"mode": "odd"})
+
+
+def test_competitors_are_the_names_a_phrase_does_not_cover():
+    v = Vocabulary(("red", "blue"), ("circle", "star"))
+    [p] = parse_expression("the red circle", vocabulary=v).phrases
+    assert p.competitors(v) == ["the blue circle", "the red star", "the blue star"]
+    [p] = parse_expression("the circle", vocabulary=v).phrases
+    assert p.competitors(v) == ["the red star", "the blue star"] and p.competitors(None) == []

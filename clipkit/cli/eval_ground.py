@@ -26,7 +26,8 @@ def eval_ground(
     threads: ThreadsOpt = None,
     quiet: QuietOpt = None,
 ) -> None:
-    """Accuracy at IoU >= 0.5 of `clipkit ground` (best box per expression), overall and on distractor cases.
+    """Accuracy at IoU >= 0.5 of `clipkit ground` (one call per expression), overall and per expression type
+    (plain, attribute, relation, superlative; absent: the rate of empty answers).
 
     Example:
 

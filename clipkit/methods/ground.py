@@ -88,6 +88,11 @@ class GroundConfig:
     temperature: float | None = None  # softmax temperature (None: the model's ground_calibration, else 1)
     no_object_logit: float | None = None  # a constant no-object logit (None: the model's calibration)
     vocabulary: bool = True  # expand "the circle" / "the red one" to the model's ground_vocabulary names
+    # what the no-object logit is relative to: "constant" | "background" | "vocabulary" (None: the model's)
+    calibration_mode: str | None = None
+    # proposals from the score maps of every vocabulary name (each object its own component) instead of the
+    # phrases' own maps; only for models with a ground_vocabulary
+    vocabulary_proposals: bool = False
 
 
 def make_config(model: Any = None, **options: Any) -> GroundConfig:
@@ -186,7 +191,7 @@ def score_boxes(reps: Sequence[torch.Tensor], text: torch.Tensor, logit_scale: f
 
 
 def calibration_for(model: Any, cfg: GroundConfig) -> dict[str, Any]:
-    """``{"temperature", "no_object_logit", "mode", "threshold"}``: the config's values over the model's
+    """``{"temperature", "no_object_logit", "mode", "threshold", …}``: the config's values over the model's
     ``clipkit.json`` → ``ground_calibration`` (fitted on validation scenes by ``bench/ground_eval.py
     --calibrate``); uncalibrated models get T = 1 and the background prompt as the no-object option."""
     cal = {"temperature": 1.0, "no_object_logit": 0.0, "mode": "background", "threshold": 0.5,
@@ -194,11 +199,13 @@ def calibration_for(model: Any, cfg: GroundConfig) -> dict[str, Any]:
     if cfg.temperature is not None:
         cal["temperature"] = float(cfg.temperature)
     if cfg.no_object_logit is not None:  # a logit given by the user is a constant one
-        cal["no_object_logit"], cal["mode"] = float(cfg.no_object_logit), "constant"
+        cal["no_object_logit"], cal["mode"] = float(cfg.no_object_logit), cfg.calibration_mode or "constant"
         cal.pop("box_no_object_logit", None)
         cal.pop("box_temperature", None)
     if cfg.threshold is not None:
         cal["threshold"] = float(cfg.threshold)
+    if cfg.calibration_mode is not None:
+        cal["mode"] = cfg.calibration_mode
     return cal
 
 
@@ -206,12 +213,14 @@ def calibration_for(model: Any, cfg: GroundConfig) -> dict[str, Any]:
 class PhraseScores:
     """What :func:`score_phrases` measured in one image: ``boxes`` ``[K, 4]`` XYXY px, ``logits`` ``[K, P]``
     (mean CLIP logit over the box representations, max over each phrase's queries), ``background`` ``[K]``
-    (best background-prompt logit per box) and the parsed ``expression``."""
+    (best background-prompt logit per box), ``competitors`` ``[K, P]`` (best logit per box among the vocabulary
+    names the phrase does not cover; ``-inf`` without a vocabulary) and the parsed ``expression``."""
 
     boxes: np.ndarray
     logits: np.ndarray
     background: np.ndarray
     expression: Expression
+    competitors: np.ndarray | None = None
 
 
 def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase], text_emb: torch.Tensor,
@@ -243,13 +252,18 @@ def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequenc
     patches = None  # one dense pass, shared by the score-map proposals and the fast region
     if cfg.region in ("fast", "both") or (boxes is None and cfg.score_map_proposals):
         patches = dense_patches(model, image, region_config(cfg.regions))
-    if boxes is None:
+    if boxes is None and cfg.vocabulary_proposals and vocab is not None:  # every object the model can name
+        names = vocab.names()
+        prop_emb = torch.cat([text_embeddings(model, names, cfg.templates).to(text_emb.device), text_emb[n:]])
+        boxes = ground_proposals(model, image, prop_emb, len(names), cfg, patches)
+    elif boxes is None:
         boxes = ground_proposals(model, image, all_emb, len(query_emb), cfg, patches) if len(query_emb) \
             else np.zeros((0, 4), np.float32)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     t1 = time.perf_counter()
     logits = np.zeros((len(boxes), n), np.float32)
     background = np.zeros(len(boxes), np.float32)
+    competitors = np.full((len(boxes), n), -np.inf, np.float32)
     if len(boxes):
         reps = box_embeddings(model, image, boxes, cfg, patches)
         full = (score_boxes(reps, all_emb.to(reps[0].device), float(model.logit_scale)) / len(reps)).cpu().numpy()
@@ -257,10 +271,15 @@ def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequenc
             logits[:, i] = full[:, c].max(1) if c else -np.inf
         if full.shape[1] > len(query_emb):
             background = full[:, len(query_emb):].max(1)
+        for i, p in enumerate(expr.phrases):
+            names = [] if p.null else p.competitors(vocab)
+            if names:
+                emb = text_embeddings(model, names, cfg.templates).to(reps[0].device)
+                competitors[:, i] = (score_boxes(reps, emb, float(model.logit_scale)) / len(reps)).amax(1).cpu()
     if timings is not None:
         timings["proposals"] = timings.get("proposals", 0.0) + (t1 - t0)
         timings["scoring"] = timings.get("scoring", 0.0) + (time.perf_counter() - t1)
-    return PhraseScores(boxes, logits, background, expr)
+    return PhraseScores(boxes, logits, background, expr, competitors)
 
 
 def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase],
@@ -276,7 +295,7 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
     are not applied)."""
     from torchvision.ops import batched_nms
 
-    from clipkit.reclip import box_calibration, box_presence, resolve
+    from clipkit.reclip import box_calibration, box_presence, margins, resolve
     from clipkit.results import Detections
 
     image = image.convert("RGB")
@@ -287,9 +306,9 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
     decided: list[dict[str, Any] | None] = [None] * n
     present = [0.0] * n
     if len(sc.boxes) and cfg.all_boxes:
-        tb, bb = box_calibration(sc.background, cal)
-        probs = torch.from_numpy(np.stack([box_presence(sc.logits[:, j], tb, bb)
-                                           for j in range(n)], 1).astype(np.float32))  # [K, n]
+        tb, bb = box_calibration(cal)
+        x = margins(sc.logits, cal, sc.background, sc.competitors)
+        probs = torch.from_numpy(box_presence(x, tb, bb).astype(np.float32))  # [K, n]
         for j in range(n):
             probs[:, j] = 0 if sc.expression.phrases[j].null else probs[:, j]
         present = [float(probs[:, j].max()) for j in range(n)]
@@ -306,7 +325,8 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
         keep = keep[rank < cfg.max_boxes]
         xyxy, conf, cls = bx[keep].numpy(), scores[keep].numpy(), p_idx[keep].numpy()
     elif len(sc.boxes):
-        res = resolve(sc.expression, sc.boxes, sc.logits, cal, background=sc.background, image_size=image.size,
+        res = resolve(sc.expression, sc.boxes, sc.logits, cal, background=sc.background,
+                      competitors=sc.competitors, image_size=image.size,
                       superlative_rule=cfg.superlative_rule, prior=cfg.relation_prior,
                       next_to_scale=cfg.next_to_scale)
         chosen = [j for j in range(n) if res[j]["best"] is not None and res[j]["present"] >= cal["threshold"]]
