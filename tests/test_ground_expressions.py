@@ -89,3 +89,13 @@ def test_calibration_comes_from_the_model_unless_overridden(tiny_model):
     assert (cal["temperature"], cal["no_object_logit"], cal["threshold"]) == (2.0, 3.0, 0.6)
     cal = calibration_for(Calibrated(), GroundConfig(threshold=0.2, temperature=1.0))
     assert (cal["temperature"], cal["threshold"]) == (1.0, 0.2)
+
+
+def test_bad_reasoning_options_are_usage_errors():
+    from clipkit.errors import UsageError
+    from clipkit.methods.ground import make_config
+
+    with pytest.raises(UsageError, match="superlative_rule must be one of reclip, count"):
+        make_config(superlative_rule="most")
+    with pytest.raises(UsageError, match="calibration_mode must be one of"):
+        make_config(calibration_mode="fancy")

@@ -23,21 +23,22 @@ def scores(tmp_path_factory):
     from clipkit.world.export import export
 
     model = load_model("shapes-clip", device="cpu", offline=True)
-    data = export(tmp_path_factory.mktemp("fresh") / "data", n=10, seed=FRESH_SEED, size=224, repeat_prob=0.5)
-    return evaluate_grounding(data, model)
+    data = export(tmp_path_factory.mktemp("fresh") / "data", n=24, seed=FRESH_SEED, size=224, repeat_prob=0.5)
+    # plain expressions are covered by test_detect_shapes.py; here only what this reasoning decides
+    return evaluate_grounding(data, model, types=("relation", "superlative", "absent"))
 
 
 def test_relations_and_superlatives_pick_the_referred_object(scores):
-    """Relation + superlative expressions together (each alone is too few here for a floor)."""
+    """Relation + superlative expressions together (31 here; 0.90 of them right when written, ±0.06; 0.73 / 0.81
+    on 200 held-out scenes, bench/results/ground.md; without the relations 0.29 / 0.42)."""
     per = scores["per_type"]
     n = per["relation"]["expressions"] + per["superlative"]["expressions"]
     right = per["relation"]["accuracy"] * per["relation"]["expressions"] + \
         per["superlative"]["accuracy"] * per["superlative"]["expressions"]
-    assert n >= 8 and right / n >= 0.7, per
+    assert n >= 20 and right / n >= 0.7, per
 
 
-def test_absent_expressions_get_no_box_and_present_ones_do(scores):
-    per = scores["per_type"]
-    assert per["absent"]["accuracy"] >= 0.8, per
-    assert per["plain"]["accuracy"] >= 0.75 and per["attribute"]["accuracy"] >= 0.7, per
+def test_absent_expressions_get_no_box(scores):
+    """24 absent expressions (0.92 answered empty when written; 0.87 on 200 held-out scenes)."""
+    assert scores["per_type"]["absent"]["accuracy"] >= 0.75, scores["per_type"]
     assert scores["parser"] == "rules"

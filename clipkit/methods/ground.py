@@ -13,14 +13,16 @@ representations and adds the logits (``method_aggregator="sum"``):
   radius 100) or greyed, so the phrase's attributes and relations are judged in place.
 
 Logits are ``exp(logit_scale) · cos`` of the model; phrases go through the prompt engine
-(:func:`clipkit.prompts.text_embeddings`, ReCLIP uses "a photo of " + phrase). The best box of a phrase is the
-arg-max of the summed logits over the proposals. Its reported score is a probability in [0, 1]: the softmax,
-over the caption's phrases plus the background prompt(s), of the box's summed logit halves (so a box that
-looks more like background or another phrase scores low); ``all_boxes=True`` returns every box of the phrase
-with score ≥ ``threshold`` after NMS (GLIP: class-wise NMS 0.6, at most 100).
+(:func:`clipkit.prompts.text_embeddings`, ReCLIP uses "a photo of " + phrase). The caption is parsed into
+noun phrases, relations and superlatives (:mod:`clipkit.expressions`) and executed as ReCLIP does
+(:mod:`clipkit.reclip`): each phrase's distribution over the boxes is a calibrated softmax (temperature and a
+no-object option fitted on validation scenes, the model's ``clipkit.json`` → ``ground_calibration``), relations
+and superlatives reweight it, and a phrase whose presence probability is below ``threshold`` gets no box;
+``all_boxes=True`` returns every box whose own calibrated probability reaches ``threshold`` after NMS (GLIP:
+class-wise NMS 0.6, at most 100).
 
 Deviations: no GLIP model (CLIP + score-map proposals instead), no token-level alignment or centerness; the
-score is a softmax probability, not GLIP's sigmoid.
+score is a calibrated softmax probability, not GLIP's sigmoid; ReCLIP deviations in docs/ground.md.
 """
 
 from __future__ import annotations
@@ -108,6 +110,10 @@ def make_config(model: Any = None, **options: Any) -> GroundConfig:
         raise UsageError(f"context must be one of {', '.join(CONTEXTS)}, got {cfg.context!r}")
     if cfg.region == "none" and cfg.context == "none":
         raise UsageError("region and context cannot both be 'none'")
+    for name, allowed in (("superlative_rule", ("reclip", "count")), ("relation_prior", ("softmax", "presence")),
+                          ("calibration_mode", (None, "constant", "background", "vocabulary"))):
+        if getattr(cfg, name) not in allowed:
+            raise UsageError(f"{name} must be one of {', '.join(a for a in allowed if a)}, got {getattr(cfg, name)!r}")
     if cfg.threshold is not None and not 0.0 <= cfg.threshold <= 1.0:
         raise UsageError("--threshold must be in [0, 1]")
     if model is not None and (cfg.score_map_proposals or cfg.region in ("fast", "both")):
