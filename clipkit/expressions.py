@@ -102,6 +102,7 @@ class NounPhrase(Phrase):
     attributes: tuple[str, ...] = ()
     noun: str | None = None
     null: bool = False  # names a part of the picture ("the image", "the left side"), not an object
+    expanded: bool = False  # scored over several vocabulary names (it names a noun or an attribute alone)
 
     def queries(self, vocabulary: Vocabulary | None) -> list[str]:
         """The texts to score for this phrase (its box logit is the max over them): ``[query]``, or with a
@@ -200,7 +201,8 @@ def _noun_phrase(caption: str, phrase: Phrase, vocabulary: Vocabulary | None
             noun = low[-1].rstrip("s")
     last = words[-1][0].lower() if words else ""
     np_ = NounPhrase(phrase.text, phrase.start, phrase.end, query=query or phrase.text, attributes=attrs,
-                     noun=noun, null=last in NULL_HEADS and noun is None and not attrs)
+                     noun=noun, null=last in NULL_HEADS and noun is None and not attrs,
+                     expanded=vocabulary is not None and not (noun and attrs))
     found = None
     if sup is not None or marks:
         found = (sup or "", ordinal, marks[0][0], marks[-1][1])
@@ -244,7 +246,7 @@ def parse_expression(caption: str, phrases: Sequence[Phrase] | None = None, *,
         np_, found = _noun_phrase(caption if anchored else p.text, p if anchored else Phrase(p.text, 0, len(p.text)),
                                   vocabulary)
         if not anchored:
-            np_ = NounPhrase(p.text, p.start, p.end, np_.query, np_.attributes, np_.noun, np_.null)
+            np_ = NounPhrase(p.text, p.start, p.end, np_.query, np_.attributes, np_.noun, np_.null, np_.expanded)
             found = None if found is None else (found[0], found[1], p.start + found[2], p.start + found[3])
         nps.append(np_)
         inline.append(found)

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 __all__ = ["MODES", "SUPERLATIVE_BASE", "box_calibration", "box_presence", "fit_box_calibration", "fit_calibration",
-           "margins", "ordinal_superlative", "phrase_distribution", "relate", "relation_matrix", "resolve",
-           "superlative"]
+           "margins", "ordinal_superlative", "phrase_calibration", "phrase_distribution", "relate", "relation_matrix",
+           "resolve", "superlative"]
 
 # superlative → the relation "box i is more <kind> than box j" it is built from (ReCLIP heuristics.SUPERLATIVES)
 SUPERLATIVE_BASE = {"leftmost": "left of", "rightmost": "right of", "topmost": "above", "bottommost": "below",
@@ -210,6 +210,15 @@ def box_calibration(calibration: dict) -> tuple[float, float]:
     return float(calibration["box_temperature"]), float(calibration["box_no_object_logit"])
 
 
+def phrase_calibration(calibration: dict, phrase: object) -> dict:
+    """The calibration of one phrase: ``calibration["expanded"]`` (fitted on its own) for a phrase scored over
+    several vocabulary names ("the circle", "the red one": the max over names inflates its logits), else the
+    top level."""
+    if getattr(phrase, "expanded", False) and "expanded" in calibration:
+        return calibration["expanded"]
+    return calibration
+
+
 def resolve(expression: object, boxes: np.ndarray, logits: np.ndarray, calibration: dict, *,
             background: np.ndarray | None = None, competitors: np.ndarray | None = None,
             image_size: tuple[int, int] | None = None,
@@ -231,10 +240,8 @@ def resolve(expression: object, boxes: np.ndarray, logits: np.ndarray, calibrati
     """
     phrases = expression.phrases  # type: ignore[attr-defined]
     n, k = len(phrases), len(boxes)
-    t = float(calibration.get("temperature", 1.0))
-    b = float(calibration.get("no_object_logit", 0.0))
-    tb, bb = box_calibration(calibration)
-    logits = margins(np.asarray(logits, np.float64).reshape(k, n), calibration, background, competitors)
+    logits = np.asarray(logits, np.float64).reshape(k, n)
+    comp = np.full((k, n), -np.inf) if competitors is None else np.asarray(competitors, np.float64).reshape(k, n)
     out: list[dict] = [{"best": None, "score": 0.0, "present": 0.0, "distribution": np.zeros(k),
                         "decided_by": None, "changed": False} for _ in range(n)]
     if k == 0:
@@ -242,7 +249,11 @@ def resolve(expression: object, boxes: np.ndarray, logits: np.ndarray, calibrati
     for i in reversed(range(n)):  # anchors follow their subjects in the caption
         if phrases[i].null:
             continue
-        p_box, p_none = phrase_distribution(logits[:, i], t, b)
+        cal = phrase_calibration(calibration, phrases[i])
+        t, b = float(cal.get("temperature", 1.0)), float(cal.get("no_object_logit", 0.0))
+        tb, bb = box_calibration(cal)
+        x = margins(logits[:, i], cal, background, comp[:, i])
+        p_box, p_none = phrase_distribution(x, t, b)
         dist = _normalise(p_box, np.full(k, 1 / k))
         plain_best = int(np.argmax(dist))
         decided = None
@@ -250,7 +261,7 @@ def resolve(expression: object, boxes: np.ndarray, logits: np.ndarray, calibrati
         sup = expression.superlative_of(i)  # type: ignore[attr-defined]
         if rel is not None and not phrases[rel.anchor].null:
             if prior == "presence":
-                dist = _normalise(box_presence(logits[:, i], tb, bb), dist)
+                dist = _normalise(box_presence(x, tb, bb), dist)
             matrix = relation_matrix(rel.kind, boxes, image_size, next_to_scale)
             dist = relate(dist, out[rel.anchor]["distribution"], matrix)
             decided = {"relation": rel.kind, "anchor": phrases[rel.anchor].text}
@@ -258,7 +269,7 @@ def resolve(expression: object, boxes: np.ndarray, logits: np.ndarray, calibrati
             if sup.ordinal == 1 and superlative_rule == "reclip":
                 dist = superlative(dist, sup.kind, boxes)
             else:
-                q = box_presence(logits[:, i], tb, bb) * (dist / dist.max() if rel is not None else 1.0)
+                q = box_presence(x, tb, bb) * (dist / dist.max() if rel is not None else 1.0)
                 dist = ordinal_superlative(q, sup.kind, boxes, sup.ordinal)
             decided = {**(decided or {}), "superlative": sup.kind, "ordinal": sup.ordinal}
         best = int(np.argmax(dist))

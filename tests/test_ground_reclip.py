@@ -159,3 +159,14 @@ def test_competitors_are_the_names_a_phrase_does_not_cover():
     assert p.competitors(v) == ["the blue circle", "the red star", "the blue star"]
     [p] = parse_expression("the circle", vocabulary=v).phrases
     assert p.competitors(v) == ["the red star", "the blue star"] and p.competitors(None) == []
+
+
+def test_expanded_phrases_can_have_their_own_calibration():
+    from clipkit.reclip import phrase_calibration
+
+    v = Vocabulary(("red", "blue"), ("circle", "star"))
+    full, expanded = parse_expression("the red circle left of the star", vocabulary=v).phrases
+    assert not full.expanded and expanded.expanded
+    cal = {"temperature": 1.0, "mode": "constant", "expanded": {"temperature": 2.0, "mode": "vocabulary"}}
+    assert phrase_calibration(cal, full) is cal and phrase_calibration(cal, expanded)["temperature"] == 2.0
+    assert phrase_calibration({"temperature": 1.0}, expanded) == {"temperature": 1.0}

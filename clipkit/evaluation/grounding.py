@@ -108,11 +108,12 @@ def evaluate_grounding(data: str | Path, model: Any, *, limit: int | None = None
 
 def calibration_samples(data: str | Path, model: Any, *, limit: int | None = None, iou: float = 0.5,
                         progress: Callable[[int], None] | None = None, **options: Any
-                        ) -> list[tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray]]:
-    """``(logits [K], background [K], target, ious [K], competitors [K])`` of the referent of every ``plain``,
+                        ) -> list[tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, bool]]:
+    """``(logits [K], background [K], target, ious [K], competitors [K], expanded)`` of the referent of every ``plain``,
     ``attribute`` and ``absent`` expression (those the phrase alone decides): target = the candidate with the
     highest IoU ≥ ``iou`` with the target box, ``-1`` for ``absent``; ``ious``: each candidate's IoU with the
-    target box; ``competitors``: see :class:`clipkit.methods.ground.PhraseScores`. Expressions whose target no
+    target box; ``competitors``: see :class:`clipkit.methods.ground.PhraseScores`; ``expanded``: the phrase is
+    scored over several vocabulary names. Expressions whose target no
     candidate covers are skipped (a proposal miss, not a scoring question). Input of
     :func:`clipkit.reclip.fit_calibration` and :func:`clipkit.reclip.fit_box_calibration`."""
     from clipkit.images import load_image
@@ -136,7 +137,7 @@ def calibration_samples(data: str | Path, model: Any, *, limit: int | None = Non
                     continue
                 target = int(np.argmax(ious))
             out.append((sc.logits[:, 0].astype(np.float64), sc.background.astype(np.float64), target, ious,
-                        sc.competitors[:, 0].astype(np.float64)))
+                        sc.competitors[:, 0].astype(np.float64), sc.expression.phrases[0].expanded))
         if progress is not None:
             progress(1)
     return out

@@ -202,6 +202,8 @@ def calibration_for(model: Any, cfg: GroundConfig) -> dict[str, Any]:
     --calibrate``); uncalibrated models get T = 1 and the background prompt as the no-object option."""
     cal = {"temperature": 1.0, "no_object_logit": 0.0, "mode": "background", "threshold": 0.5,
            **((getattr(model, "meta", {}) or {}).get("ground_calibration") or {})}
+    if any(v is not None for v in (cfg.temperature, cfg.no_object_logit, cfg.calibration_mode)):
+        cal.pop("expanded", None)  # the user's values hold for every phrase
     if cfg.temperature is not None:
         cal["temperature"] = float(cfg.temperature)
     if cfg.no_object_logit is not None:  # a logit given by the user is a constant one
@@ -301,7 +303,7 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
     are not applied)."""
     from torchvision.ops import batched_nms
 
-    from clipkit.reclip import box_calibration, box_presence, margins, resolve
+    from clipkit.reclip import box_calibration, box_presence, margins, phrase_calibration, resolve
     from clipkit.results import Detections
 
     image = image.convert("RGB")
@@ -312,9 +314,12 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
     decided: list[dict[str, Any] | None] = [None] * n
     present = [0.0] * n
     if len(sc.boxes) and cfg.all_boxes:
-        tb, bb = box_calibration(cal)
-        x = margins(sc.logits, cal, sc.background, sc.competitors)
-        probs = torch.from_numpy(box_presence(x, tb, bb).astype(np.float32))  # [K, n]
+        cols = []
+        for j, p in enumerate(sc.expression.phrases):
+            cal_j = phrase_calibration(cal, p)
+            tb, bb = box_calibration(cal_j)
+            cols.append(box_presence(margins(sc.logits[:, j], cal_j, sc.background, sc.competitors[:, j]), tb, bb))
+        probs = torch.from_numpy(np.stack(cols, 1).astype(np.float32))  # [K, n]
         for j in range(n):
             probs[:, j] = 0 if sc.expression.phrases[j].null else probs[:, j]
         present = [float(probs[:, j].max()) for j in range(n)]
