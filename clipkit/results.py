@@ -25,7 +25,11 @@ def _f32(value: float) -> float:
 
 
 def resize_map(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An integer map ``[H, W]`` resized to ``size`` = (W, H) by nearest neighbour (labels stay labels)."""
+    """An integer map ``[H, W]`` resized to ``size`` = (W, H) by nearest neighbour (labels stay labels), in the
+    smallest unsigned dtype that holds it (an 8000×8000 map is 64 MB as uint8, 512 MB as int64)."""
+    if array.size and array.min() >= 0:
+        array = array.astype(np.uint8 if array.max() < 256 else np.uint16 if array.max() < 65536 else np.uint32,
+                             copy=False)
     h, w = array.shape
     rows = np.minimum((np.arange(size[1]) + 0.5) * h / size[1], h - 1).astype(np.intp)
     cols = np.minimum((np.arange(size[0]) + 0.5) * w / size[0], w - 1).astype(np.intp)
