@@ -220,23 +220,38 @@ class GroundConfig(_Boxes):
     blur_radius: float = option(100.0, "ReCLIP blur (PIL GaussianBlur radius, original px).", cli=False, gt=0)
     all_boxes: bool = option(False, "Every box scoring at least --threshold per phrase, instead of the best one.",
                              flag="--all")
-    threshold: float | None = option(None, "Minimum score with --all (default 0.5).", ge=0.0, le=1.0)
+    threshold: float | None = option(None, "A box is returned when the calibrated probability that the phrase is "
+                                           "in the image (best box) or that the box shows it (--all) is at least "
+                                           "this. Default: the model's calibrated threshold, else 0.5.",
+                                     ge=0.0, le=1.0)
     nms_iou: float = option(0.6, "Class-wise NMS IoU with --all (GLIP).", ge=0.0, le=1.0)
     max_boxes: int = option(100, "At most this many boxes per phrase with --all (GLIP).", ge=1)
     context_batch: int = option(32, "Context views per encoder pass.", cli=False, ge=1)
+    # ReCLIP reasoning (clipkit/reclip.py) and calibrated scores (docs/ground.md)
+    relations: bool = option(True, "Apply the caption's relations and superlatives (ReCLIP); off: every phrase "
+                                   "alone.", panel="Reasoning")
+    superlative_rule: Literal["reclip", "count"] = option(
+        "reclip", "reclip (ReCLIP's formula) or count (presence-based ordinal rule).", panel="Reasoning")
+    relation_prior: Literal["softmax", "presence"] = option(
+        "softmax", "Subject weights a relation reweights: softmax (ReCLIP) or presence.", panel="Reasoning")
+    next_to_scale: float = option(0.03, "'next to' weight exp(-distance / (scale x image diagonal)) (not in "
+                                        "ReCLIP).", panel="Reasoning", gt=0)
+    temperature: float | None = option(None, "Softmax temperature of the phrase probabilities (default: the "
+                                             "model's ground calibration, else 1).", panel="Reasoning", gt=0)
+    no_object_logit: float | None = option(None, "A constant no-object logit (default: the model's calibration).",
+                                           panel="Reasoning")
+    vocabulary: bool = option(True, "Expand 'the circle' / 'the red one' to the model's vocabulary names.",
+                              panel="Reasoning")
+    calibration_mode: Literal["constant", "background", "vocabulary"] | None = option(
+        None, "What the no-object logit is relative to (default: the model's).", panel="Reasoning")
+    vocabulary_proposals: bool = option(False, "Proposals from the score maps of every vocabulary name instead of "
+                                               "the phrases' own maps.", panel="Reasoning")
 
     @model_validator(mode="after")
     def _check(self) -> GroundConfig:
         if self.region == "none" and self.context == "none":
             raise ValueError("--region and --context cannot both be 'none'")
-        if self.threshold is not None and not self.all_boxes:
-            raise ValueError("--threshold applies only with --all")
         return self
-
-    @property
-    def min_score(self) -> float:
-        """The ``--all`` threshold (default 0.5)."""
-        return 0.5 if self.threshold is None else self.threshold
 
 
 class SketchConfig(MethodConfig):

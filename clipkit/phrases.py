@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["Phrase", "glip_join", "glip_split", "noun_phrases", "parse_phrases", "rule_chunks"]
+__all__ = ["Phrase", "glip_join", "glip_split", "noun_phrases", "parse_phrases", "parser_name", "rule_chunks"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ beside besides between among amongst around about across along against behind ne
 through toward towards upon off up down out than like via beyond past underneath atop""")
 # relation / direction words that head no object in these captions ("left of", "next to", "on top of")
 _RELATIONS = _words("""left right top bottom front back next close far middle center centre side
-leftmost rightmost topmost bottommost""")
+leftmost rightmost topmost bottommost nearest closest adjacent""")
+_NULL_HEADS = _words("part image side picture half region section photo middle left right top bottom")
 _CONJUNCTIONS = _words("and or but nor so yet while whereas because if then also")
 _VERBS = _words("""is are was were be been being am has have had do does did can could will would shall
 should may might must sits sit sitting lies lie lying stands stand standing appears appear shown shows show
@@ -64,6 +65,10 @@ too also""")
 _ADJECTIVES = _words("""red orange yellow green cyan blue purple pink white black grey gray brown violet
 big small large tiny little huge dark light bright pale round empty""")
 _CLOSED = _PRONOUNS | _PREPOSITIONS | _CONJUNCTIONS | _VERBS | _ADVERBS
+# comparatives end a chunk when a comparison follows ("the square bigger than the circle")
+_COMPARATIVES = _words("bigger larger smaller tinier higher lower greater")
+# "one" heads a chunk after a modifier ("the red one"); elsewhere it is a number ("one red circle")
+_PRO_NOUNS = _words("one ones")
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:['\-][A-Za-z0-9]+)*")
 
@@ -99,12 +104,16 @@ def rule_chunks(caption: str) -> list[Phrase]:
             close()
         nxt = words[i + 1] if i + 1 < len(words) else None
         next_gap = caption[m.end():toks[i + 1].start()] if nxt is not None else ""
-        if word in _DETERMINERS:
+        if word in _PRO_NOUNS and run:
+            run.append(m)
+        elif word in _COMPARATIVES and nxt == "than":
+            close()
+        elif word in _DETERMINERS:
             close()
             det = m
         elif word in _RELATIONS and word not in _CLOSED:
             ends = nxt is None or re.search(r"[^\s]", next_gap) is not None
-            if ends or nxt in ("of", "to") or nxt in _CLOSED or nxt in _DETERMINERS:
+            if ends or nxt in ("of", "to") or nxt in _CLOSED or (nxt in _DETERMINERS and nxt not in _PRO_NOUNS):
                 close()
             else:
                 run.append(m)
@@ -128,6 +137,11 @@ def _spacy_nlp():  # pragma: no cover - depends on an optional user install
         except Exception:
             continue
     return None
+
+
+def parser_name(use_spacy: bool | None = None) -> str:
+    """Which chunker :func:`noun_phrases` runs with ``use_spacy``: ``"spacy"`` or ``"rules"``."""
+    return "spacy" if use_spacy is not False and _spacy_nlp() is not None else "rules"
 
 
 def noun_phrases(caption: str, *, use_spacy: bool | None = None) -> list[Phrase]:
@@ -201,6 +215,9 @@ def parse_phrases(caption: str | None = None, phrases: str | Sequence[str] | Non
     out = glip_split(caption)
     if out is None:
         out = noun_phrases(caption, use_spacy=use_spacy)
+        # ReCLIP's null keywords: "the image", "the left side" name a part of the picture, not an object
+        objects = [p for p in out if p.text.lower().split()[-1] not in _NULL_HEADS]
+        out = objects or out
     if not out:
         raise ValueError(f"no noun phrase found in the caption {caption!r}; pass --phrases explicitly")
     return caption, out

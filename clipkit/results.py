@@ -11,6 +11,7 @@ float32); only the terminal table rounds.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,11 @@ def _f32(value: float) -> float:
 
 
 def resize_map(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An integer map ``[H, W]`` resized to ``size`` = (W, H) by nearest neighbour (labels stay labels)."""
+    """An integer map ``[H, W]`` resized to ``size`` = (W, H) by nearest neighbour (labels stay labels), in the
+    smallest unsigned dtype that holds it (an 8000×8000 map is 64 MB as uint8, 512 MB as int64)."""
+    if array.size and array.min() >= 0:
+        array = array.astype(np.uint8 if array.max() < 256 else np.uint16 if array.max() < 65536 else np.uint32,
+                             copy=False)
     h, w = array.shape
     rows = np.minimum((np.arange(size[1]) + 0.5) * h / size[1], h - 1).astype(np.intp)
     cols = np.minimum((np.arange(size[0]) + 0.5) * w / size[0], w - 1).astype(np.intp)
@@ -221,21 +226,36 @@ class Grounding:
     caption: str
     phrases: list[Any]
     detections: Detections
+    # per phrase: the relation/superlative that decided it (None: the phrase alone) and the calibrated
+    # probability that it is in the image; notes on words not understood; the noun-phrase parser that ran
+    decided_by: list[dict[str, Any] | None] = field(default_factory=list)
+    present: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    parser: str | None = None
     files: dict[str, str] = field(default_factory=dict)
 
     def rescaled(self, size: tuple[int, int]) -> Grounding:
         """The boxes mapped to ``size`` = (W, H) of the original image."""
-        return Grounding(self.path, self.caption, self.phrases, self.detections.rescaled(size), self.files)
+        return dataclasses.replace(self, detections=self.detections.rescaled(size))
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"path", "caption", "phrases": [{"phrase", "span", "boxes": [{"score", "box"}]}]}``."""
+        """``{"path", "caption", "phrases": [{"phrase", "span", "boxes": [{"score", "box"}], "present",
+        "decided_by"}], "parser", "notes"}`` — the referent first; an absent phrase has ``boxes: []``."""
         det = self.detections
         per_phrase: list[list[dict[str, Any]]] = [[] for _ in self.phrases]
         for d, c in zip(det.box_dicts(), det.class_id, strict=True):
             per_phrase[int(c)].append({"score": d["score"], "box": d["box"]})
         out = [{"phrase": ph.text, "span": list(ph.span), "boxes": boxes}
                for ph, boxes in zip(self.phrases, per_phrase, strict=True)]
-        return _with_files({"path": self.path, "caption": self.caption, "phrases": out}, self.files)
+        for k, item in enumerate(out):
+            if k < len(self.present):
+                item["present"] = _f32(self.present[k])
+            if k < len(self.decided_by):
+                item["decided_by"] = self.decided_by[k]
+        extra = {"parser": self.parser} if self.parser else {}
+        if self.notes:
+            extra["notes"] = list(self.notes)
+        return _with_files({"path": self.path, "caption": self.caption, "phrases": out, **extra}, self.files)
 
     def table_row(self) -> list[str]:
         det = self.detections

@@ -83,8 +83,10 @@ def test_no_proposals_gives_no_boxes(tiny_model):
 
 
 def test_ground_python_api_with_proposals(tiny_model):
-    [res] = ground(scene(), caption="a red circle", model=tiny_model, templates="none")
+    [res] = ground(scene(), caption="a red circle", model=tiny_model, templates="none", threshold=0.0)
     assert len(res.detections) == 1 and res.phrases[0].text == "a red circle"
+    [res] = ground(scene(), caption="a red circle", model=tiny_model, templates="none", threshold=1.0)
+    assert len(res.detections) == 0 and res.to_dict()["phrases"][0]["boxes"] == []  # absent: no box at all
 
 
 def test_bad_options_are_usage_errors(tiny_model):

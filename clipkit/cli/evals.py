@@ -46,7 +46,7 @@ EVALS: dict[str, tuple[str, list[tuple[str, Any]], str, tuple[str, ...]]] = {
                "COCO AP, AP50 and AP75 (pycocotools) of `clipkit detect` (threshold 0.01 unless set).",
                ("clipkit world export val/ --n 200 --seed 1 && clipkit eval detect val/ --path fast",)),
     "ground": ("clipkit.evaluation.grounding:evaluate_grounding", [],
-               "Accuracy at IoU >= 0.5 of `clipkit ground` (best box per expression), overall and with distractors.",
+               "Accuracy at IoU >= 0.5 of `clipkit ground` (one call per expression), overall and per expression type.",
                ("clipkit world export val/ --n 200 --seed 1 && clipkit eval ground val/",)),
 }
 

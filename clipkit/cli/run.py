@@ -71,8 +71,21 @@ def _run(spec: MethodSpec, text: Any, config: Any, items: list, model: dict[str,
                          skip=sink.done, **model_options)
     try:
         for result in results:
-            sink.add(result)
+            _write(sink.add, result)
     except BaseException:
         sink.abort()  # the journal stays as FILE.partial: --resume continues from it
         raise
-    return sink.close()
+    return _write(sink.close)
+
+
+def _write(step: Any, *args: Any) -> Any:
+    """A sink call; a full disk or an unwritable target (``-o /dev/full``) is one clear error, exit 1."""
+    from clipkit.errors import ClipkitError
+
+    try:
+        return step(*args)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise ClipkitError(f"cannot write the results: {exc.strerror or exc}"
+                           + (f" ({exc.filename})" if exc.filename else "")) from None

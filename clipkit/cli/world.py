@@ -43,6 +43,9 @@ def export(
                                              help="At most this many objects per scene.")] = 4,
     min_objects: Annotated[int, typer.Option("--min-objects", min=1, max=8,
                                              help="At least this many objects per scene.")] = 1,
+    repeat_prob: Annotated[float, typer.Option("--repeat-prob", min=0.0, max=1.0,
+                                               help="Share of scenes where objects repeat a shape or category "
+                                                    "(relational and superlative expressions need them).")] = 0.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier export in OUT (only its own "
                                                                "files are removed).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -56,7 +59,8 @@ def export(
     px, rng = _parse_size(size)
     with progress(n, "generating scenes", quiet) as bar:
         folder = do_export(out, n=n, seed=seed, size=px or 224, size_range=rng, min_objects=min_objects,
-                           max_objects=max_objects, progress=bar.advance, overwrite=overwrite)
+                           max_objects=max_objects, progress=bar.advance, overwrite=overwrite,
+                           repeat_prob=repeat_prob)
     typer.echo(f"wrote {n} scenes to {folder}", err=True)
 
 

@@ -13,20 +13,23 @@ representations and adds the logits (``method_aggregator="sum"``):
   radius 100) or greyed, so the phrase's attributes and relations are judged in place.
 
 Logits are ``exp(logit_scale) · cos`` of the model; phrases go through the prompt engine
-(:func:`clipkit.prompts.text_embeddings`, ReCLIP uses "a photo of " + phrase). The best box of a phrase is the
-arg-max of the summed logits over the proposals. Its reported score is a probability in [0, 1]: the softmax,
-over the caption's phrases plus the background prompt(s), of the box's summed logit halves (so a box that
-looks more like background or another phrase scores low); ``all_boxes=True`` returns every box of the phrase
-with score ≥ ``threshold`` after NMS (GLIP: class-wise NMS 0.6, at most 100).
+(:func:`clipkit.prompts.text_embeddings`, ReCLIP uses "a photo of " + phrase). The caption is parsed into
+noun phrases, relations and superlatives (:mod:`clipkit.expressions`) and executed as ReCLIP does
+(:mod:`clipkit.reclip`): each phrase's distribution over the boxes is a calibrated softmax (temperature and a
+no-object option fitted on validation scenes, the model's ``clipkit.json`` → ``ground_calibration``), relations
+and superlatives reweight it, and a phrase whose presence probability is below ``threshold`` gets no box;
+``all_boxes=True`` returns every box whose own calibrated probability reaches ``threshold`` after NMS (GLIP:
+class-wise NMS 0.6, at most 100).
 
 Deviations: no GLIP model (CLIP + score-map proposals instead), no token-level alignment or centerness; the
-score is a softmax probability, not GLIP's sigmoid.
+score is a calibrated softmax probability, not GLIP's sigmoid; ReCLIP deviations in docs/ground.md.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from clipkit.configs import GroundConfig
+from clipkit.expressions import Expression, Vocabulary, parse_expression
 from clipkit.methods import Sample
 from clipkit.phrases import Phrase, parse_phrases
 from clipkit.proposals import propose, score_maps_from_patches
@@ -49,8 +53,8 @@ from clipkit.regions import (
 )
 from clipkit.results import Grounding
 
-__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "GroundPredictor", "Grounding", "context_views", "ground_image",
-           "phrase_embeddings", "score_boxes"]
+__all__ = ["CONTEXTS", "REGIONS", "GroundConfig", "GroundPredictor", "Grounding", "PhraseScores", "calibration_for",
+           "context_views", "ground_image", "phrase_embeddings", "score_boxes", "score_phrases"]
 
 CONTEXTS = ("blur", "grey", "none")
 REGIONS = ("image", "fast", "both", "none")
@@ -129,59 +133,164 @@ def score_boxes(reps: Sequence[torch.Tensor], text: torch.Tensor, logit_scale: f
     return total
 
 
-def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase],
-                 text_emb: torch.Tensor, cfg: GroundConfig, *, path: str = "",
-                 boxes: np.ndarray | None = None, timings: dict[str, float] | None = None) -> Grounding:
-    """Ground ``phrases`` in one image. ``text_emb``: ``[len(phrases) + len(background), D]`` (phrases first).
-    ``boxes``: candidate boxes ``[K,4]`` XYXY px (default: :func:`clipkit.proposals.propose`)."""
-    from torchvision.ops import batched_nms
+def calibration_for(model: Any, cfg: GroundConfig) -> dict[str, Any]:
+    """``{"temperature", "no_object_logit", "mode", "threshold", …}``: the config's values over the model's
+    ``clipkit.json`` → ``ground_calibration`` (fitted on validation scenes by ``bench/ground_eval.py
+    --calibrate``); uncalibrated models get T = 1 and the background prompt as the no-object option."""
+    cal = {"temperature": 1.0, "no_object_logit": 0.0, "mode": "background", "threshold": 0.5,
+           **((getattr(model, "meta", {}) or {}).get("ground_calibration") or {})}
+    if any(v is not None for v in (cfg.temperature, cfg.no_object_logit, cfg.calibration_mode)):
+        cal.pop("expanded", None)  # the user's values hold for every phrase
+    if cfg.temperature is not None:
+        cal["temperature"] = float(cfg.temperature)
+    if cfg.no_object_logit is not None:  # a logit given by the user is a constant one
+        cal["no_object_logit"], cal["mode"] = float(cfg.no_object_logit), cfg.calibration_mode or "constant"
+        cal.pop("box_no_object_logit", None)
+        cal.pop("box_temperature", None)
+    if cfg.threshold is not None:
+        cal["threshold"] = float(cfg.threshold)
+    if cfg.calibration_mode is not None:
+        cal["mode"] = cfg.calibration_mode
+    return cal
 
-    from clipkit.results import Detections
+
+@dataclass
+class PhraseScores:
+    """What :func:`score_phrases` measured in one image: ``boxes`` ``[K, 4]`` XYXY px, ``logits`` ``[K, P]``
+    (mean CLIP logit over the box representations, max over each phrase's queries), ``background`` ``[K]``
+    (best background-prompt logit per box), ``competitors`` ``[K, P]`` (best logit per box among the vocabulary
+    names the phrase does not cover; ``-inf`` without a vocabulary) and the parsed ``expression``."""
+
+    boxes: np.ndarray
+    logits: np.ndarray
+    background: np.ndarray
+    expression: Expression
+    competitors: np.ndarray | None = None
+
+
+def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase], text_emb: torch.Tensor,
+                  cfg: GroundConfig, *, boxes: np.ndarray | None = None,
+                  timings: dict[str, float] | None = None) -> PhraseScores:
+    """Parse ``caption`` around ``phrases`` (:func:`clipkit.expressions.parse_expression`), find candidate boxes
+    and score every (box, phrase) pair. ``text_emb``: ``[len(phrases) + len(background), D]`` (phrases first);
+    a phrase the model's vocabulary expands ("the circle" → "red circle", …) is embedded here."""
+    from clipkit.prompts import text_embeddings
 
     image = image.convert("RGB")
+    vocab = Vocabulary.from_meta(getattr(model, "meta", None)) if cfg.vocabulary else None
+    expr = parse_expression(caption, phrases, vocabulary=vocab)
+    n = len(phrases)
+    if not cfg.relations:
+        expr = Expression(caption, expr.phrases, notes=expr.notes, parser=expr.parser)
+    queries = [[] if p.null else p.queries(vocab) for p in expr.phrases]
+    rows, cols = [], []  # query embeddings, and the query columns of each phrase
+    for i, qs in enumerate(queries):
+        if qs == [phrases[i].text]:
+            emb = text_emb[i:i + 1]
+        else:
+            emb = text_embeddings(model, qs, cfg.templates) if qs else text_emb[:0]
+        cols.append(list(range(sum(len(r) for r in rows), sum(len(r) for r in rows) + len(emb))))
+        rows.append(emb.to(text_emb.device))
+    query_emb = torch.cat(rows) if rows else text_emb[:0]
+    all_emb = torch.cat([query_emb, text_emb[n:]])
     t0 = time.perf_counter()
     patches = None  # one dense pass, shared by the score-map proposals and the fast region
     if cfg.region in ("fast", "both") or (boxes is None and cfg.score_map_proposals):
         patches = dense_patches(model, image, region_config(cfg.region_overrides))
-    if boxes is None:
-        boxes = ground_proposals(model, image, text_emb, len(phrases), cfg, patches)
+    if boxes is None and cfg.vocabulary_proposals and vocab is not None:  # every object the model can name
+        names = vocab.names()
+        prop_emb = torch.cat([text_embeddings(model, names, cfg.templates).to(text_emb.device), text_emb[n:]])
+        boxes = ground_proposals(model, image, prop_emb, len(names), cfg, patches)
+    elif boxes is None:
+        boxes = ground_proposals(model, image, all_emb, len(query_emb), cfg, patches) if len(query_emb) \
+            else np.zeros((0, 4), np.float32)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     t1 = time.perf_counter()
-    n = len(phrases)
-    xyxy, conf, cls = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    logits = np.zeros((len(boxes), n), np.float32)
+    background = np.zeros(len(boxes), np.float32)
+    competitors = np.full((len(boxes), n), -np.inf, np.float32)
     if len(boxes):
         reps = box_embeddings(model, image, boxes, cfg, patches)
-        logits = score_boxes(reps, text_emb.to(reps[0].device), float(model.logit_scale)).cpu()  # [K, n+bg]
-        probs = (logits / len(reps)).softmax(-1)  # mean logit over representations → calibrated score
-        if cfg.all_boxes:
-            k_idx, p_idx = torch.nonzero(probs[:, :n] >= cfg.min_score, as_tuple=True)
-            scores = probs[k_idx, p_idx]
-            b = torch.from_numpy(boxes)[k_idx]
-            keep = batched_nms(b, scores, p_idx, cfg.nms_iou)
-            kept_cls = p_idx[keep]
-            # at most max_boxes per phrase, best first (batched_nms returns them sorted by score)
-            rank = torch.zeros_like(kept_cls)
-            for j in range(n):
-                sel = kept_cls == j
-                rank[sel] = torch.arange(int(sel.sum()))
-            keep = keep[rank < cfg.max_boxes]
-            xyxy, conf, cls = b[keep].numpy(), scores[keep].numpy(), p_idx[keep].numpy()
-        else:
-            best = logits[:, :n].argmax(0)  # ReCLIP: the box with the highest summed logit
-            xyxy = boxes[best.numpy()]
-            conf = probs[best, torch.arange(n)].numpy()
-            cls = np.arange(n)
-    t2 = time.perf_counter()
+        full = (score_boxes(reps, all_emb.to(reps[0].device), float(model.logit_scale)) / len(reps)).cpu().numpy()
+        for i, c in enumerate(cols):
+            logits[:, i] = full[:, c].max(1) if c else -np.inf
+        if full.shape[1] > len(query_emb):
+            background = full[:, len(query_emb):].max(1)
+        for i, p in enumerate(expr.phrases):
+            names = [] if p.null else p.competitors(vocab)
+            if names:
+                emb = text_embeddings(model, names, cfg.templates).to(reps[0].device)
+                competitors[:, i] = (score_boxes(reps, emb, float(model.logit_scale)) / len(reps)).amax(1).cpu()
     if timings is not None:
         timings["proposals"] = timings.get("proposals", 0.0) + (t1 - t0)
-        timings["scoring"] = timings.get("scoring", 0.0) + (t2 - t1)
+        timings["scoring"] = timings.get("scoring", 0.0) + (time.perf_counter() - t1)
+    return PhraseScores(boxes, logits, background, expr, competitors)
+
+
+def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase],
+                 text_emb: torch.Tensor, cfg: GroundConfig, *, path: str = "",
+                 boxes: np.ndarray | None = None, timings: dict[str, float] | None = None) -> Grounding:
+    """Ground ``phrases`` of ``caption`` in one image. ``text_emb``: ``[len(phrases) + len(background), D]``
+    (phrases first). ``boxes``: candidate boxes ``[K,4]`` XYXY px (default: :func:`clipkit.proposals.propose`).
+
+    Best-box mode: each phrase's distribution over the candidates (calibrated softmax, then ReCLIP's relations
+    and superlatives, :func:`clipkit.reclip.resolve`); its box is returned when the phrase's presence
+    probability reaches the threshold, scored presence × p(box). ``all_boxes``: every box whose own calibrated
+    probability (:func:`clipkit.reclip.box_presence`) reaches the threshold, after phrase-wise NMS (relations
+    are not applied)."""
+    from torchvision.ops import batched_nms
+
+    from clipkit.reclip import box_calibration, box_presence, margins, phrase_calibration, resolve
+    from clipkit.results import Detections
+
+    image = image.convert("RGB")
+    sc = score_phrases(model, image, caption, phrases, text_emb, cfg, boxes=boxes, timings=timings)
+    cal = calibration_for(model, cfg)
+    n = len(phrases)
+    xyxy, conf, cls = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    decided: list[dict[str, Any] | None] = [None] * n
+    present = [0.0] * n
+    if len(sc.boxes) and cfg.all_boxes:
+        cols = []
+        for j, p in enumerate(sc.expression.phrases):
+            cal_j = phrase_calibration(cal, p)
+            tb, bb = box_calibration(cal_j)
+            cols.append(box_presence(margins(sc.logits[:, j], cal_j, sc.background, sc.competitors[:, j]), tb, bb))
+        probs = torch.from_numpy(np.stack(cols, 1).astype(np.float32))  # [K, n]
+        for j in range(n):
+            probs[:, j] = 0 if sc.expression.phrases[j].null else probs[:, j]
+        present = [float(probs[:, j].max()) for j in range(n)]
+        k_idx, p_idx = torch.nonzero(probs >= cal["threshold"], as_tuple=True)
+        scores = probs[k_idx, p_idx]
+        bx = torch.from_numpy(sc.boxes)[k_idx]
+        keep = batched_nms(bx, scores, p_idx, cfg.nms_iou)
+        kept_cls = p_idx[keep]
+        # at most max_boxes per phrase, best first (batched_nms returns them sorted by score)
+        rank = torch.zeros_like(kept_cls)
+        for j in range(n):
+            sel = kept_cls == j
+            rank[sel] = torch.arange(int(sel.sum()))
+        keep = keep[rank < cfg.max_boxes]
+        xyxy, conf, cls = bx[keep].numpy(), scores[keep].numpy(), p_idx[keep].numpy()
+    elif len(sc.boxes):
+        res = resolve(sc.expression, sc.boxes, sc.logits, cal, background=sc.background,
+                      competitors=sc.competitors, image_size=image.size,
+                      superlative_rule=cfg.superlative_rule, prior=cfg.relation_prior,
+                      next_to_scale=cfg.next_to_scale)
+        chosen = [j for j in range(n) if res[j]["best"] is not None and res[j]["present"] >= cal["threshold"]]
+        xyxy = sc.boxes[[res[j]["best"] for j in chosen]]
+        conf = np.array([res[j]["score"] for j in chosen], np.float32)
+        cls = np.array(chosen, np.int64)
+        decided = [r["decided_by"] for r in res]
+        present = [r["present"] for r in res]
     labels = [p.text for p in phrases]
     det = Detections(xyxy=np.asarray(xyxy, np.float32).reshape(-1, 4),
                      confidence=np.asarray(conf, np.float32),
                      class_id=np.asarray(cls, np.int64), labels=labels,
                      data={"phrase": np.array([labels[int(c)] for c in cls], dtype=object)},
                      path=path, image_size=image.size)
-    return Grounding(path=path, caption=caption, phrases=list(phrases), detections=det)
+    return Grounding(path=path, caption=caption, phrases=list(phrases), detections=det, decided_by=decided,
+                     present=present, notes=list(sc.expression.notes), parser=sc.expression.parser)
 
 
 def phrase_embeddings(model: Any, phrases: Sequence[Phrase], cfg: GroundConfig) -> torch.Tensor:

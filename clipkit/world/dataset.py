@@ -21,7 +21,8 @@ class ShapesExport:
 
     images: absolute image paths, in image-id order. categories: id -> name ("red circle"), ids 1..C.
     instances: the COCO instances dict. captions: file name -> caption. referring: the referring.json list,
-    each entry with an added "path" (absolute image path).
+    each entry with an added "path" (absolute image path) and a "type" (plain, attribute, relation,
+    superlative, absent; "plain" for older exports); "box" is None for absent expressions.
     """
 
     root: Path
@@ -101,7 +102,8 @@ def read_export(folder: str | Path) -> ShapesExport:
     if ref_path.is_file():
         try:  # only `eval ground` needs it: a broken file must not stop the other evaluations
             refs = _read_json(ref_path)
-            referring = [dict(r, path=str(root / "images" / r["image"])) for r in refs]
+            # exports written before expression types existed hold only "the <colour> <shape>": type plain
+            referring = [{"type": "plain", **r, "path": str(root / "images" / r["image"])} for r in refs]
         except (ExportError, KeyError, TypeError) as exc:
             referring_error = f"{ref_path}: {exc}"
     return ShapesExport(root=root, images=images, categories=categories, instances=instances,

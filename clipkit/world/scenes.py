@@ -268,6 +268,9 @@ class SceneConfig:
     backgrounds: tuple[str, ...] = BACKGROUNDS
     colours: tuple[str, ...] = tuple(COLOURS)
     shapes: tuple[str, ...] = SHAPES
+    # opt-in (0 keeps the default stream): chance that a new object repeats the shape of an earlier one (and,
+    # a third of those times, its colour too) — scenes where only a relation or superlative tells them apart
+    repeat_prob: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_objects <= self.max_objects <= 8:
@@ -313,7 +316,11 @@ def generate_scene(seed: int = 0, index: int = 0, config: SceneConfig | None = N
         for _attempt in range(30):
             colour = str(rng.choice(cfg.colours))
             shape = str(rng.choice(cfg.shapes))
-            if (colour, shape) in used:
+            repeat = bool(cfg.repeat_prob > 0 and specs and rng.random() < cfg.repeat_prob)
+            if repeat:
+                prev = specs[int(rng.integers(len(specs)))]
+                shape, colour = prev[1], (prev[0] if rng.random() < 1 / 3 else colour)
+            if (colour, shape) in used and not repeat:
                 continue
             r = float(rng.uniform(r_lo, r_hi) * side)
             r = max(r, 5.0)

@@ -180,3 +180,10 @@ def test_decoding_workers_die_with_a_killed_run(tiny_model_dir, tmp_path):
     alive = [c for c in children if Path(f"/proc/{c}").exists()
              and "zombie" not in Path(f"/proc/{c}/status").read_text().lower()]
     assert not alive, f"workers {alive} outlived the run"
+
+
+def test_a_full_device_is_one_clear_error_and_stays_a_device(tiny_model_dir, tmp_path):
+    _images(tmp_path / "in", 2)
+    res = _classify(tiny_model_dir, tmp_path / "in", "-o", "/dev/full")
+    assert res.exit_code == 1 and "cannot write the results: No space left on device" in res.output
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
