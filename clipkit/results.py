@@ -1,7 +1,7 @@
 """Result types: one per kind, shared across methods.
 
 Every result has ``path`` (the input's name), ``files`` (the artefacts written for it, kind → path) and
-``to_dict()`` (its JSON line) and ``table_row()`` (its cells in a terminal table). Arrays are numpy, so results
+``to_dict()`` (its JSON line; the sink formats terminal tables from it). Arrays are numpy, so results
 are cheap to keep, index and serialise. Coordinates are XYXY in absolute pixels of the original image; label
 maps are ``[H, W]`` integers where 0 is background and k is ``labels[k - 1]``.
 
@@ -52,8 +52,6 @@ class ErrorRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "error": self.error}
 
-    def table_row(self) -> list[str]:
-        return [self.path, f"[red]error: {self.error}[/red]"]
 
 
 @dataclass
@@ -80,8 +78,6 @@ class Classification:
         return {"path": self.path, "labels": [{"label": lb, "score": _f32(s)}
                                               for lb, s in zip(self.labels, self.scores, strict=True)]}
 
-    def table_row(self) -> list[str]:
-        return [self.path, ", ".join(f"{lb} {s:.3f}" for lb, s in zip(self.labels[:5], self.scores[:5], strict=True))]
 
 
 @dataclass
@@ -136,8 +132,6 @@ class Segmentation:
         data.update({k: v for k, v in self.extras.items() if not isinstance(v, np.ndarray)})
         return _with_files(data, self.files)
 
-    def table_row(self) -> list[str]:
-        return [self.path, ", ".join(f"{c['label']} {c['fraction']:.1%}" for c in self.classes()[:5]) or "(none)"]
 
 
 @dataclass
@@ -209,8 +203,6 @@ class Detections:
     def to_dict(self) -> dict[str, Any]:
         return _with_files({"path": self.path, "detections": self.box_dicts(), **self.meta}, self.files)
 
-    def table_row(self) -> list[str]:
-        return [self.path, ", ".join(f"{d['label']} {d['score']:.2f}" for d in self.box_dicts()[:6]) or "(none)"]
 
 
 @dataclass
@@ -257,10 +249,6 @@ class Grounding:
             extra["notes"] = list(self.notes)
         return _with_files({"path": self.path, "caption": self.caption, "phrases": out, **extra}, self.files)
 
-    def table_row(self) -> list[str]:
-        det = self.detections
-        cells = [f"{det.labels[int(c)]} {s:.2f}" for c, s in zip(det.class_id, det.confidence, strict=True)]
-        return [self.path, ", ".join(cells[:6]) or "(none)"]
 
 
 @dataclass
@@ -286,10 +274,6 @@ class Sketch:
                 "best_iteration": out.best_iteration, "seed": out.seed, "seconds": round(float(out.seconds), 3)}
         return _with_files(data, self.files)
 
-    def table_row(self) -> list[str]:
-        out = self.output
-        where = self.files.get("svg", "(not written)")
-        return [self.path, f"{where} (loss {out.loss:.4f}, {out.iterations} it, {out.seconds:.1f} s)"]
 
 
 Result = ErrorRecord | Classification | Segmentation | Detections | Grounding | Sketch
