@@ -67,7 +67,7 @@ def test_start_points_fall_on_salient_edges():
     sal[8:24, 8:24] = 1.0
     edges = np.ones((32, 32))
     edges[10, :] = 0.0  # one edge row, salient only between columns 8 and 23
-    prob = start_probabilities(sal, edges)
+    prob = start_probabilities(sal, edges, SketchConfig().softmax_temp)
     assert prob.sum() == pytest.approx(1.0)
     assert prob[10, 8:24].min() > 0 and prob[:10].sum() == 0 and prob[11:].sum() == 0
     starts = sample_start_points(prob, 16, np.random.default_rng(0))

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-SOFTMAX_TEMP = 0.3   # official --softmax_temp
 WALK_RADIUS = 0.05   # official get_path: radius = 0.05 (steps in ±0.025 of the canvas)
 
 
 def start_probabilities(
-    saliency: np.ndarray, edges: np.ndarray | None, temp: float = SOFTMAX_TEMP
+    saliency: np.ndarray, edges: np.ndarray | None, temp: float
 ) -> np.ndarray:
     """Sampling probabilities float64 [H, W] (summing to 1) from a saliency map and an XDoG map.
 
