@@ -268,8 +268,9 @@ class SketchConfig(MethodConfig):
     seeds: int = option(3, "Sketches from different seeds; the lowest loss is kept.", ge=1)
     seed: int = option(0, "First seed; the others are seed+1000, seed+2000, …")
     seed_step: int = option(1000, "Step between seeds.", cli=False)
-    renderer: Literal["auto", "torch", "diffvg"] = option("auto", "auto (diffvg when installed, else torch), "
-                                                                  "torch or diffvg.")
+    renderer: Literal["auto", "torch", "diffvg"] = option(
+        "auto", "auto (= torch: deterministic, fast on CPU), torch, or diffvg (only when asked; pydiffvg must "
+                "import).")
     attention_init: bool = option(True, "Start points drawn from the saliency map.", cli=False)
     xdog_intersec: bool = option(True, "Multiply the saliency with the XDoG edge map.", cli=False)
     softmax_temp: float = option(0.3, "Temperature of the start-point distribution (official 0.3).", cli=False,
