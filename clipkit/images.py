@@ -9,6 +9,7 @@ reason, which the runner turns into an error record; the run goes on.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import stat
 import sys
@@ -100,13 +101,14 @@ def _heif_opener() -> bool:
     return True
 
 
-def load_image(path: str | Path, max_side: int | None = None) -> Image.Image:
+def load_image(path: str | Path, max_side: int | None = None, short_side: int | None = None) -> Image.Image:
     """Decode one image file to RGB, EXIF-transposed; raise ImageError with a one-line reason on failure.
 
     Only regular files are read (a FIFO or device would block or never end); HEIC/HEIF needs pillow-heif.
     ``max_side``: a JPEG larger than this is decoded at a reduced DCT scale (1/2, 1/4, 1/8: Pillow's draft mode)
     whose long side lies between ``max_side / 2`` and ``max_side`` where possible, so a huge photo never exists at
-    full size in memory; the caller resizes to the working size.
+    full size in memory; the caller resizes to the working size. ``short_side``: the caller needs only this many
+    pixels on the short side (a classifier's input size): the DCT scale goes as low as keeps at least that.
     """
     try:
         mode = os.stat(path).st_mode
@@ -125,11 +127,15 @@ def load_image(path: str | Path, max_side: int | None = None) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
                 full = opened.size
-                if max_side and opened.format == "JPEG" and max(full) > max_side:
+                scale = 1.0
+                if short_side and min(full) > short_side:
+                    scale = short_side / min(full)
+                elif max_side and max(full) > max_side:
                     # draft keeps the long side >= what is asked: ask for half, so the DCT scale may go down to
                     # between max_side / 2 and max_side (never decoding at full size for a reduction < 2x)
                     scale = max_side / 2 / max(full)
-                    opened.draft("RGB", (max(1, round(full[0] * scale)), max(1, round(full[1] * scale))))
+                if opened.format == "JPEG" and scale < 0.5:
+                    opened.draft("RGB", (max(1, math.ceil(full[0] * scale)), max(1, math.ceil(full[1] * scale))))
                 decoded = opened.size
                 opened.load()
                 image = to_rgb(ImageOps.exif_transpose(opened) or opened).copy()

@@ -75,11 +75,11 @@ def _done(item: Input, skip: set[str]) -> bool:
     return item.key in skip or (item.is_file and resolved(item.key) in skip)
 
 
-def decode(item: Input, max_side: int | None = None) -> Any:
+def decode(item: Input, max_side: int | None = None, short_side: int | None = None) -> Any:
     """The RGB ``PIL.Image`` of an input (``ImageError``/``ValueError`` with a one-line reason on failure);
     JPEG files are decoded at a reduced DCT scale when ``max_side`` allows (:func:`load_image`)."""
     if item.is_file:
-        return load_image(item.source, max_side)
+        return load_image(item.source, max_side, short_side)
     source = item.source
     if hasattr(source, "detach") and hasattr(source, "permute"):  # a CHW tensor, float in [0, 1] or uint8
         import numpy as np
@@ -118,9 +118,10 @@ def fit(image: Any, max_side: int | None) -> Any:
 class _Decoded:
     """A map-style dataset (duck-typed for DataLoader): input i → a Sample, or an ErrorRecord; never raises."""
 
-    def __init__(self, items: Sequence[Input], transform: Any, keep_image: bool, max_side: int | None = None):
+    def __init__(self, items: Sequence[Input], transform: Any, keep_image: bool, max_side: int | None = None,
+                 short_side: int | None = None):
         self.items, self.transform, self.keep_image = list(items), transform, keep_image
-        self.max_side = max_side
+        self.max_side, self.short_side = max_side, short_side
 
     def __len__(self) -> int:
         return len(self.items)
@@ -128,7 +129,7 @@ class _Decoded:
     def __getitem__(self, index: int) -> Sample | ErrorRecord:
         item = self.items[index]
         try:
-            image = decode(item, self.max_side)
+            image = decode(item, self.max_side, self.short_side)
             size = image.info.get(ORIGINAL_SIZE, image.size)
             image = fit(image, self.max_side)
         except (ClipkitError, OSError, ValueError, TypeError) as exc:
@@ -161,12 +162,13 @@ def _collate(samples: list[Sample | ErrorRecord]) -> list[Sample | ErrorRecord]:
 
 
 def _batches(items: Sequence[Input], transform: Any, keep_image: bool, batch_size: int,
-             workers: int | None, max_side: int | None = None) -> Iterator[list[Sample | ErrorRecord]]:
+             workers: int | None, max_side: int | None = None,
+             short_side: int | None = None) -> Iterator[list[Sample | ErrorRecord]]:
     from torch.utils.data import DataLoader
 
     in_memory = any(not i.is_file for i in items)
     n_workers = 0 if in_memory else default_workers(len(items), batch_size) if workers is None else workers
-    yield from DataLoader(_Decoded(items, transform, keep_image, max_side),  # type: ignore[arg-type]
+    yield from DataLoader(_Decoded(items, transform, keep_image, max_side, short_side),  # type: ignore[arg-type]
                           batch_size=batch_size, num_workers=n_workers, collate_fn=_collate,
                           prefetch_factor=4 if n_workers else None, persistent_workers=False,
                           worker_init_fn=_worker_init if n_workers else None)
@@ -212,7 +214,10 @@ def run(predictor: Predictor, items: Sequence[Input], *, batch_size: int = 1, wo
     todo = [i for i in items if not skip or not _done(i, skip)]
     keep = keep_image or predictor.keep_image
     with progress(len(todo), description, quiet) as bar:
-        for batch in _batches(todo, predictor.transform, keep, batch_size, workers, max_side):
+        # a predictor that needs only a small input (``decode_short_side``) gets JPEGs decoded at reduced size,
+        # unless the image itself is wanted (artefacts are drawn at the working resolution)
+        short = None if keep else getattr(predictor, "decode_short_side", None)
+        for batch in _batches(todo, predictor.transform, keep, batch_size, workers, max_side, short):
             ok = [s for s in batch if isinstance(s, Sample)]
             results = iter(_predict(predictor, ok) if ok else ())
             for entry in batch:

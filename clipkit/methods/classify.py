@@ -45,6 +45,8 @@ class ClassifyPredictor:
             self.threshold = 0.5 if model.is_siglip else 0.2
         self.text = text_embeddings(model, self.labels, self.config.templates)
         self.transform = model.preprocess  # runs in the decoding workers
+        # the preprocess resizes the short side to the input size: JPEGs need decoding no larger than that
+        self.decode_short_side = min(model.image_size)
 
     def predict(self, samples: list[Sample]) -> list[Classification]:
         pixels = torch.stack([s.pixels for s in samples])
