@@ -195,7 +195,7 @@ def test_ground_image_wiring(monkeypatch):
     assert seen["score_maps"] == ("P", "naclip", (40, 30), 2, ("naclip", 0.3)) and seen["n_labels"] == 2
     assert seen["patch_px"] == 8 and seen["use_selective_search"] is False
     det = out.detections
-    assert det.path == "g.png" and det.image_size == (40, 30)
+    assert det.path == "g.png" and det.image_size == (40, 30) and det.xyxy.shape == (2, 4)
     assert det.xyxy.dtype == np.float32 and det.confidence.dtype == np.float32 and det.class_id.dtype == np.int64
     assert det.data["phrase"].dtype == object and list(det.data["phrase"]) == ["red circle", "blue square"]
     assert 5.0 <= timings["proposals"] < 5.5 and 1.0 <= timings["scoring"] < 1.5
@@ -227,3 +227,24 @@ def test_cap_counts_boxes_per_phrase(monkeypatch):
     det = ground_image(SimpleNamespace(logit_scale=20.0), Image.new("RGB", (80, 80)), caption, phrases,
                        torch.eye(4), GroundConfig(all_boxes=True, max_boxes=1), boxes=boxes).detections
     assert sorted(det.class_id.tolist()) == [0, 1, 2]
+
+
+def test_one_representation_may_be_off_and_shift_checks_follow_the_dense_pass(tiny_model):
+    from clipkit.errors import UsageError
+    from clipkit.methods.ground import make_config
+
+    assert make_config(context="none").region == "image" and make_config(region="none").context == "blur"
+    with pytest.raises(UsageError):  # the fast region needs the dense pass even without score-map proposals
+        make_config(tiny_model, region="fast", score_map_proposals=False, regions={"dense_shifts": 3})
+    with pytest.raises(UsageError):
+        make_config(tiny_model, region="both", score_map_proposals=False, regions={"dense_shifts": 3})
+
+
+def test_phrase_embeddings_use_the_configured_templates(tiny_model):
+    from clipkit.methods.ground import phrase_embeddings
+    from clipkit.prompts import text_embeddings
+
+    _, phrases = parse_phrases(None, "red circle")
+    got = phrase_embeddings(tiny_model, phrases, GroundConfig(templates="none"))
+    torch.testing.assert_close(got, text_embeddings(tiny_model, ["red circle", "background"], "none"))
+    assert (got - phrase_embeddings(tiny_model, phrases, GroundConfig())).abs().max() > 1e-4
