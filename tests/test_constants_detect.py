@@ -187,11 +187,13 @@ def test_stages_receive_the_model_image_and_region_config(monkeypatch):
     rcfg = region_config({"roi_output": 2, "context_scales": (1.0,)})
     log = []
 
-    def check(name, m, image=None, cfg=None):
+    skip = object()
+
+    def check(name, m, image=skip, cfg=skip):
         assert m is model, name
-        if image is not None:
-            assert image.size == (24, 20), name
-        if cfg is not None:
+        if image is not skip:
+            assert isinstance(image, Image.Image) and image.size == (24, 20) and image.mode == "RGB", name
+        if cfg is not skip:
             assert cfg == rcfg, name
         log.append(name)
 

@@ -165,8 +165,12 @@ def test_ground_image_wiring(monkeypatch):
     cfg = GroundConfig(region="both", min_cosine=0.3, regions={"roi_output": 2})
     log = []
 
-    def check(name, m, image=None, c=None):
-        assert m is model and (image is None or image.size == (40, 30)) and (c is None or c == rcfg), name
+    skip = object()
+
+    def check(name, m, image=skip, c=skip):
+        assert m is model, name
+        assert image is skip or (isinstance(image, Image.Image) and image.size == (40, 30)), name
+        assert c is skip or c == rcfg, name
         log.append(name)
 
     monkeypatch.setattr(gr, "dense_patches", lambda m, image, c: check("dense", m, image, c) or "P")
@@ -191,7 +195,7 @@ def test_ground_image_wiring(monkeypatch):
     assert seen["score_maps"] == ("P", "naclip", (40, 30), 2, ("naclip", 0.3)) and seen["n_labels"] == 2
     assert seen["patch_px"] == 8 and seen["use_selective_search"] is False
     det = out.detections
-    assert det.path == "g.png" and det.image_size == (40, 30)
+    assert det.path == "g.png" and det.image_size == (40, 30) and det.xyxy.shape == (2, 4)
     assert det.xyxy.dtype == np.float32 and det.confidence.dtype == np.float32 and det.class_id.dtype == np.int64
     assert det.data["phrase"].dtype == object and list(det.data["phrase"]) == ["red circle", "blue square"]
     assert 5.0 <= timings["proposals"] < 5.5 and 1.0 <= timings["scoring"] < 1.5
@@ -223,3 +227,25 @@ def test_cap_counts_boxes_per_phrase(monkeypatch):
     det = ground_image(SimpleNamespace(logit_scale=20.0), Image.new("RGB", (80, 80)), caption, phrases,
                        torch.eye(4), GroundConfig(all_boxes=True, max_boxes=1), boxes=boxes).detections
     assert sorted(det.class_id.tolist()) == [0, 1, 2]
+
+
+def test_one_representation_may_be_off_and_shift_checks_follow_the_dense_pass(tiny_model):
+    from clipkit.errors import UsageError
+    from clipkit.methods.ground import GroundPredictor
+
+    make_config = GroundConfig.make
+    assert make_config(context="none").region == "image" and make_config(region="none").context == "blur"
+    for region in ("fast", "both"):  # the fast region needs the dense pass even without score-map proposals
+        with pytest.raises(UsageError):
+            GroundPredictor(tiny_model, "a red circle", make_config(region=region, score_map_proposals=False,
+                                                                   regions={"dense_shifts": 3}, templates="none"))
+
+
+def test_phrase_embeddings_use_the_configured_templates(tiny_model):
+    from clipkit.methods.ground import phrase_embeddings
+    from clipkit.prompts import text_embeddings
+
+    _, phrases = parse_phrases(None, "red circle")
+    got = phrase_embeddings(tiny_model, phrases, GroundConfig(templates="none"))
+    torch.testing.assert_close(got, text_embeddings(tiny_model, ["red circle", "background"], "none"))
+    assert (got - phrase_embeddings(tiny_model, phrases, GroundConfig())).abs().max() > 1e-4

@@ -166,3 +166,28 @@ def test_shallow_vit_uses_its_deepest_blocks_and_other_towers_are_refused(tiny_m
                             image_size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3)
     with pytest.raises(UsageError, match="weird"):
         SketchLoss(weird, target, generator=torch.Generator())
+
+
+def test_crop_positions_are_uniform_draws_from_the_generator():
+    """``RandomResizedCrop.get_params`` with scale (0.8, 0.8), ratio 1: top and left uniform over every valid
+    offset (0 … H − side inclusive), drawn from the loss's generator — top first, then left."""
+    from clipkit.clipasso.loss import crop_params
+
+    g = torch.Generator().manual_seed(7)
+    expected = [int(torch.randint(0, 2, (1,), generator=g)), int(torch.randint(0, 12, (1,), generator=g))]
+    assert list(crop_params(58, 48, 0.8, torch.Generator().manual_seed(7))[:2]) == expected  # side 47
+    gen = torch.Generator().manual_seed(0)
+    tops, lefts = set(), set()
+    for _ in range(300):
+        top, left, sh, sw = crop_params(58, 48, 0.8, gen)
+        assert (sh, sw) == (47, 47)
+        tops.add(top)
+        lefts.add(left)
+    assert tops == set(range(0, 2)) and lefts == set(range(0, 12))
+
+
+def test_training_loss_is_reproducible_from_the_seed(loaded):
+    sketch, target = _images()
+    runs = [float(SketchLoss(loaded, target, generator=torch.Generator().manual_seed(s))(sketch)[0])
+            for s in (3, 3, 4)]
+    assert runs[0] == runs[1] and runs[0] != runs[2]
