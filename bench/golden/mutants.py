@@ -36,7 +36,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                           "tests/test_group_segment.py"]),
     "regions": (["clipkit/regions.py"], ["tests/test_constants_regions.py", "tests/test_detect.py"]),
     "detect": (["clipkit/methods/detect.py"], ["tests/test_constants_detect.py", "tests/test_detect.py"]),
-    "ground": (["clipkit/methods/ground.py"], ["tests/test_constants_ground.py", "tests/test_ground.py"]),
+    "ground": (["clipkit/methods/ground.py"], ["tests/test_constants_ground.py", "tests/test_ground.py",
+                                              "tests/test_ground_reclip.py", "tests/test_ground_expressions.py"]),
+    "reclip": (["clipkit/reclip.py"], ["tests/test_ground_reclip.py", "tests/test_ground_expressions.py"]),
     # test_sketch.py's other tests run whole optimisations (seconds per mutant): the loss-level ones only
     "clipasso-loss": (["clipkit/clipasso/loss.py"],
                       ["tests/test_constants_sketch.py",
@@ -45,12 +47,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
-#: module -> first line of its outer-shell wrappers (iter_*/public entry points at the bottom, being refactored
-#: by the CLI/runner work): from there on nothing is mutated (mutmut's ``# pragma: no mutate block`` is inserted
-#: in the copy). They loop over inputs and pass options; the maths they call is scored.
+#: module -> first line of its predictor (the thin class at the bottom that the runner calls): from there on
+#: nothing is mutated (mutmut's ``# pragma: no mutate block`` is inserted in the copy). It builds the text
+#: embeddings once and passes options; the maths it calls is scored.
 WRAPPERS = {
-    "clipkit/methods/detect.py": "def iter_detect(",
-    "clipkit/methods/ground.py": "def iter_ground(",
+    "clipkit/methods/detect.py": "class DetectPredictor:",
+    "clipkit/methods/ground.py": "def parse_caption(",
 }
 
 
