@@ -107,18 +107,15 @@ class Segmentation:
     def classes(self) -> list[dict[str, Any]]:
         """Labels present in the map: pixel fraction and mean score over their pixels, largest first."""
         total = self.label_map.size
+        counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels) + 1)  # one pass over the map
         small = self.label_map
         if self.scores is not None and self.scores.shape[1:] != small.shape:
             small = resize_map(small, (self.scores.shape[2], self.scores.shape[1]))
         out = []
-        for k, label in enumerate(self.labels, start=1):
-            mask = self.label_map == k
-            count = int(mask.sum())
-            if count == 0:
-                continue
+        for k in np.flatnonzero(counts[1:]) + 1:  # only the labels present
             inside = small == k
             score = float(self.scores[k - 1][inside].mean()) if self.scores is not None and inside.any() else 1.0
-            out.append({"label": label, "fraction": _f32(count / total), "score": _f32(score)})
+            out.append({"label": self.labels[k - 1], "fraction": _f32(counts[k] / total), "score": _f32(score)})
         return sorted(out, key=lambda c: -c["fraction"])
 
     def rescaled(self, size: tuple[int, int]) -> Segmentation:
