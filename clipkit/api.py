@@ -53,15 +53,10 @@ def load_for(spec: MethodSpec, model: Any = None, **model_options: Any) -> Any:
     return registry.load(str(model) if model is not None else None, kind=spec.model_kind, **options)
 
 
-def build(method: str, text: Any, model: Any = None, config: MethodConfig | None = None,
-          **options: Any) -> Any:
-    """The predictor of ``method`` for ``text`` on ``model`` (a spec or a loaded model), with ``config`` and/or
-    config-field ``options``; model-loading options (``pretrained``, ``device``, …) go to the registry."""
-    spec = spec_of(method)
-    model_options = {k: options.pop(k) for k in _MODEL_KEYS if k in options}
-    cfg = (config or spec.config()).replace(**options) if options else (config or spec.config())
-    loaded = load_for(spec, model, **model_options)
-    return predictor_class(spec)(loaded, parse_text(spec, text), cfg)
+def _config(spec: MethodSpec, config: MethodConfig | None, options: dict[str, Any]) -> MethodConfig:
+    """``config`` (default: the method's defaults) with the config-field ``options`` applied."""
+    config = config or spec.config()
+    return config.replace(**options) if options else config
 
 
 def run(method: str, images: Any, text: Any = None, *, model: Any = None, config: MethodConfig | None = None,
@@ -81,7 +76,7 @@ def run(method: str, images: Any, text: Any = None, *, model: Any = None, config
         raise UsageError(f"{method} writes no pictures: --out-dir does not apply")
     items = collect_inputs(images, files_from)
     model_options = {k: options.pop(k) for k in _MODEL_KEYS if k in options}
-    cfg = (config or spec.config()).replace(**options) if options else (config or spec.config())
+    cfg = _config(spec, config, options)
     text_value = parse_text(spec, text)
     writer = ArtefactWriter(out_dir, cfg, [i.key for i in items],
                             text_value if spec.text == "labels" else ())
