@@ -65,8 +65,27 @@ def inference(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
+_USER_THREADS: list[int] = []  # set when the user chose a thread count: then clipkit never changes it
+
+
 def set_threads(threads: int | None) -> None:
     """Set torch's CPU thread count (``None`` keeps torch's default, or ``$CLIPKIT_THREADS``)."""
     value = threads or int(os.environ.get("CLIPKIT_THREADS", "0") or 0)
     if value and value > 0:
         torch.set_num_threads(value)
+        _USER_THREADS[:] = [value]
+
+
+@contextlib.contextmanager
+def threads_beside(workers: int) -> Iterator[None]:
+    """While ``workers`` decoding processes run, torch uses the cores they leave (at least one), so threads and
+    workers together do not oversubscribe the machine; a thread count the user set is kept."""
+    if workers < 1 or _USER_THREADS or os.environ.get("CLIPKIT_THREADS"):
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, (os.cpu_count() or 1) - workers)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

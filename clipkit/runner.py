@@ -162,13 +162,16 @@ def _collate(samples: list[Sample | ErrorRecord]) -> list[Sample | ErrorRecord]:
 
 
 def _batches(items: Sequence[Input], transform: Any, keep_image: bool, batch_size: int,
-             workers: int | None, max_side: int | None = None,
-             short_side: int | None = None) -> Iterator[list[Sample | ErrorRecord]]:
+             workers: int | None, max_side: int | None = None, short_side: int | None = None,
+             share_cores: bool = False) -> Iterator[list[Sample | ErrorRecord]]:
     from torch.utils.data import DataLoader
+
+    from clipkit.device import threads_beside
 
     in_memory = any(not i.is_file for i in items)
     n_workers = 0 if in_memory else default_workers(len(items), batch_size) if workers is None else workers
-    yield from DataLoader(_Decoded(items, transform, keep_image, max_side, short_side),  # type: ignore[arg-type]
+    with threads_beside(n_workers if share_cores else 0):
+        yield from DataLoader(_Decoded(items, transform, keep_image, max_side, short_side),  # type: ignore[arg-type]
                           batch_size=batch_size, num_workers=n_workers, collate_fn=_collate,
                           prefetch_factor=4 if n_workers else None, persistent_workers=False,
                           worker_init_fn=_worker_init if n_workers else None)
@@ -217,7 +220,10 @@ def run(predictor: Predictor, items: Sequence[Input], *, batch_size: int = 1, wo
         # a predictor that needs only a small input (``decode_short_side``) gets JPEGs decoded at reduced size,
         # unless the image itself is wanted (artefacts are drawn at the working resolution)
         short = None if keep else getattr(predictor, "decode_short_side", None)
-        for batch in _batches(todo, predictor.transform, keep, batch_size, workers, max_side, short):
+        # a decode-bound predictor (a small model) leaves the decoding workers their cores; a large one is
+        # compute-bound and keeps every thread (measured: bench/README.md, "threads beside the workers")
+        share = bool(getattr(predictor, "decode_bound", False))
+        for batch in _batches(todo, predictor.transform, keep, batch_size, workers, max_side, short, share):
             ok = [s for s in batch if isinstance(s, Sample)]
             results = iter(_predict(predictor, ok) if ok else ())
             for entry in batch:

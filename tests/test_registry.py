@@ -108,3 +108,28 @@ def test_text_tower_on_the_real_tokens_equals_open_clip(tiny_model):
         trimmed = encode_tokens(tiny_model.model, tokens)
     assert (tokens != 0).sum(1).max() < tokens.shape[1]  # there was padding to cut
     torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=1e-5)
+
+
+def test_threads_leave_the_decoding_workers_their_cores(monkeypatch):
+    """Beside N decoding workers torch keeps cores − N threads (at least 1) and restores its count after; a
+    count the user chose is never changed."""
+    import torch
+
+    from clipkit import device
+
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(device, "_USER_THREADS", [])
+    monkeypatch.delenv("CLIPKIT_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with device.threads_beside(1):
+            assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 4
+        with device.threads_beside(8):
+            assert torch.get_num_threads() == 1
+        monkeypatch.setattr(device, "_USER_THREADS", [4])
+        with device.threads_beside(1):
+            assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)

@@ -23,6 +23,10 @@ from clipkit.results import Classification
 
 __all__ = ["ClassifyConfig", "ClassifyPredictor", "label_probabilities"]
 
+# image towers below this many parameters encode faster than the workers decode (shapes-clip: 0.34 M; ViT-B-32:
+# 88 M is compute-bound) — measured in bench/README.md
+DECODE_BOUND_PARAMS = 20_000_000
+
 
 def label_probabilities(model: LoadedModel, image_features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """``[B, D]`` image and ``[N, D]`` text embeddings (both L2-normalised) -> ``[B, N]`` float32 scores."""
@@ -47,6 +51,8 @@ class ClassifyPredictor:
         self.transform = model.preprocess  # runs in the decoding workers
         # the preprocess resizes the short side to the input size: JPEGs need decoding no larger than that
         self.decode_short_side = min(model.image_size)
+        # a tiny image tower is decode-bound: its threads should leave the decoding workers their cores
+        self.decode_bound = sum(p.numel() for p in model.model.visual.parameters()) < DECODE_BOUND_PARAMS
 
     def predict(self, samples: list[Sample]) -> list[Classification]:
         pixels = torch.stack([s.pixels for s in samples])
