@@ -82,7 +82,9 @@ def run(method: str, images: Any, text: Any = None, *, model: Any = None, config
                             text_value if spec.text == "labels" else ())
     predictor = predictor_class(spec)(load_for(spec, model, **model_options), text_value, cfg)
     try:
-        yield from run_inputs(predictor, items, batch_size=batch_size or spec.batch_size, workers=workers,
+        # the predictor may know a better default batch for its model (small towers: small batches)
+        batch = batch_size or getattr(predictor, "default_batch_size", None) or spec.batch_size
+        yield from run_inputs(predictor, items, batch_size=batch, workers=workers,
                               keep_image=writer.needs_image, quiet=quiet, skip=skip, description=method,
                               max_side=spec.max_side if max_side == 0 else max_side,
                               on_result=lambda result, sample: writer.write(result, sample.image))

@@ -163,3 +163,19 @@ def test_cli_json_equals_open_clip_to_1e5(tiny_model, tiny_model_dir, image_dir)
         expected = (model.logit_scale.exp() * features @ classifier).softmax(dim=-1)[0].numpy()
     by_label = {x["label"]: x["score"] for x in record["labels"]}
     assert np.abs(np.array([by_label[lb] for lb in labels]) - expected).max() <= 1e-5
+
+
+def test_small_towers_run_in_batches_of_8_unless_asked(tiny_model, tmp_path, monkeypatch):
+    """A decode-bound (small) image tower gets batches of 8 by default; --batch-size still wins."""
+    from clipkit.methods.classify import ClassifyPredictor
+
+    for i in range(20):
+        Image.new("RGB", (16, 16), (i, 0, 0)).save(tmp_path / f"{i:02d}.png")
+    seen: list[int] = []
+    original = ClassifyPredictor.predict
+    monkeypatch.setattr(ClassifyPredictor, "predict", lambda self, s: seen.append(len(s)) or original(self, s))
+    clipkit.classify(str(tmp_path), LABELS.split(","), model=tiny_model, workers=0)
+    assert seen == [8, 8, 4]
+    seen.clear()
+    clipkit.classify(str(tmp_path), LABELS.split(","), model=tiny_model, workers=0, batch_size=32)
+    assert seen == [20]
