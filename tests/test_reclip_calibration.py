@@ -1,0 +1,91 @@
+"""The calibration maths of clipkit/reclip.py, checked against independent brute-force computations.
+
+Each expected value is computed here from the definitions in the docstrings (softmax with a no-object option;
+per-box sigmoid against the no-object logit; margins per mode), not by calling the function under test.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from clipkit import reclip
+
+
+def _nll_phrase(samples, t, b):
+    total = 0.0
+    for logits, target in samples:
+        z = [v / t for v in logits] + [b / t]
+        m = max(z)
+        e = [math.exp(v - m) for v in z]
+        p = e[target] / sum(e) if target >= 0 else e[-1] / sum(e)
+        total -= math.log(max(p, 1e-12))
+    return total / len(samples)
+
+
+def test_fit_calibration_finds_the_grid_minimum_of_the_phrase_nll():
+    samples = [(np.array([2.0, 0.5]), 0), (np.array([1.0, 1.2]), 1), (np.array([0.3, 0.1]), -1),
+               (np.array([3.0, -1.0]), 0), (np.array([0.0, 0.4]), -1)]
+    temps, biases = [0.5, 1.0, 2.0, 4.0], [-1.0, 0.0, 0.5, 1.0, 2.0]
+    got = reclip.fit_calibration(samples, temps, biases)
+    grid = {(t, b): _nll_phrase(samples, t, b) for t in temps for b in biases}
+    (t_best, b_best), nll = min(grid.items(), key=lambda kv: kv[1])
+    assert (got["temperature"], got["no_object_logit"]) == (t_best, b_best)
+    assert got["nll"] == pytest.approx(nll, rel=1e-9)
+    # the default grids: T from 0.25 in steps of x1.25, no-object over the observed logit range
+    default = reclip.fit_calibration(samples)
+    assert default["nll"] <= nll + 1e-9 and -1.0 <= default["no_object_logit"] <= 3.0
+    with pytest.raises(ValueError):
+        reclip.fit_calibration([])
+
+
+def test_fit_box_calibration_finds_the_grid_minimum_of_the_binary_nll():
+    x = np.array([3.0, 2.5, 0.2, -1.0, 1.0, 0.0])
+    y = np.array([1, 1, 0, 0, 1, 0])
+    temps, biases = [0.5, 1.0, 2.0], [-0.5, 0.5, 1.5]
+
+    def nll(t, b):
+        q = [1 / (1 + math.exp(-(v - b) / t)) for v in x]
+        return -sum(math.log(qi if yi else 1 - qi) for qi, yi in zip(q, y, strict=True)) / len(x)
+
+    got = reclip.fit_box_calibration(x, y, temps, biases)
+    grid = {(t, b): nll(t, b) for t in temps for b in biases}
+    (t_best, b_best), best = min(grid.items(), key=lambda kv: kv[1])
+    assert (got["temperature"], got["no_object_logit"]) == (t_best, b_best)
+    assert got["nll"] == pytest.approx(best, rel=1e-9)
+    assert reclip.fit_box_calibration(x, y)["nll"] <= best + 1e-9
+    with pytest.raises(ValueError):
+        reclip.fit_box_calibration(np.zeros(0), np.zeros(0))
+
+
+def test_box_calibration_prefers_the_per_box_fit():
+    assert reclip.box_calibration({"temperature": 2.0, "no_object_logit": 0.5}) == (2.0, 0.5)
+    assert reclip.box_calibration({}) == (1.0, 0.0)
+    both = {"temperature": 2.0, "no_object_logit": 0.5, "box_temperature": 3.0, "box_no_object_logit": -1.0}
+    assert reclip.box_calibration(both) == (3.0, -1.0)
+
+
+def test_margins_per_mode():
+    logits = np.array([[2.0, 1.0], [0.5, 3.0]])
+    bg = np.array([0.2, 1.5])
+    np.testing.assert_array_equal(reclip.margins(logits, {"mode": "constant"}, bg), logits)
+    np.testing.assert_allclose(reclip.margins(logits, {"mode": "background"}, bg), logits - 1.5)
+    np.testing.assert_allclose(reclip.margins(logits, {}, None), logits)  # background mode, no prompts
+    comp = np.array([[1.0, -np.inf], [-np.inf, -np.inf]])
+    want = logits - np.maximum(comp, bg[:, None])
+    np.testing.assert_allclose(reclip.margins(logits, {"mode": "vocabulary"}, bg, comp), want)
+    np.testing.assert_allclose(reclip.margins(logits, {"mode": "vocabulary"}, None, comp),
+                               logits - np.where(np.isfinite(comp), comp, 0.0))
+    with pytest.raises(ValueError):
+        reclip.margins(logits, {"mode": "other"})
+
+
+def test_box_centres_and_presence():
+    cx, cy = reclip._centres(np.array([[0, 0, 10, 20], [4, 6, 8, 10]]))
+    np.testing.assert_allclose(cx, [5, 6])
+    np.testing.assert_allclose(cy, [10, 8])
+    np.testing.assert_allclose(reclip.box_presence(np.array([1.0, 3.0]), 2.0, 1.0),
+                               [0.5, 1 / (1 + math.exp(-1.0))])
+    p, none = reclip.phrase_distribution(np.array([1.0, 0.0]), 1.0, 0.0)
+    e = np.exp([1.0, 0.0, 0.0])
+    np.testing.assert_allclose([*p, none], e / e.sum())
