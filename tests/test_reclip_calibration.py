@@ -89,3 +89,44 @@ def test_box_centres_and_presence():
     p, none = reclip.phrase_distribution(np.array([1.0, 0.0]), 1.0, 0.0)
     e = np.exp([1.0, 0.0, 0.0])
     np.testing.assert_allclose([*p, none], e / e.sum())
+
+
+BOXES = np.array([[0, 0, 10, 10],      # A: centre (5, 5), area 100
+                  [20, 5, 40, 35],     # B: centre (30, 20), area 600
+                  [8, 30, 12, 34]])    # C: centre (10, 32), area 16
+
+
+@pytest.mark.parametrize(("kind", "pairs"), [
+    ("left of", {(0, 1), (0, 2), (2, 1)}), ("right of", {(1, 0), (2, 0), (1, 2)}),
+    ("above", {(0, 1), (0, 2), (1, 2)}), ("below", {(1, 0), (2, 0), (2, 1)}),
+    ("bigger than", {(0, 2), (1, 0), (1, 2)}), ("smaller than", {(2, 0), (0, 1), (2, 1)}),
+])
+def test_relation_matrix_by_centres_and_areas(kind, pairs):
+    want = np.zeros((3, 3))
+    for i, j in pairs:
+        want[i, j] = 1.0
+    np.testing.assert_array_equal(reclip.relation_matrix(kind, BOXES), want)
+
+
+def test_next_to_decays_with_distance_over_the_scaled_diagonal():
+    got = reclip.relation_matrix("next to", BOXES, image_size=(30, 40), next_to_scale=0.2)
+    sigma = 0.2 * 50.0
+    d01 = math.hypot(30 - 5, 20 - 5)
+    assert got[0, 1] == pytest.approx(math.exp(-d01 / sigma)) and got[1, 0] == pytest.approx(got[0, 1])
+    assert np.all(np.diag(got) == 0)
+    extent = reclip.relation_matrix("next to", BOXES, next_to_scale=0.2)  # diagonal of the boxes' extent (40, 35)
+    assert extent[0, 1] == pytest.approx(math.exp(-d01 / (0.2 * math.hypot(40, 35))))
+    with pytest.raises(ValueError):
+        reclip.relation_matrix("inside", BOXES)
+
+
+def test_ordinal_superlative_is_a_poisson_binomial_over_present_boxes():
+    """'the second from the left' with presence q: box i needs exactly one present box to its left."""
+    q = np.array([0.9, 0.6, 0.5])  # centres x: A 5, B 30, C 10 → order A, C, B
+    # P(exactly one of the boxes left of i is present): A none → 0; C: A only → 0.9; B: A, C → 0.9·0.5 + 0.1·0.5
+    raw = np.array([0.9 * 0.0, 0.6 * (0.9 * 0.5 + 0.1 * 0.5), 0.5 * 0.9])
+    np.testing.assert_allclose(reclip.ordinal_superlative(q, "leftmost", BOXES, ordinal=2), raw / raw.sum())
+    first = np.array([0.9, 0.6 * 0.1 * 0.5, 0.5 * 0.1])  # nobody present to the left
+    np.testing.assert_allclose(reclip.ordinal_superlative(q, "leftmost", BOXES), first / first.sum())
+    none = reclip.ordinal_superlative(np.zeros(3), "leftmost", BOXES)
+    np.testing.assert_allclose(none, np.full(3, 1 / 3))
