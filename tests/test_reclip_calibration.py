@@ -130,3 +130,54 @@ def test_ordinal_superlative_is_a_poisson_binomial_over_present_boxes():
     np.testing.assert_allclose(reclip.ordinal_superlative(q, "leftmost", BOXES), first / first.sum())
     none = reclip.ordinal_superlative(np.zeros(3), "leftmost", BOXES)
     np.testing.assert_allclose(none, np.full(3, 1 / 3))
+
+
+def _softmax_with_none(x, t=1.0, b=0.0):
+    z = np.append(np.asarray(x, np.float64), b) / t
+    e = np.exp(z - z.max())
+    e /= e.sum()
+    return e[:-1], e[-1]
+
+
+def test_resolve_a_relation_by_hand():
+    """'the circle left of the square': the anchor's distribution reweights the subject's (ReCLIP), the score is
+    presence × p(best), and the relation that decided it is reported."""
+    from clipkit.expressions import parse_expression
+
+    expr = parse_expression("the circle left of the square")
+    logits = np.array([[2.0, 0.0], [2.2, 0.1], [0.0, 3.0]])  # boxes A, B, C × (circle, square)
+    cal = {"mode": "constant", "temperature": 1.0, "no_object_logit": 0.0}
+    out = reclip.resolve(expr, BOXES, logits, cal)
+    p_sq, _ = _softmax_with_none(logits[:, 1])
+    anchor = p_sq / p_sq.sum()
+    p_ci, none_ci = _softmax_with_none(logits[:, 0])
+    subject = p_ci / p_ci.sum()
+    want = subject * (reclip.relation_matrix("left of", BOXES) @ anchor)
+    want /= want.sum()
+    np.testing.assert_allclose(out[0]["distribution"], want)
+    np.testing.assert_allclose(out[1]["distribution"], anchor)
+    best = int(np.argmax(want))
+    assert out[0]["best"] == best == 0 and out[0]["changed"]  # B alone had the higher circle logit
+    assert out[0]["score"] == pytest.approx((1 - none_ci) * want[best])
+    assert out[0]["decided_by"] == {"relation": "left of", "anchor": "the square"}
+    assert out[1]["decided_by"] is None and not out[1]["changed"]
+
+
+def test_resolve_a_superlative_by_hand():
+    from clipkit.expressions import parse_expression
+
+    expr = parse_expression("the leftmost circle")
+    logits = np.array([[1.0], [2.0], [1.5]])
+    cal = {"mode": "constant", "temperature": 2.0, "no_object_logit": 0.5}
+    [res] = reclip.resolve(expr, BOXES, logits, cal)
+    p, none = _softmax_with_none(logits[:, 0], 2.0, 0.5)
+    dist = p / p.sum()
+    want = dist * (reclip.relation_matrix("left of", BOXES) @ dist)
+    want /= want.sum()
+    np.testing.assert_allclose(res["distribution"], want)
+    assert res["present"] == pytest.approx(1 - none)
+    assert res["decided_by"] == {"superlative": "leftmost", "ordinal": 1}
+    counted = reclip.resolve(expr, BOXES, logits, cal, superlative_rule="count")[0]
+    q = reclip.box_presence(logits[:, 0], 2.0, 0.5)
+    np.testing.assert_allclose(counted["distribution"], reclip.ordinal_superlative(q, "leftmost", BOXES))
+    assert reclip.resolve(expr, np.zeros((0, 4)), np.zeros((0, 1)), cal)[0]["best"] is None
