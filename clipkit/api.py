@@ -53,12 +53,6 @@ def load_for(spec: MethodSpec, model: Any = None, **model_options: Any) -> Any:
     return registry.load(str(model) if model is not None else None, kind=spec.model_kind, **options)
 
 
-def _config(spec: MethodSpec, config: MethodConfig | None, options: dict[str, Any]) -> MethodConfig:
-    """``config`` (default: the method's defaults) with the config-field ``options`` applied."""
-    config = config or spec.config()
-    return config.replace(**options) if options else config
-
-
 def run(method: str, images: Any, text: Any = None, *, model: Any = None, config: MethodConfig | None = None,
         out_dir: str | Path | None = None, batch_size: int | None = None, workers: int | None = None,
         quiet: bool = True, skip: set[str] | None = None, files_from: str | Path | None = None,
@@ -76,7 +70,7 @@ def run(method: str, images: Any, text: Any = None, *, model: Any = None, config
         raise UsageError(f"{method} writes no pictures: --out-dir does not apply")
     items = collect_inputs(images, files_from)
     model_options = {k: options.pop(k) for k in _MODEL_KEYS if k in options}
-    cfg = _config(spec, config, options)
+    cfg = spec.config.of(config, **options)
     text_value = parse_text(spec, text)
     writer = ArtefactWriter(out_dir, cfg, [i.key for i in items],
                             text_value if spec.text == "labels" else ())

@@ -75,6 +75,13 @@ class MethodConfig(BaseModel):
         except ValidationError as exc:
             raise UsageError(one_line(exc)) from None
 
+    @classmethod
+    def of(cls: type[C], config: C | None = None, **options: Any) -> C:
+        """``config`` (default: the defaults) with the config-field ``options`` applied — how predictors and
+        evaluations take ``(config=None, **options)``."""
+        config = config or cls()
+        return config.replace(**options) if options else config
+
     def replace(self: C, **changes: Any) -> C:
         """A validated copy with ``changes`` applied; fields left at their defaults stay unset
         (``model_fields_set``), so callers can still tell a user's choice from a default."""

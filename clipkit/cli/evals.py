@@ -77,9 +77,9 @@ def eval_command(method: str) -> Any:
 def _run_eval(method: str, kw: dict[str, Any]) -> None:
     from importlib import import_module
 
-    from clipkit.checks import check_device, check_model
+    from clipkit.cli.run import checked_config
     from clipkit.errors import UsageError
-    from clipkit.prompts import check_templates, parse_labels
+    from clipkit.prompts import parse_labels
 
     spec = METHODS[method]
     data, limit, fmt, output, quiet = (kw.pop(k) for k in ("data", "limit", "format", "output", "quiet"))
@@ -94,8 +94,7 @@ def _run_eval(method: str, kw: dict[str, Any]) -> None:
         if kw.pop("labels_from_data") and "labels" in extra:
             raise UsageError("give either --labels/--labels-file or --labels-from-data, not both")
         extra["labels_per_image"] = bool(kw.pop("labels_per_image"))
-    config = spec.config.make(**{k: v for k, v in kw.items() if v is not None})
-    check_templates(getattr(config, "templates", None))
+    config = checked_config(spec, kw, model)
     fmt = fmt or ("table" if output is None and sys.stdout.isatty() else "json")
     if fmt not in ("table", "json"):
         raise UsageError("--format must be table or json")
@@ -103,8 +102,6 @@ def _run_eval(method: str, kw: dict[str, Any]) -> None:
         raise UsageError(f"--output {output} is a folder: name a file")
     if not Path(data).is_dir():
         raise UsageError(f"{data} is not a folder (a dataset written by 'clipkit world export')")
-    check_device(model["device"], model["precision"])
-    check_model(model["model"], model["pretrained"])
 
     from clipkit.api import load_for
     from clipkit.world.dataset import ExportError

@@ -22,9 +22,7 @@ def run_command(spec: MethodSpec, options: dict[str, Any]) -> None:
     """Validate ``options`` (the command's parameters), run the method and exit with its code (0 all inputs
     ok, 1 any failed, 2 usage error)."""
     from clipkit.api import parse_text
-    from clipkit.checks import check_device, check_model
     from clipkit.errors import UsageError
-    from clipkit.prompts import check_templates
     from clipkit.runner import collect_inputs
     from clipkit.sink import check_output
 
@@ -39,17 +37,28 @@ def run_command(spec: MethodSpec, options: dict[str, Any]) -> None:
             raise UsageError("give a caption (--caption TEXT) and/or phrases (--phrases 'a;b')")
     else:
         text = None
-    config = spec.config.make(**{k: v for k, v in options.items() if v is not None})  # unset: the defaults
-    check_templates(getattr(config, "templates", None))
+    config = checked_config(spec, options, model)
     if spec.out_dir == "required" and run["out_dir"] is None:
         raise UsageError(f"--out-dir is required: the folder for the {spec.name} pictures")
     check_output(run["format"], run["output"], bool(run["resume"]))
-    check_device(model["device"], model["precision"])
-    check_model(model["model"], model["pretrained"])
     items = collect_inputs(images, run["files_from"])
     code = _run(spec, text, config, items, model, run)
     if code:
         raise typer.Exit(code)
+
+
+def checked_config(spec: MethodSpec, options: dict[str, Any], model: dict[str, Any]) -> Any:
+    """The method's config from the options the user set (unset ones: the defaults), with every check that
+    needs no torch: config values, templates, device and precision, model spec. Shared by the method and eval
+    commands."""
+    from clipkit.checks import check_device, check_model
+    from clipkit.prompts import check_templates
+
+    config = spec.config.make(**{k: v for k, v in options.items() if v is not None})
+    check_templates(getattr(config, "templates", None))
+    check_device(model.get("device"), model.get("precision"))
+    check_model(model.get("model"), model.get("pretrained"))
+    return config
 
 
 def _run(spec: MethodSpec, text: Any, config: Any, items: list, model: dict[str, Any], run: dict[str, Any]) -> int:

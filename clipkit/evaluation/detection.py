@@ -90,7 +90,7 @@ def evaluate_detection(data: str | Path, model: Any, config: Any = None, *, limi
         raise ValueError(f"{data} has no images")
     labels = [export.categories[k] for k in sorted(export.categories)]
     label_to_id = {name: k for k, name in export.categories.items()}
-    cfg = (config or DetectConfig()).replace(**options) if options else (config or DetectConfig())
+    cfg = DetectConfig.of(config, **options)
     if "threshold" not in cfg.model_fields_set and "threshold" not in options:
         cfg = cfg.replace(threshold=EVAL_SCORE_THRESHOLD)
     timings: dict[str, float] = {}

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from clipkit.configs import GroundConfig
+
 __all__ = ["TYPES", "box_iou", "calibration_samples", "evaluate_grounding"]
 
 TYPES = ("plain", "attribute", "relation", "superlative", "absent")
@@ -47,13 +49,6 @@ def _by_image(data: str | Path, limit: int | None) -> tuple[list[str], dict[str,
     return list(by_image)[: limit or None], by_image
 
 
-def _config(config: Any, options: dict[str, Any]) -> Any:
-    from clipkit.configs import GroundConfig
-
-    config = config or GroundConfig()
-    return config.replace(**options) if options else config
-
-
 def evaluate_grounding(data: str | Path, model: Any, config: Any = None, *, limit: int | None = None,
                        iou: float = 0.5, types: tuple[str, ...] | None = None, quiet: bool = True,
                        **options: Any) -> dict[str, Any]:
@@ -72,7 +67,7 @@ def evaluate_grounding(data: str | Path, model: Any, config: Any = None, *, limi
     from clipkit.world.dataset import load_dataset_image
 
     paths, by_image = _by_image(data, limit)
-    cfg = _config(config, options)
+    cfg = GroundConfig.of(config, **options)
     rows: list[tuple[str, bool, bool]] = []  # (type, correct, distractor)
     seconds, parser, not_understood = 0.0, None, 0
     with progress(len(paths), "eval ground", quiet) as bar:
@@ -132,7 +127,7 @@ def calibration_samples(data: str | Path, model: Any, *, limit: int | None = Non
     from clipkit.world.dataset import load_dataset_image
 
     paths, by_image = _by_image(data, limit)
-    cfg = _config(None, options)
+    cfg = GroundConfig.of(None, **options)
     out = []
     for p in paths:
         image = load_dataset_image(p)

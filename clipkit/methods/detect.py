@@ -152,8 +152,7 @@ class DetectPredictor:
         from clipkit.dense import check_shifts
         from clipkit.errors import UsageError
 
-        config = config or DetectConfig()
-        self.config = cfg = config.replace(**options) if options else config
+        self.config = cfg = DetectConfig.of(config, **options)
         self.model, self.labels, self.timings = model, list(labels), timings
         if not self.labels:
             raise UsageError("no labels given; pass --labels 'a,b' or --labels-file FILE")

@@ -325,8 +325,7 @@ class GroundPredictor:
                  timings: dict[str, float] | None = None, **options: Any) -> None:
         from clipkit.dense import check_shifts
 
-        config = config or GroundConfig()
-        self.config = cfg = config.replace(**options) if options else config
+        self.config = cfg = GroundConfig.of(config, **options)
         caption, phrases = (text, None) if isinstance(text, str) else text
         self.caption, self.phrases = parse_caption(caption, phrases)
         if cfg.score_map_proposals or cfg.region in ("fast", "both"):

@@ -77,8 +77,7 @@ class GroupPredictor:
 
     def __init__(self, model: GroupViTModel | LoadedModel, labels: Sequence[str], config: GroupConfig | None = None,
                  **options: Any) -> None:
-        config = config or GroupConfig()
-        self.config = cfg = config.replace(**options) if options else config
+        self.config = cfg = GroupConfig.of(config, **options)
         self.model, self.labels = model, list(labels)
         self.is_groupvit = isinstance(model, GroupViTModel)
         self.bg_thresh = resolve_bg_thresh(cfg.bg_thresh, model)

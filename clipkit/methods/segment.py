@@ -55,8 +55,7 @@ class SegmentPredictor:
                  head_module: Any = None, **options: Any):
         from clipkit.registry import load_head
 
-        config = config or SegmentConfig()
-        self.config = config.replace(**options) if options else config
+        self.config = SegmentConfig.of(config, **options)
         cfg = self.config
         self.labels = list(labels)
         if not self.labels:

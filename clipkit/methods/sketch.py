@@ -31,8 +31,7 @@ class SketchPredictor:
         from clipkit.clipasso.prepare import saliency_model_for
         from clipkit.render import get_renderer
 
-        config = config or SketchConfig()
-        self.config = cfg = config.replace(**options) if options else config
+        self.config = cfg = SketchConfig.of(config, **options)
         self.model = model
         get_renderer(cfg.renderer, model.device)  # an unavailable renderer fails before the first image
         # the ViT whose attention places the first strokes, resolved once per run (the registry loads it)
