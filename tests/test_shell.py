@@ -25,6 +25,16 @@ from clipkit.cli.factory import method_command
 PLUGIN = Path(__file__).parent / "plugins" / "mean_colour.py"
 
 
+@pytest.fixture
+def registered():
+    """The seventh method in the method table for one test (the Python API looks it up there)."""
+    from clipkit.methods import METHODS, register
+
+    register(mean_colour.SPEC)
+    yield
+    METHODS.pop(mean_colour.SPEC.name, None)
+
+
 def _app():
     import typer
 
@@ -48,7 +58,7 @@ def _lines(text: str) -> list[dict]:
     return [json.loads(x) for x in text.splitlines() if x.strip()]
 
 
-def test_seventh_method_gets_inputs_batches_errors_output_and_resume(tmp_path):
+def test_seventh_method_gets_inputs_batches_errors_output_and_resume(tmp_path, registered):
     paths = _images(tmp_path / "in", 6)
     (tmp_path / "in" / "zz_bad.png").write_bytes(b"not a png")
     out = tmp_path / "colours.jsonl"
@@ -79,7 +89,7 @@ def test_seventh_method_gets_inputs_batches_errors_output_and_resume(tmp_path):
     assert res.exit_code == 2 and "--scale: Input should be greater than 0" in res.stderr
 
 
-def test_seventh_method_in_the_python_api_names_in_memory_failures_by_index():
+def test_seventh_method_in_the_python_api_names_in_memory_failures_by_index(registered):
     from clipkit.api import run
 
     results = list(run("mean-colour", [np.full((4, 4, 3), 255, np.uint8), "missing.png", 5]))

@@ -2,7 +2,8 @@
 
 Used by tests/test_shell.py to prove that a method is only a config and a predictor: registering it gives it
 the CLI command, inputs, batching, error records, -o, --resume and the closed-pipe behaviour of every method.
-Importing this module registers it; ``python tests/plugins/mean_colour.py ARGS`` runs the clipkit CLI with it.
+``register(SPEC)`` adds it to the method table (tests do it in a fixture and take it out again, so it never leaks
+into other tests' view of the CLI); ``python tests/plugins/mean_colour.py ARGS`` runs the clipkit CLI with it.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ class MeanColourPredictor:
         return [Classification(s.key, ["red", "green", "blue"], s.pixels * self.config.scale) for s in samples]
 
 
-SPEC = register(MethodSpec("mean-colour", MeanColourConfig, f"{__name__}:MeanColourPredictor",
+SPEC = MethodSpec("mean-colour", MeanColourConfig, f"{__name__}:MeanColourPredictor",
                            "The mean colour of each image.", text="none", model_kind="none", out_dir="none",
-                           batch_size=4))
+                           batch_size=4)
 
 if __name__ == "__main__":
+    register(SPEC)  # before the CLI is built, so the command exists
     from clipkit.cli.app import main
 
     main()
