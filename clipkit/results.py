@@ -36,6 +36,15 @@ def resize_map(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return array[rows[:, None], cols[None, :]]
 
 
+def _label_counts(label_map: np.ndarray, n: int, rows: int = 512) -> np.ndarray:
+    """Pixels per label ``[n]`` int64, in blocks of rows: ``np.bincount`` casts its input to int64, which for an
+    8000×8000 map would be a 512 MB copy."""
+    counts = np.zeros(n, np.int64)
+    for start in range(0, label_map.shape[0], rows):
+        counts += np.bincount(label_map[start:start + rows].ravel(), minlength=n)[:n]
+    return counts
+
+
 def _with_files(data: dict[str, Any], files: dict[str, str]) -> dict[str, Any]:
     if files:
         data["files"] = dict(files)
@@ -107,7 +116,7 @@ class Segmentation:
     def classes(self) -> list[dict[str, Any]]:
         """Labels present in the map: pixel fraction and mean score over their pixels, largest first."""
         total = self.label_map.size
-        counts = np.bincount(self.label_map.ravel(), minlength=len(self.labels) + 1)  # one pass over the map
+        counts = _label_counts(self.label_map, len(self.labels) + 1)
         small = self.label_map
         if self.scores is not None and self.scores.shape[1:] != small.shape:
             small = resize_map(small, (self.scores.shape[2], self.scores.shape[1]))
