@@ -1,9 +1,10 @@
 """The one-image call (issue 20, item 7): a single `clipkit classify|ground one.png` against the bare imports.
 
 Interleaved rounds of fresh processes on the same image: (a) ``python -c "import torch, open_clip"``, (b)
-``clipkit classify one.png -l …``, (c) ``clipkit ground one.png --caption …``; median and range of the wall
-times, and each command's ratio to (a) in the same round. ``--phases`` adds one in-process breakdown of (c):
-imports, CLI modules, model load, predictor (text), first image.
+``clipkit classify one.png -l …``, (c) ``clipkit ground one.png --caption …``, (d) the same with
+``CLIPKIT_EAGER_OPEN_CLIP=1`` (open_clip imported with transformers, as before issue 20 item 7); median and
+range of the wall times, and each command's ratio to (a) in the same round. ``--phases`` adds one in-process
+breakdown of (c): imports, CLI modules, model load, predictor (text), first image.
 
     python bench/one_image.py --rounds 5 --phases
 """
@@ -11,6 +12,7 @@ imports, CLI modules, model load, predictor (text), first image.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -38,9 +40,12 @@ list(run(p, collect_inputs([IMAGE]), keep_image=True, workers=0)); mark("first i
 """
 
 
-def wall(cmd: list[str]) -> float:
+EAGER = "clipkit ground, open_clip imported with transformers (as before)"
+
+
+def wall(cmd: list[str], env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, **(env or {})})
     return time.perf_counter() - t0
 
 
@@ -62,10 +67,11 @@ def main() -> None:
             "clipkit ground": [py, "-m", "clipkit", "ground", image, "--caption",
                                "a red circle left of a blue square", "-q"],
         }
-        times: dict[str, list[float]] = {k: [] for k in cmds}
+        times: dict[str, list[float]] = {k: [] for k in [*cmds, EAGER]}
         for _ in range(args.rounds):
             for name, cmd in cmds.items():
                 times[name].append(wall(cmd))
+            times[EAGER].append(wall(cmds["clipkit ground"], {"CLIPKIT_EAGER_OPEN_CLIP": "1"}))
         base = times["bare imports"]
         print("| command | median s | range s | ratio to bare imports (median of rounds) |")
         print("|---|---:|---:|---:|")
