@@ -31,7 +31,7 @@ NAMES = ["red circle", "blue circle", "red square", "blue square"]
 D = 6
 _rng = np.random.default_rng(7)
 EMB = {s: F.normalize(torch.from_numpy(_rng.normal(size=D)).float(), dim=0)
-       for s in ["the circle", "the square", "the red square", "the image", "background", "void",
+       for s in ["the circle", "the square", "the red square", "the image", "the frame", "background", "void",
                  *(f"the {n}" for n in NAMES), *NAMES]}
 REPS = [F.normalize(torch.from_numpy(_rng.normal(size=(3, D))).float(), dim=-1) for _ in range(2)]
 BOXES = np.array([[0, 0, 10, 10], [20, 0, 40, 30], [50, 20, 60, 30]], np.float32)
@@ -53,7 +53,7 @@ def encoder(monkeypatch):
 
     def text_embeddings(model, labels, templates=None, **_):
         calls.append((model, list(labels), templates))
-        return torch.stack([EMB[s] for s in labels]) if labels else torch.zeros(0, D)
+        return torch.stack([EMB[s] for s in labels])  # like the real encoder, an empty list is an error
 
     def box_embeddings(model, image, boxes, cfg, patches=None):
         seen["patches"] = patches
@@ -130,13 +130,22 @@ def test_only_null_phrases_means_no_proposals_and_empty_arrays(encoder, monkeypa
     assert len(out.detections) == 0 and out.present == [0.0]  # no candidates: absent, not present
 
 
-def test_relations_off_keeps_the_parser_notes_and_name(encoder):
-    caption, phrases = parse_phrases("the circle inside the square")
+def test_relations_off_keeps_the_caption_parser_notes_and_name(encoder, monkeypatch):
+    """With relations off every phrase stands alone, but the record still says which parser ran (here a stand-in
+    for spaCy's) and what it did not understand."""
+    import dataclasses
+
+    real = gr.parse_expression
+    monkeypatch.setattr(gr, "parse_expression", lambda *a, **k: dataclasses.replace(real(*a, **k), parser="spacy"))
+    caption, phrases = parse_phrases("the circle left of the square inside the frame")
     cfg = CFG.replace(relations=False)
-    out = ground_image(vocab_model(), Image.new("RGB", (64, 32)), caption, phrases,
-                       text_emb("the circle", "the square"), cfg, boxes=BOXES)
-    assert out.parser == "rules" and any("'inside' not understood" in n for n in out.notes)
-    assert out.decided_by == [None, None]
+    emb = text_emb("the circle", "the square", "the frame")
+    args = (vocab_model(), Image.new("RGB", (64, 32)), caption, phrases, emb, cfg)
+    sc = score_phrases(*args, boxes=BOXES)
+    assert sc.expression.caption == caption and sc.expression.relations == []
+    out = ground_image(*args, boxes=BOXES)
+    assert out.parser == "spacy" and any("not understood" in n for n in out.notes)
+    assert out.decided_by == [None, None, None]
 
 
 @pytest.mark.parametrize("vocabulary_proposals", [True, False])
@@ -161,6 +170,7 @@ def test_proposals_get_the_names_to_look_for_and_the_shared_dense_pass(encoder, 
     assert got["model"] is model and got["size"] == (64, 32) and got["cfg"] is cfg
     assert got["n"] == len(looked_for) and torch.equal(got["emb"], want)
     assert got["patches"] == "P" and encoder.seen["patches"] == "P" and dense == [model]
+    assert all(m is model and t == cfg.templates for m, _, t in encoder.calls)
     np.testing.assert_array_equal(sc.boxes, BOXES)
 
 
@@ -276,6 +286,7 @@ def test_presence_exactly_at_the_threshold_is_returned(monkeypatch):
 
 @pytest.mark.parametrize(("caption", "option", "default"), [
     ("the leftmost circle", {"superlative_rule": "count"}, {"superlative_rule": "reclip"}),
+    ("the leftmost circle", {"superlative_rule": "reclip"}, {"superlative_rule": "count"}),
     ("the circle left of the square", {"relation_prior": "presence"}, {"relation_prior": "softmax"}),
     ("the circle next to the square", {"next_to_scale": 0.5}, {"next_to_scale": 0.1}),
 ])
