@@ -287,3 +287,27 @@ def test_resolve_count_rule_after_a_relation_weights_presence_by_the_relation():
     np.testing.assert_allclose(sub["distribution"], reclip.ordinal_superlative(q, "leftmost", BOXES))
     assert sub["decided_by"] == {"relation": "above", "anchor": "the square", "superlative": "leftmost",
                                  "ordinal": 1}
+
+
+def test_float32_scores_and_boxes_are_computed_in_float64():
+    """ground hands float32 boxes and logits in: areas, margins and box probabilities are still float64 — a large
+    box 4097² px is bigger than 4096 × 4098 px (equal in float32), and a logit 20 above the no-object option is
+    not yet certain (sigmoid(20) rounds to 1 in float32)."""
+    boxes = np.array([[0, 0, 4097, 4097], [0, 0, 4096, 4098]], np.float32)
+    np.testing.assert_array_equal(reclip.relation_matrix("bigger than", boxes), [[0, 1], [0, 0]])
+    x, bg = np.float32(3.0000002), np.float32(0.1)
+    got = reclip.margins(np.array([[x]]), {"mode": "background"}, np.array([bg]))
+    assert got.dtype == np.float64 and got[0, 0] == np.float64(x) - np.float64(bg)
+    q = reclip.box_presence(np.array([20.0], np.float32), 1.0, 0.0)
+    assert 1 - q[0] == pytest.approx(1 / (1 + math.exp(20.0)), rel=1e-6)
+
+
+@pytest.mark.parametrize("fit", ["phrase", "box"])
+def test_fit_without_a_finite_likelihood_leaves_the_uncalibrated_values(fit):
+    """NaN logits give no finite NLL anywhere on the grid: the result is T = 1, no-object logit 0, nll = inf (the
+    values an uncalibrated model uses)."""
+    if fit == "phrase":
+        got = reclip.fit_calibration([(np.array([np.nan, 1.0]), 0)], [0.5, 2.0], [0.0, 1.0])
+    else:
+        got = reclip.fit_box_calibration(np.array([np.nan, 1.0]), np.array([1, 0]), [0.5, 2.0], [0.0, 1.0])
+    assert got == {"temperature": 1.0, "no_object_logit": 0.0, "nll": float("inf")}
