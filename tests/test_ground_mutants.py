@@ -5,7 +5,10 @@ No model runs here: a stand-in text encoder maps each string to a fixed vector, 
 fixed tensors, and every expected number is computed in the test from the documented formulas — the phrase's box
 logit is the mean over representations of ``logit_scale · rep · text``, maxed over the phrase's vocabulary
 names; competitors are the best such logit among the names the phrase does not cover; presence and box
-probabilities are the calibrated softmax / sigmoid of docs/ground.md.
+probabilities are the calibrated softmax / sigmoid of docs/ground.md. Where ground hands the decision to
+:func:`clipkit.reclip.resolve` (relations, superlatives), the expected answer is ``resolve``'s with every option
+spelled out — these tests check that ground passes the right inputs and options; ``resolve`` itself is checked
+by hand in tests/test_reclip_*.py.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ fallbacks when no box satisfies a rule, and every option of :func:`resolve` (cal
 expanded phrases, null phrases, the presence prior, "next to" scale and image size, count rule with a relation).
 
 Expected values come from the formulas in the docstrings, computed here in plain Python/numpy; where a case is
-built from a lower-level function of the module (``box_presence``, ``relate``, ``ordinal_superlative``) that
-function is checked by brute force in tests/test_reclip_calibration.py.
+built from a lower-level function of the module (``box_presence``, ``relation_matrix``, ``relate``,
+``ordinal_superlative``) that function is checked by hand in tests/test_reclip_calibration.py and
+tests/test_ground_reclip.py.
 """
 
 from __future__ import annotations
