@@ -14,11 +14,18 @@ pytestmark = [pytest.mark.slow,  # a Ray runtime takes ~10-20 s to start on this
               pytest.mark.skipif("shapes-clip" not in bundled_models(), reason="shapes-clip not bundled")]
 
 
+WORKER_NICENESS = "RAY_worker_niceness"  # Ray's system-config override (default +15)
+
+
 @pytest.fixture(scope="module")
 def runtime():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield
-    ray.shutdown()
+    # Ray runs its workers at nice +15 by default: on a machine shared with other jobs they would starve (a model
+    # load took minutes here), so the workers get the test's own priority
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(WORKER_NICENESS, "0")
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ EngineOpt = Annotated[str | None, typer.Option(
     rich_help_panel=INPUT, show_default=False, metavar="local|ray")]
 RayConcurrencyOpt = Annotated[int | None, typer.Option(
     "--ray-concurrency", help="With --engine ray: predictor actors, one model each (default: one per GPU of the "
-    "cluster, else 1).", rich_help_panel=INPUT, show_default=False, min=1)]
+    "cluster, else one per CPU, at most 4).", rich_help_panel=INPUT, show_default=False, min=1)]
 RayGpusOpt = Annotated[float | None, typer.Option(
     "--ray-gpus", help="With --engine ray: GPUs per predictor actor (default: 1 when the cluster has GPUs, else 0).",
     rich_help_panel=INPUT, show_default=False, min=0)]

@@ -59,6 +59,15 @@ def _table(name: str, blobs: list[bytes]) -> Any:
     return pa.table({name: pa.array(blobs, type=pa.large_binary())})
 
 
+MAX_CPU_ACTORS = 4  # default CPU-only actor count: one model each, so their memory bounds it
+
+
+def default_cpu_actors(resources: dict[str, float]) -> int:
+    """Predictor actors on a cluster without GPUs: one per CPU (each actor runs torch on one thread, decoding
+    fused into it), at most :data:`MAX_CPU_ACTORS`."""
+    return max(1, min(int(resources.get("CPU", 1)), MAX_CPU_ACTORS))
+
+
 class _Decode:
     """A Ray ``map_batches`` function: rows of pickled inputs → rows of pickled Samples (or ErrorRecords)."""
 
@@ -100,8 +109,9 @@ def run(factory: Callable[[], Any], predictor: Any, items: Sequence[Any], *, bat
     """Yield one result (or ErrorRecord) per item, in order, computed on Ray Data (see the module docstring).
 
     ``factory()`` builds the predictor inside each actor; ``predictor`` (built here) gives the transform run by the
-    decoding tasks. ``concurrency``: prediction actors (default: one per GPU of the cluster, else 1);
-    ``num_gpus``: GPUs per actor (default: 1 when the cluster has GPUs, else 0).
+    decoding tasks. ``concurrency``: prediction actors (default: one per GPU of the cluster, else
+    :func:`default_cpu_actors`); ``num_gpus``: GPUs per actor (default: 1 when the cluster has GPUs, else 0).
+    Without GPUs Ray fuses the decoding into the actors (same resources); with GPUs decoding stays in CPU tasks.
     """
     from clipkit.runner import deliver
 
@@ -116,9 +126,10 @@ def run(factory: Callable[[], Any], predictor: Any, items: Sequence[Any], *, bat
     context.enable_progress_bars = not quiet
     if quiet:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-    gpus = ray.cluster_resources().get("GPU", 0)
+    resources = ray.cluster_resources()
+    gpus = resources.get("GPU", 0)
     per_actor = num_gpus if num_gpus is not None else (1 if gpus else 0)
-    actors = concurrency or (max(1, int(gpus // per_actor)) if per_actor else 1)
+    actors = concurrency or (max(1, int(gpus // per_actor)) if per_actor else default_cpu_actors(resources))
     keep = keep_image or predictor.keep_image
     short = None if keep else getattr(predictor, "decode_short_side", None)
     rows = [{"input": pickle.dumps(item, _PROTOCOL)} for item in items]
