@@ -61,8 +61,10 @@ def build_predictor(spec: MethodSpec, model: Any, model_options: dict[str, Any],
     return predictor_class(spec)(load_for(spec, model, **model_options), text, config)
 
 
-def check_run_options(input_format: str | None = None, shard: Any = None, engine: str | None = None) -> None:
-    """Usage errors of the input and engine options, without torch: ``--input-format``, ``--shard``, ``--engine``."""
+def check_run_options(input_format: str | None = None, shard: Any = None, engine: str | None = None,
+                      ray_concurrency: int | None = None, ray_gpus: float | None = None) -> None:
+    """Usage errors of the input and engine options, without torch: ``--input-format``, ``--shard``, ``--engine``,
+    and Ray options without ``--engine ray``."""
     from clipkit.engines import ENGINES
     from clipkit.errors import UsageError
     from clipkit.sharding import parse_shard
@@ -72,6 +74,9 @@ def check_run_options(input_format: str | None = None, shard: Any = None, engine
     parse_shard(shard)
     if engine is not None and engine not in ENGINES:
         raise UsageError(f"unknown --engine {engine!r}: use one of {', '.join(ENGINES)}")
+    for name, value in (("--ray-concurrency", ray_concurrency), ("--ray-gpus", ray_gpus)):
+        if value is not None and engine != "ray":
+            raise UsageError(f"{name} applies only with --engine ray")
 
 
 def run(method: str, images: Any, text: Any = None, *, model: Any = None, config: MethodConfig | None = None,
@@ -94,7 +99,7 @@ def run(method: str, images: Any, text: Any = None, *, model: Any = None, config
     spec = spec_of(method)
     if spec.out_dir == "none" and out_dir is not None:
         raise UsageError(f"{method} writes no pictures: --out-dir does not apply")
-    check_run_options(input_format, shard, engine)
+    check_run_options(input_format, shard, engine, ray_concurrency, ray_gpus)
     items = collect_inputs(images, files_from, input_format=input_format, image_column=image_column, shard=shard)
     model_options = {k: options.pop(k) for k in _MODEL_KEYS if k in options}
     cfg = spec.config.of(config, **options)

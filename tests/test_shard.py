@@ -46,18 +46,21 @@ def test_dataset_samples_are_sharded_by_sample_key(tmp_path):
     assert sorted(parts[0] + parts[1]) == sorted(whole) and not set(parts[0]) & set(parts[1])
 
 
-@pytest.mark.parametrize("spec", ["1", "a/b", "3/3", "-1/3", "0/0", "1/2/3", ""])
-def test_bad_shard_is_one_line_usage_error_without_torch(spec, tmp_path):
+@pytest.mark.parametrize("option", [
+    *(["--shard", spec] for spec in ["1", "a/b", "3/3", "-1/3", "0/0", "1/2/3", ""]),
+    ["--engine", "spark"], ["--input-format", "zip"], ["--ray-concurrency", "2"], ["--ray-gpus", "1"]])
+def test_bad_shard_engine_or_format_is_one_line_usage_error_without_torch(option, tmp_path):
     code = (
         "import sys\n"
-        f"sys.argv = ['clipkit', 'segment', {str(tmp_path)!r}, '-l', 'a,b', '--shard', {spec!r}]\n"
+        f"sys.argv = ['clipkit', 'segment', {str(tmp_path)!r}, '-l', 'a,b', *{option!r}]\n"
         "from clipkit.cli.app import main\n"
         "try:\n    main()\nexcept SystemExit as exc:\n    print('EXIT', exc.code)\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["EXIT", "2", "NO-TORCH"]
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: --shard"), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"Error: {option[0]}") or done.stderr.startswith(f"Error: unknown {option[0]}")
 
 
 def test_sharded_runs_concatenate_to_the_whole_run(tmp_path, tiny_model_dir):

@@ -41,7 +41,7 @@ def run_command(spec: MethodSpec, options: dict[str, Any]) -> None:
     if spec.out_dir == "required" and run["out_dir"] is None:
         raise UsageError(f"--out-dir is required: the folder for the {spec.name} pictures")
     check_output(run["format"], run["output"], bool(run["resume"]))
-    check_run_options(run["input_format"], run["shard"], run["engine"])
+    check_run_options(run["input_format"], run["shard"], run["engine"], run["ray_concurrency"], run["ray_gpus"])
     items = collect_inputs(images, run["files_from"], input_format=run["input_format"],
                            image_column=run["image_column"], shard=run["shard"])
     code = _run(spec, text, config, items, model, run)
