@@ -100,11 +100,6 @@ def expand(item: str, reader: str, image_column: str | None = None) -> Iterator[
         yield from tar_samples(shard, image_column)
 
 
-def open_source(source: Any) -> Any:
-    """A binary file object (or a decoded ``PIL.Image``) for a dataset source; ``ImageError`` when unreadable."""
-    return source.open()
-
-
 def is_dataset_source(source: Any) -> bool:
-    """Whether ``source`` is a dataset sample record (read with :func:`open_source`, picklable)."""
+    """Whether ``source`` is a dataset sample record (``open()`` gives its image bytes; picklable)."""
     return callable(getattr(source, "open", None)) and hasattr(source, "origin")
