@@ -1,0 +1,210 @@
+"""``clipkit embed``: image (and text) embeddings of a registry model, streamed into shards of an embedding folder.
+
+The images go through the one runner (:mod:`clipkit.runner`: inputs, decoding workers, batches, error records,
+progress); :class:`EmbedPredictor` turns each batch into one :class:`Embedding` per image, and a
+:class:`~clipkit.collection.shards.ShardWriter` writes them out shard by shard (layout, manifest and resume:
+:mod:`clipkit.collection.shards`). Texts (``--texts FILE``, one per line) are embedded raw, without prompt
+templates, into the ``text`` set, as clip-retrieval embeds captions.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipkit.collection import shards as sh
+from clipkit.collection.config import EmbedConfig
+from clipkit.methods import Sample
+from clipkit.methods.classify import DECODE_BOUND_PARAMS  # small image towers are decode-bound
+from clipkit.registry import LoadedModel
+
+MAX_SIDE = 4096  # working resolution before the model's preprocess (which resizes to its input size anyway)
+
+
+@dataclass
+class Embedding:
+    """One image's embedding: ``vector`` ``[D]`` float32 (L2-normalised unless ``normalize=False``), ``size``
+    (W, H) of the original image."""
+
+    path: str
+    vector: np.ndarray
+    size: tuple[int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "width": self.size[0], "height": self.size[1],
+                "embedding": [float(v) for v in self.vector]}
+
+
+class EmbedPredictor:
+    """Built once from a loaded CLIP; ``predict`` embeds a batch of preprocessed images (``[3, H, W]`` each)."""
+
+    keep_image = False
+
+    def __init__(self, model: LoadedModel, text: Any = None, config: EmbedConfig | None = None):
+        self.model, self.config = model, config or EmbedConfig()
+        self.transform = model.preprocess  # runs in the decoding workers
+        self.decode_short_side = min(model.image_size)
+        self.decode_bound = sum(p.numel() for p in model.model.visual.parameters()) < DECODE_BOUND_PARAMS
+        self.default_batch_size = 8 if self.decode_bound else 32
+
+    def predict(self, samples: list[Sample]) -> list[Embedding]:
+        pixels = torch.stack([s.pixels for s in samples])
+        vectors = encode_images(self.model, pixels, self.config.normalize).numpy()
+        return [Embedding(s.key, v, s.size) for s, v in zip(samples, vectors, strict=True)]
+
+
+def encode_images(model: LoadedModel, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """``[B, 3, H, W]`` preprocessed pixels → ``[B, D]`` float32 on the CPU (L2-normalised when ``normalize``)."""
+    if normalize:
+        return model.encode_image(pixels).cpu()
+    from clipkit.device import inference
+
+    with inference(model.device, model.precision):
+        return model.model.encode_image(pixels.to(model.device)).float().cpu()
+
+
+def encode_texts(model: LoadedModel, texts: list[str], normalize: bool = True) -> torch.Tensor:
+    """``N`` strings → ``[N, D]`` float32 on the CPU (L2-normalised when ``normalize``), no prompt templates."""
+    if normalize:
+        return model.encode_text(texts).cpu()
+    from clipkit.device import inference
+    from clipkit.registry import encode_tokens
+
+    with inference(model.device, model.precision):
+        return encode_tokens(model.model, model.tokenizer(texts).to(model.device)).float().cpu()
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """The texts of ``--texts FILE``: one per line, blank lines skipped, duplicates kept once (first wins)."""
+    from clipkit.errors import UsageError
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--texts {path}: cannot read ({exc})") from None
+    texts = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+    if not texts:
+        raise UsageError(f"--texts {path} holds no text (one per line)")
+    return texts
+
+
+def new_manifest(model: LoadedModel, spec: dict[str, Any], config: EmbedConfig, dim: int) -> dict[str, Any]:
+    from clipkit._version import __version__
+
+    return {"format": sh.FORMAT, "version": sh.VERSION, "layout": config.layout,
+            "model": {**spec, "name": model.name, "identity": model.identity,
+                      "image_size": list(model.image_size)},
+            "dim": dim, "dtype": config.dtype, "normalize": config.normalize,
+            "sets": {}, "clipkit": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def check_resume(folder: Path, manifest: dict[str, Any] | None, config: EmbedConfig, resume: bool,
+                 model: str | None, pretrained: str | None) -> None:
+    """Usage errors of the output folder before any model loads: an existing collection without ``--resume``,
+    or ``--resume`` with a model, dtype, normalisation or layout other than the manifest's."""
+    from clipkit.errors import UsageError
+
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"-o {folder} is a file: name a folder for the embeddings")
+    if manifest is None:
+        return
+    if not resume:
+        n = sum(sh.rows(manifest, s) for s in sh.SETS)
+        raise UsageError(f"{folder} already holds an embedding collection ({n} rows, {sh.MANIFEST}): add --resume "
+                         "to continue it, or write to another folder")
+    wanted = {"dtype": config.dtype, "normalize": config.normalize, "layout": config.layout}
+    differ = [f"--{k} {manifest.get(k)!s} (this run: {v!s})" for k, v in wanted.items() if manifest.get(k) != v]
+    if differ:
+        raise UsageError(f"--resume: {folder} was written with {', '.join(differ)}: rerun with the same "
+                         "options or another folder")
+    sh.check_model_matches(folder, manifest, model or sh.DEFAULT_MODEL, pretrained, "--resume")
+
+
+def embed(images: Any, out: str | Path, *, texts: Sequence[str] | None = None, model: str | None = None,
+          pretrained: str | None = None, config: EmbedConfig | None = None, resume: bool = False,
+          batch_size: int | None = None, workers: int | None = None, quiet: bool = True,
+          files_from: str | Path | None = None, **options: Any) -> dict[str, Any]:
+    """Embed ``images`` (paths, folders, globs, in-memory images: anything :func:`clipkit.runner.collect_inputs`
+    takes; None for texts only) and ``texts`` into the embedding folder ``out``.
+
+    Returns a summary: ``{"folder", "images", "texts", "errors", "skipped", "rows", "seconds"}`` (counts of this
+    run; ``rows``: per set in the whole collection). Inputs that fail are written to ``DIR/errors.jsonl`` and
+    reported on stderr (unless ``quiet``); the run goes on. ``options``: fields of :class:`EmbedConfig`
+    (``dtype="float32"``, ``shard_size=…``) and the registry's model options (``device``, ``precision`` …).
+    """
+    from clipkit import registry
+    from clipkit.errors import UsageError
+    from clipkit.runner import collect_inputs, resolved, run
+
+    cfg = EmbedConfig.of(config, **{k: options.pop(k) for k in list(options) if k in EmbedConfig.model_fields})
+    model_options = options
+    folder = Path(out)
+    if images is None and not texts:
+        raise UsageError("give images to embed (files, folders, globs, -) and/or --texts FILE")
+    items = collect_inputs(images, files_from) if images is not None or files_from is not None else []
+    spec = sh.model_spec(model, pretrained)
+    check_resume(folder, sh.read_manifest(folder), cfg, resume, model, pretrained)
+    handle = sh.lock(folder)
+    try:
+        manifest = sh.read_manifest(folder)  # again, under the lock
+        check_resume(folder, manifest, cfg, resume, model, pretrained)
+        loaded = registry.load_model(model, pretrained, **{k: v for k, v in model_options.items()
+                                                           if v is not None})
+        if manifest is not None:
+            sh.check_identity(folder, manifest, loaded.identity)
+            sh.remove_strays(folder, manifest)
+        dim = int(loaded.encode_text(["dimension probe"]).shape[1])
+        manifest = manifest or new_manifest(loaded, spec, cfg, dim)
+        sh.write_manifest(folder, manifest)
+        started = time.perf_counter()
+        summary: dict[str, Any] = {"folder": str(folder), "images": 0, "texts": 0, "errors": 0, "skipped": 0}
+        errors: list[dict[str, str]] = []
+        if items:
+            done = sh.done_keys(folder, manifest, "image")
+            skip = set(done) | {resolved(k) for k in done if not k.startswith("<image ")}
+            predictor = EmbedPredictor(loaded, None, cfg)
+            writer = sh.ShardWriter(folder, manifest, "image", cfg.shard_size)
+            results = run(predictor, items, batch_size=batch_size or predictor.default_batch_size,
+                          workers=workers, quiet=quiet, skip=skip, description="embed", max_side=MAX_SIDE)
+            for result in results:
+                if isinstance(result, Embedding):
+                    writer.add(result.path, result.vector, width=result.size[0], height=result.size[1])
+                else:
+                    errors.append(result.to_dict())
+                    if not quiet:
+                        print(f"error: {result.path}: {result.error}", file=sys.stderr)
+            writer.flush()
+            summary["images"] = writer.written
+            summary["skipped"] = len(items) - writer.written - len(errors)
+        if texts:
+            summary["texts"] = _embed_texts(loaded, folder, manifest, list(texts), cfg)
+        sh.write_errors(folder, errors)
+        summary["errors"] = len(errors)
+        summary["rows"] = {s: sh.rows(manifest, s) for s in sh.SETS if s in manifest["sets"]}
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        return summary
+    finally:
+        handle.close()
+
+
+def _embed_texts(model: LoadedModel, folder: Path, manifest: dict[str, Any], texts: list[str],
+                 cfg: EmbedConfig) -> int:
+    """Embed the texts not yet in the text set, in batches of ``cfg.text_batch_size``; returns how many."""
+    done = set(sh.done_keys(folder, manifest, "text"))
+    todo = [t for t in texts if t not in done]
+    writer = sh.ShardWriter(folder, manifest, "text", cfg.shard_size)
+    for i in range(0, len(todo), cfg.text_batch_size):
+        batch = todo[i:i + cfg.text_batch_size]
+        for text, vector in zip(batch, encode_texts(model, batch, cfg.normalize).numpy(), strict=True):
+            writer.add(text, vector)
+    writer.flush()
+    return writer.written
+
