@@ -102,8 +102,8 @@ def _threads(threads: int | None) -> None:
 
 
 def _run_embed(kw: dict[str, Any]) -> None:
-    from clipkit.collection import shards as sh
-    from clipkit.collection.embed import check_resume, read_texts
+    from clipkit.collection import manifest as mf
+    from clipkit.collection.shards import ERRORS
     from clipkit.errors import UsageError
     from clipkit.runner import collect_inputs
 
@@ -113,11 +113,11 @@ def _run_embed(kw: dict[str, Any]) -> None:
     config = EmbedConfig.make(**{k: v for k, v in kw.items() if v is not None})
     if out is None:
         raise UsageError("give -o DIR: the folder to write the embeddings to")
-    texts = read_texts(texts_file) if texts_file is not None else None
+    texts = mf.read_texts(texts_file) if texts_file is not None else None
     if not images and run["files_from"] is None and texts is None:
         raise UsageError("give images to embed (files, folders, globs, -) and/or --texts FILE")
     items = collect_inputs(images or [], run["files_from"]) if images or run["files_from"] else None
-    check_resume(Path(out), sh.read_manifest(out), config, resume, model["model"], model["pretrained"])
+    mf.check_resume(Path(out), mf.read_manifest(out), config, resume, model["model"], model["pretrained"])
     _threads(run["threads"])
 
     from clipkit.collection.embed import embed
@@ -127,12 +127,12 @@ def _run_embed(kw: dict[str, Any]) -> None:
     typer.echo(json.dumps(summary))
     if summary["errors"]:
         if not run["quiet"]:
-            print(f"{summary['errors']} input(s) failed: see {Path(out) / sh.ERRORS}", file=sys.stderr)
+            print(f"{summary['errors']} input(s) failed: see {Path(out) / ERRORS}", file=sys.stderr)
         raise typer.Exit(1)
 
 
 def _run_search(kw: dict[str, Any]) -> None:
-    from clipkit.collection import shards as sh
+    from clipkit.collection import manifest as mf
     from clipkit.collection.search import check_queries
     from clipkit.errors import UsageError
     from clipkit.sink import resolve_format
@@ -144,9 +144,9 @@ def _run_search(kw: dict[str, Any]) -> None:
     fmt = resolve_format(fmt, output, sys.stdout)
     if output is not None and Path(output).is_dir():
         raise UsageError(f"--output {output} is a folder: name a file (contact sheets go to --out-dir)")
-    manifest = sh.require_manifest(folder)
+    manifest = mf.require_manifest(folder)
     check_queries(texts, [str(p) for p in images or []])
-    sh.check_model_matches(folder, manifest, model["model"], model["pretrained"], "search")
+    mf.check_model_matches(folder, manifest, model["model"], model["pretrained"], "search")
     if config.index == "faiss":
         from clipkit.collection.faiss_index import _faiss
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipkit.collection import manifest as mf
 from clipkit.collection import shards as sh
 from clipkit.collection.config import EmbedConfig
 from clipkit.methods import Sample
@@ -81,53 +82,6 @@ def encode_texts(model: LoadedModel, texts: list[str], normalize: bool = True) -
         return encode_tokens(model.model, model.tokenizer(texts).to(model.device)).float().cpu()
 
 
-def read_texts(path: str | Path) -> list[str]:
-    """The texts of ``--texts FILE``: one per line, blank lines skipped, duplicates kept once (first wins)."""
-    from clipkit.errors import UsageError
-
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--texts {path}: cannot read ({exc})") from None
-    texts = list(dict.fromkeys(line.strip() for line in lines if line.strip()))
-    if not texts:
-        raise UsageError(f"--texts {path} holds no text (one per line)")
-    return texts
-
-
-def new_manifest(model: LoadedModel, spec: dict[str, Any], config: EmbedConfig, dim: int) -> dict[str, Any]:
-    from clipkit._version import __version__
-
-    return {"format": sh.FORMAT, "version": sh.VERSION, "layout": config.layout,
-            "model": {**spec, "name": model.name, "identity": model.identity,
-                      "image_size": list(model.image_size)},
-            "dim": dim, "dtype": config.dtype, "normalize": config.normalize,
-            "sets": {}, "clipkit": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def check_resume(folder: Path, manifest: dict[str, Any] | None, config: EmbedConfig, resume: bool,
-                 model: str | None, pretrained: str | None) -> None:
-    """Usage errors of the output folder before any model loads: an existing collection without ``--resume``,
-    or ``--resume`` with a model, dtype, normalisation or layout other than the manifest's."""
-    from clipkit.errors import UsageError
-
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"-o {folder} is a file: name a folder for the embeddings")
-    if manifest is None:
-        return
-    if not resume:
-        n = sum(sh.rows(manifest, s) for s in sh.SETS)
-        raise UsageError(f"{folder} already holds an embedding collection ({n} rows, {sh.MANIFEST}): add --resume "
-                         "to continue it, or write to another folder")
-    wanted = {"dtype": config.dtype, "normalize": config.normalize, "layout": config.layout}
-    differ = [f"--{k} {manifest.get(k)!s} (this run: {v!s})" for k, v in wanted.items() if manifest.get(k) != v]
-    if differ:
-        raise UsageError(f"--resume: {folder} was written with {', '.join(differ)}: rerun with the same "
-                         "options or another folder")
-    sh.check_model_matches(folder, manifest, model or sh.DEFAULT_MODEL, pretrained, "--resume")
-
-
 def embed(images: Any, out: str | Path, *, texts: Sequence[str] | None = None, model: str | None = None,
           pretrained: str | None = None, config: EmbedConfig | None = None, resume: bool = False,
           batch_size: int | None = None, workers: int | None = None, quiet: bool = True,
@@ -150,20 +104,20 @@ def embed(images: Any, out: str | Path, *, texts: Sequence[str] | None = None, m
     if images is None and not texts:
         raise UsageError("give images to embed (files, folders, globs, -) and/or --texts FILE")
     items = collect_inputs(images, files_from) if images is not None or files_from is not None else []
-    spec = sh.model_spec(model, pretrained)
-    check_resume(folder, sh.read_manifest(folder), cfg, resume, model, pretrained)
+    spec = mf.model_spec(model, pretrained)
+    mf.check_resume(folder, mf.read_manifest(folder), cfg, resume, model, pretrained)
     handle = sh.lock(folder)
     try:
-        manifest = sh.read_manifest(folder)  # again, under the lock
-        check_resume(folder, manifest, cfg, resume, model, pretrained)
+        manifest = mf.read_manifest(folder)  # again, under the lock
+        mf.check_resume(folder, manifest, cfg, resume, model, pretrained)
         loaded = registry.load_model(model, pretrained, **{k: v for k, v in model_options.items()
                                                            if v is not None})
         if manifest is not None:
-            sh.check_identity(folder, manifest, loaded.identity)
+            mf.check_identity(folder, manifest, loaded.identity)
             sh.remove_strays(folder, manifest)
         dim = int(loaded.encode_text(["dimension probe"]).shape[1])
-        manifest = manifest or new_manifest(loaded, spec, cfg, dim)
-        sh.write_manifest(folder, manifest)
+        manifest = manifest or mf.new_manifest(loaded, spec, cfg, dim)
+        mf.write_manifest(folder, manifest)
         started = time.perf_counter()
         summary: dict[str, Any] = {"folder": str(folder), "images": 0, "texts": 0, "errors": 0, "skipped": 0}
         errors: list[dict[str, str]] = []
@@ -188,7 +142,7 @@ def embed(images: Any, out: str | Path, *, texts: Sequence[str] | None = None, m
             summary["texts"] = _embed_texts(loaded, folder, manifest, list(texts), cfg)
         sh.write_errors(folder, errors)
         summary["errors"] = len(errors)
-        summary["rows"] = {s: sh.rows(manifest, s) for s in sh.SETS if s in manifest["sets"]}
+        summary["rows"] = {s: mf.rows(manifest, s) for s in mf.SET_NAMES if s in manifest["sets"]}
         summary["seconds"] = round(time.perf_counter() - started, 3)
         return summary
     finally:

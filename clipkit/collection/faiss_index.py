@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from clipkit.collection import manifest as mf
 from clipkit.collection import shards as sh
 from clipkit.collection.config import SearchConfig, memory_bytes
 from clipkit.errors import UsageError
@@ -99,7 +100,7 @@ def _normalised(chunk: np.ndarray, normalize: bool) -> np.ndarray:
 def _sample(folder: Path, manifest: dict[str, Any], set_name: str, size: int, chunk_size: int,
             seed: int = 0) -> np.ndarray:
     """``size`` stored rows drawn uniformly without replacement (float32, normalised), read chunk by chunk."""
-    n = sh.rows(manifest, set_name)
+    n = mf.rows(manifest, set_name)
     chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
     parts = []
     for start, chunk in sh.iter_chunks(folder, manifest, set_name, chunk_size):
@@ -115,7 +116,7 @@ def build(folder: str | Path, manifest: dict[str, Any], config: SearchConfig, se
     faiss = _faiss()
     folder = Path(folder)
     started = time.perf_counter()
-    n, dim = sh.rows(manifest, set_name), manifest["dim"]
+    n, dim = mf.rows(manifest, set_name), manifest["dim"]
     key = config.faiss_key or index_key(n, dim, memory_bytes(config.index_memory))
     try:
         index = faiss.index_factory(dim, key, faiss.METRIC_INNER_PRODUCT)
@@ -133,7 +134,7 @@ def build(folder: str | Path, manifest: dict[str, Any], config: SearchConfig, se
         index.add(_normalised(chunk, manifest["normalize"]))
     nprobe, recall = _tune(faiss, index, folder, manifest, config, set_name, sample)
     meta = {"key": key, "nprobe": nprobe, "recall": recall, "recall_target": config.recall, "k": config.top_k,
-            "rows": n, "fingerprint": sh.fingerprint(manifest, set_name), "faiss_key": config.faiss_key,
+            "rows": n, "fingerprint": mf.fingerprint(manifest, set_name), "faiss_key": config.faiss_key,
             "seconds": round(time.perf_counter() - started, 3)}
     index_file, meta_file = _paths(folder, set_name)
     index_file.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +190,7 @@ def load_or_build(folder: str | Path, manifest: dict[str, Any], config: SearchCo
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
-        same = (meta.get("fingerprint") == sh.fingerprint(manifest, set_name)
+        same = (meta.get("fingerprint") == mf.fingerprint(manifest, set_name)
                 and meta.get("faiss_key") == config.faiss_key and meta.get("recall_target") == config.recall)
         if same:
             index = faiss.read_index(str(index_file))

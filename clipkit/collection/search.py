@@ -4,7 +4,8 @@ Queries are embedded with the collection's own model (the manifest names it; ano
 L2-normalised; scores are cosine similarities. ``index = "exact"`` scores every stored row: the shards are read
 ``chunk_size`` rows at a time (:func:`clipkit.collection.shards.iter_chunks`), each chunk multiplied with the
 ``[Q, D]`` queries (torch matmul, float32) and merged into a running top-k, so memory follows the chunk, not the
-collection. ``index = "faiss"``: :mod:`clipkit.collection.faiss_index`.
+collection. ``index = "faiss"``: :mod:`clipkit.collection.faiss_index`. Torch is imported only when a search
+runs, so the CLI checks queries with this module before any model loads.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
+from clipkit.collection import manifest as mf
 from clipkit.collection import shards as sh
 from clipkit.collection.config import SearchConfig
 from clipkit.errors import UsageError
@@ -47,13 +47,16 @@ def check_queries(texts: list[str] | None, images: list[str] | None) -> list[Que
     return queries
 
 
-def embed_queries(model: Any, queries: list[Query]) -> torch.Tensor:
-    """``[Q, D]`` float32 L2-normalised query embeddings, in query order (texts raw, without templates)."""
+def embed_queries(model: Any, queries: list[Query]) -> Any:
+    """``[Q, D]`` float32 L2-normalised query embeddings (a torch tensor), in query order (texts raw, without
+    templates)."""
+    import torch
+
     from clipkit.collection.embed import encode_images, encode_texts
     from clipkit.errors import ImageError
     from clipkit.images import load_image
 
-    out: list[torch.Tensor | None] = [None] * len(queries)
+    out: list[Any] = [None] * len(queries)
     texts = [i for i, q in enumerate(queries) if q.kind == "text"]
     if texts:
         vectors = encode_texts(model, [queries[i].value for i in texts])
@@ -69,13 +72,16 @@ def embed_queries(model: Any, queries: list[Query]) -> torch.Tensor:
     return torch.stack([v for v in out if v is not None]).float()
 
 
-def exact_search(folder: str | Path, manifest: dict[str, Any], queries: torch.Tensor, k: int,
+def exact_search(folder: str | Path, manifest: dict[str, Any], queries: Any, k: int,
                  chunk_size: int = 65_536, set_name: str = "image") -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` rows by cosine similarity for each of the ``[Q, D]`` normalised ``queries``.
 
     Returns ``(scores [Q, k'] float32, row ids [Q, k'] int64)``, best first, ``k' = min(k, rows)``; row ids
-    count across the shards in manifest order.
+    count across the shards in manifest order. ``queries``: a float32 torch tensor.
     """
+    import torch
+    import torch.nn.functional as F
+
     best_scores = torch.empty((len(queries), 0))
     best_ids = torch.empty((len(queries), 0), dtype=torch.long)
     for start, chunk in sh.iter_chunks(folder, manifest, set_name, chunk_size):
@@ -115,15 +121,15 @@ def search(folder: str | Path, texts: list[str] | None = None, images: list[str]
 
     cfg = SearchConfig.of(config, **{k: options.pop(k) for k in list(options) if k in SearchConfig.model_fields})
     model_options = options
-    manifest = sh.require_manifest(folder)
+    manifest = mf.require_manifest(folder)
     queries = check_queries(texts, images)
-    sh.check_model_matches(folder, manifest, model, pretrained, "search")
-    if sh.rows(manifest, "image") == 0:
+    mf.check_model_matches(folder, manifest, model, pretrained, "search")
+    if mf.rows(manifest, "image") == 0:
         raise UsageError(f"{folder} holds no image embeddings yet")
     have = manifest["model"]
     loaded = registry.load_model(have["spec"], have.get("pretrained"),
                                  **{k: v for k, v in model_options.items() if v is not None})
-    sh.check_identity(folder, manifest, loaded.identity)
+    mf.check_identity(folder, manifest, loaded.identity)
     vectors = embed_queries(loaded, queries)
     if cfg.index == "faiss":
         from clipkit.collection.faiss_index import faiss_search

@@ -20,11 +20,8 @@ folder is next opened, so ``pandas.read_parquet(DIR/img_emb)`` never sees a row 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from clipkit.collection.manifest import write_manifest
 from clipkit.errors import UsageError
 from clipkit.writers import atomic_write_bytes, atomic_write_text
 
-MANIFEST = "manifest.json"
-FORMAT = "clipkit-embeddings"
-VERSION = 1
 ERRORS = "errors.jsonl"
 
 
@@ -70,47 +65,6 @@ def _arrow():
     except ImportError:  # pragma: no cover - pyarrow is the `parquet` extra
         raise UsageError("embedding folders need pyarrow: pip install 'clipkit[parquet]'") from None
     return pa, pq
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any] | None:
-    """The manifest of ``folder`` (None when there is none); a foreign or broken one is a usage error."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path} is not a clipkit embedding manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise UsageError(f"{path} is not a clipkit embedding manifest (no \"format\": \"{FORMAT}\")")
-    return manifest
-
-
-def require_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of an existing collection, or one usage error naming what is missing."""
-    if not Path(folder).is_dir():
-        raise UsageError(f"{folder} is not a folder (an embedding folder written by 'clipkit embed')")
-    manifest = read_manifest(folder)
-    if manifest is None:
-        raise UsageError(f"{folder} holds no {MANIFEST}: not an embedding folder written by 'clipkit embed'")
-    return manifest
-
-
-def rows(manifest: dict[str, Any], set_name: str = "image") -> int:
-    """Rows in the finished shards of ``set_name``."""
-    return sum(s["rows"] for s in manifest["sets"].get(set_name, {}).get("shards", []))
-
-
-def fingerprint(manifest: dict[str, Any], set_name: str = "image") -> str:
-    """A hash of what a FAISS index over ``set_name`` depends on (model, dim, dtype, shards and their rows)."""
-    shards = manifest["sets"].get(set_name, {}).get("shards", [])
-    key = [manifest["model"]["identity"], manifest["dim"], manifest["dtype"], manifest["normalize"], shards]
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
 
 
 def lock(folder: Path) -> Any:
@@ -265,52 +219,3 @@ def write_errors(folder: Path, records: list[dict[str, str]]) -> None:
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     else:
         path.unlink(missing_ok=True)
-
-
-def size_on_disk(folder: Path, manifest: dict[str, Any]) -> int:
-    """Bytes of the listed shard files."""
-    return sum(os.path.getsize(folder / f) for s in manifest["sets"].values() for shard in s["shards"]
-               for f in shard["files"].values())
-
-
-# ------------------------------------------------------------------------------------------ manifest identity
-DEFAULT_MODEL = "shapes-clip"  # the registry's default (clipkit.registry.DEFAULT_MODEL), without importing torch
-
-
-def model_spec(model: str | None, pretrained: str | None = None) -> dict[str, str | None]:
-    """How the manifest names a model spec, without loading it: ``ARCH:TAG`` split, folders made absolute."""
-    spec = model or DEFAULT_MODEL
-    if pretrained is None and ":" in spec and not spec.startswith(("hf-hub:", "local-dir:")) \
-            and not Path(spec).exists():
-        spec, _, pretrained = spec.partition(":")
-    if Path(spec).expanduser().is_dir():
-        spec = str(Path(spec).expanduser().resolve())
-    if pretrained is not None and Path(pretrained).expanduser().is_file():
-        pretrained = str(Path(pretrained).expanduser().resolve())
-    return {"spec": spec, "pretrained": pretrained}
-
-
-def describe(model: dict[str, Any]) -> str:
-    return model["spec"] + (f" -p {model['pretrained']}" if model.get("pretrained") else "")
-
-
-def check_model_matches(folder: str | Path, manifest: dict[str, Any], model: str | None,
-                        pretrained: str | None, what: str) -> None:
-    """A usage error when ``model`` (given) is not the manifest's model spec; ``what`` names the command."""
-    if model is None and pretrained is None:
-        return
-    asked = model_spec(model, pretrained)
-    have = manifest["model"]
-    if (asked["spec"], asked["pretrained"]) != (have["spec"], have.get("pretrained")):
-        raise UsageError(f"{what}: {folder} was embedded with -m {describe(have)}, not -m {describe(asked)} "
-                         f"(queries must use the collection's model: leave out -m)" if what == "search" else
-                         f"{what}: {folder} was embedded with -m {describe(have)}, not -m {describe(asked)}: "
-                         "rerun with the same model or another folder")
-
-
-def check_identity(folder: str | Path, manifest: dict[str, Any], identity: str) -> None:
-    """A usage error when the loaded model's weights are not those the collection was embedded with."""
-    have = manifest["model"].get("identity")
-    if have != identity:
-        raise UsageError(f"{folder} was embedded with {describe(manifest['model'])} whose weights were {have}; "
-                         f"the model loaded now is {identity}: the weights changed, re-embed the collection")
