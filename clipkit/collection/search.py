@@ -85,7 +85,7 @@ def exact_search(folder: str | Path, manifest: dict[str, Any], queries: Any, k: 
     best_scores = torch.empty((len(queries), 0))
     best_ids = torch.empty((len(queries), 0), dtype=torch.long)
     for start, chunk in sh.iter_chunks(folder, manifest, set_name, chunk_size):
-        rows = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
+        rows = torch.from_numpy(np.array(chunk, dtype=np.float32))  # a writable float32 copy of the chunk
         if not manifest["normalize"]:
             rows = F.normalize(rows, dim=-1)
         scores = queries @ rows.T
