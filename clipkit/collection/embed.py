@@ -101,9 +101,10 @@ def embed(images: Any, out: str | Path, *, texts: Sequence[str] | None = None, m
     cfg = EmbedConfig.of(config, **{k: options.pop(k) for k in list(options) if k in EmbedConfig.model_fields})
     model_options = options
     folder = Path(out)
-    if images is None and not texts:
+    no_images = images is None or (isinstance(images, list | tuple) and not images)
+    if no_images and files_from is None and not texts:
         raise UsageError("give images to embed (files, folders, globs, -) and/or --texts FILE")
-    items = collect_inputs(images, files_from) if images is not None or files_from is not None else []
+    items = [] if no_images and files_from is None else collect_inputs(images, files_from)
     spec = mf.model_spec(model, pretrained)
     mf.check_resume(folder, mf.read_manifest(folder), cfg, resume, model, pretrained)
     handle = sh.lock(folder)
