@@ -206,3 +206,13 @@ def test_help_and_usage_errors_do_not_import_torch(argv, tmp_path):
     assert lines[-1] == "NO-TORCH"
     if "--help" not in argv:
         assert lines[-2] == "2" and res.stderr.startswith("Error: ")
+
+
+def test_a_folder_with_foreign_shards_is_refused_and_left_alone(images, tmp_path):
+    out = tmp_path / "clip-retrieval-output"
+    (out / "img_emb").mkdir(parents=True)
+    (out / "img_emb" / "img_emb_0.npy").write_bytes(b"theirs")
+    res = invoke("embed", images, "-o", out, "-q")
+    assert res.exit_code == 2 and "already holds files but" in res.output
+    assert (out / "img_emb" / "img_emb_0.npy").read_bytes() == b"theirs"
+    assert not (out / "manifest.json").exists()

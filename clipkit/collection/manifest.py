@@ -27,6 +27,7 @@ MANIFEST = "manifest.json"
 FORMAT = "clipkit-embeddings"
 VERSION = 1
 SET_NAMES = ("image", "text")
+SHARD_DIRS = ("img_emb", "text_emb", "metadata", "text_metadata")  # the folders of clipkit.collection.shards.SETS
 DEFAULT_MODEL = "shapes-clip"  # the registry's default (clipkit.registry.DEFAULT_MODEL), without importing torch
 
 
@@ -131,6 +132,10 @@ def check_resume(folder: Path, manifest: dict[str, Any] | None, config: Any, res
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"-o {folder} is a file: name a folder for the embeddings")
     if manifest is None:
+        taken = [d for d in SHARD_DIRS if (folder / d).is_dir() and any((folder / d).iterdir())]
+        if taken:
+            raise UsageError(f"{folder / taken[0]} already holds files but {folder} has no {MANIFEST} (not a "
+                             "clipkit embedding folder): write to a new or empty folder")
         return
     if not resume:
         n = sum(rows(manifest, s) for s in SET_NAMES)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from clipkit.errors import UsageError
 from clipkit.writers import atomic_write_bytes, atomic_write_text
 
 ERRORS = "errors.jsonl"
+# the names this module writes (shards, and atomic_write_bytes's temporaries of them): only these are ever deleted
+_OURS = re.compile(r"^\.?(img_emb|text_emb|metadata)_\d{5}\.(parquet|npy)(\..+\.tmp)?$")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ def remove_strays(folder: Path, manifest: dict[str, Any]) -> list[Path]:
                 continue
             for path in (folder / sub).iterdir():
                 name = f"{sub}/{path.name}"
-                if path.is_file() and name not in listed and path.suffix in (".parquet", ".npy", ".tmp"):
+                if path.is_file() and name not in listed and _OURS.match(path.name):
                     path.unlink()
                     removed.append(path)
     return removed
