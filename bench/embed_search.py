@@ -31,6 +31,14 @@ from pathlib import Path
 import numpy as np
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its reaped children (the decoding workers)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def make_scenes(folder: Path, n: int) -> None:
     from clipkit.world.scenes import generate_scene
 
@@ -56,21 +64,25 @@ def bench_embed(args: argparse.Namespace) -> dict:
         pixels = torch.stack([model.preprocess(load_image(p)) for p in sorted(images.iterdir())])
         for threads in args.threads:
             set_threads(threads)
-            embed_rates, ceiling_rates = [], []
+            embed_rates, ceiling_rates, cpu_ms = [], [], []
             for r in range(args.rounds):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), cpu_seconds()
                 summary = embed(str(images), Path(tmp) / f"E{threads}_{r}", quiet=True)
                 embed_rates.append(summary["images"] / (time.perf_counter() - started))
+                cpu_ms.append(1000 * (cpu_seconds() - cpu) / summary["images"])
                 started = time.perf_counter()
                 for i in range(0, len(pixels), batch):
                     model.encode_image(pixels[i:i + batch])
                 ceiling_rates.append(len(pixels) / (time.perf_counter() - started))
             row = {"embed_img_s": statistics.median(embed_rates), "ceiling_img_s": statistics.median(ceiling_rates),
-                   "embed_range": [min(embed_rates), max(embed_rates)], "batch_size": batch}
+                   "embed_range": [min(embed_rates), max(embed_rates)], "batch_size": batch,
+                   "cpu_ms_per_image": statistics.median(cpu_ms)}
             row["ratio"] = row["embed_img_s"] / row["ceiling_img_s"]
             out["runs"][str(threads)] = row
             print(f"threads {threads}: embed {row['embed_img_s']:.1f} img/s (range {min(embed_rates):.1f}–"
-                  f"{max(embed_rates):.1f}), model alone {row['ceiling_img_s']:.1f} img/s, ratio {row['ratio']:.2f}")
+                  f"{max(embed_rates):.1f}; {row['cpu_ms_per_image']:.1f} CPU ms/image, workers included), model "
+                  f"alone {row['ceiling_img_s']:.1f} img/s, ratio {row['ratio']:.2f}, load {os.getloadavg()[0]:.1f}",
+                  flush=True)
     return out
 
 
