@@ -121,7 +121,7 @@ def embed(images: Any, out: str | Path, *, texts: Sequence[str] | None = None, m
         mf.write_manifest(folder, manifest)
         started = time.perf_counter()
         summary: dict[str, Any] = {"folder": str(folder), "images": 0, "texts": 0, "errors": 0, "skipped": 0}
-        errors: list[dict[str, str]] = []
+        errors = sh.ErrorLog(folder)
         if items:
             done = sh.done_keys(folder, manifest, "image")
             skip = set(done) | {resolved(k) for k in done if not k.startswith("<image ")}
@@ -133,16 +133,16 @@ def embed(images: Any, out: str | Path, *, texts: Sequence[str] | None = None, m
                 if isinstance(result, Embedding):
                     writer.add(result.path, result.vector, width=result.size[0], height=result.size[1])
                 else:
-                    errors.append(result.to_dict())
+                    errors.add(result.to_dict())
                     if not quiet:
                         print(f"error: {result.path}: {result.error}", file=sys.stderr)
             writer.flush()
             summary["images"] = writer.written
-            summary["skipped"] = len(items) - writer.written - len(errors)
+            summary["skipped"] = len(items) - writer.written - errors.count
         if texts:
             summary["texts"] = _embed_texts(loaded, folder, manifest, list(texts), cfg)
-        sh.write_errors(folder, errors)
-        summary["errors"] = len(errors)
+        errors.close()
+        summary["errors"] = errors.count
         summary["rows"] = {s: mf.rows(manifest, s) for s in mf.SET_NAMES if s in manifest["sets"]}
         summary["seconds"] = round(time.perf_counter() - started, 3)
         return summary

@@ -32,7 +32,7 @@ import numpy as np
 
 from clipkit.collection.manifest import write_manifest
 from clipkit.errors import UsageError
-from clipkit.writers import atomic_write_bytes, atomic_write_text
+from clipkit.writers import atomic_write_bytes
 
 ERRORS = "errors.jsonl"
 # the names this module writes (shards, and atomic_write_bytes's temporaries of them): only these are ever deleted
@@ -217,10 +217,22 @@ def keys_of(folder: str | Path, manifest: dict[str, Any], set_name: str, row_ids
     return [out[r] for r in row_ids]
 
 
-def write_errors(folder: Path, records: list[dict[str, str]]) -> None:
-    """``DIR/errors.jsonl``: one ``{"path", "error"}`` line per failed input of this run (none: removed)."""
-    path = folder / ERRORS
-    if records:
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    else:
-        path.unlink(missing_ok=True)
+class ErrorLog:
+    """``DIR/errors.jsonl``: one ``{"path", "error"}`` line per input that failed in this run, appended and flushed
+    as failures happen (an interrupted run keeps them); emptied when a run starts (``--resume`` retries failed
+    inputs), removed at ``close`` when nothing failed."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / ERRORS
+        self.count = 0
+        self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def add(self, record: dict[str, str]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        self._file.close()
+        if not self.count:
+            self.path.unlink(missing_ok=True)
