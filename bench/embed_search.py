@@ -1,6 +1,7 @@
 """Throughput of `clipkit embed` and latency of `clipkit search` (exact and FAISS).
 
-    python bench/embed_search.py embed --n 500 --threads 1 2 --rounds 2
+    python bench/embed_search.py embed --n 500 --threads 1 2 --rounds 3
+    python bench/embed_search.py embed --model ViT-B-32 --pretrained random --n 64 --threads 1 --rounds 2
     python bench/embed_search.py search --rows 100000 --dim 64 --data clusters sphere
 
 ``embed``: ``--n`` shapes-world scenes (224 px PNGs, as ``clipkit world export`` writes them) embedded with
@@ -54,12 +55,12 @@ def bench_embed(args: argparse.Namespace) -> dict:
     from clipkit.images import load_image
     from clipkit.registry import load_model
 
-    out: dict = {"n": args.n, "runs": {}}
+    out: dict = {"n": args.n, "model": args.model, "pretrained": args.pretrained, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(tmp) / "images"
         images.mkdir()
         make_scenes(images, args.n)
-        model = load_model("shapes-clip", device="cpu")
+        model = load_model(args.model, args.pretrained or None, device="cpu")
         batch = EmbedPredictor(model).default_batch_size
         pixels = torch.stack([model.preprocess(load_image(p)) for p in sorted(images.iterdir())])
         for threads in args.threads:
@@ -67,7 +68,8 @@ def bench_embed(args: argparse.Namespace) -> dict:
             embed_rates, ceiling_rates, cpu_ms = [], [], []
             for r in range(args.rounds):
                 started, cpu = time.perf_counter(), cpu_seconds()
-                summary = embed(str(images), Path(tmp) / f"E{threads}_{r}", quiet=True)
+                summary = embed(str(images), Path(tmp) / f"E{threads}_{r}", model=args.model,
+                                pretrained=args.pretrained or None, quiet=True)
                 embed_rates.append(summary["images"] / (time.perf_counter() - started))
                 cpu_ms.append(1000 * (cpu_seconds() - cpu) / summary["images"])
                 started = time.perf_counter()
@@ -185,6 +187,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("embed", "search"))
     parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--model", default="shapes-clip")
+    parser.add_argument("--pretrained", default="", help="e.g. random for an open_clip architecture")
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rows", type=int, default=100_000)
@@ -197,7 +201,8 @@ def main() -> None:
     result["load_average"] = os.getloadavg()
     path = Path(__file__).parent / "results" / "embed_search.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps({**previous, args.what: result}, indent=1) + "\n")
+    key = args.what if args.what == "search" or args.model == "shapes-clip" else f"embed {args.model}"
+    path.write_text(json.dumps({**previous, key: result}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

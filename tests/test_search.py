@@ -158,3 +158,15 @@ def test_search_config_rejects_bad_values():
         SearchConfig.make(index_memory="lots")
     with pytest.raises(UsageError, match="--top-k"):
         SearchConfig.make(top_k=0)
+
+
+def test_an_unnormalised_collection_is_searched_by_cosine(world, tmp_path):
+    images, out, _ = world
+    raw = tmp_path / "raw"
+    embed(str(images), raw, normalize=False, dtype="float32", workers=0)
+    for index in ("exact", "faiss"):
+        (normal,) = search_json(out, "--text", "red circle", "-k", "5", "--index", index)
+        (unnormal,) = search_json(raw, "--text", "red circle", "-k", "5", "--index", index)
+        assert [h["path"] for h in unnormal["results"]] == [h["path"] for h in normal["results"]]
+        assert np.allclose([h["score"] for h in unnormal["results"]], [h["score"] for h in normal["results"]],
+                           atol=2e-3)  # float16 against float32 storage

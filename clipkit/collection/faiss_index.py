@@ -91,9 +91,10 @@ def _paths(folder: Path, set_name: str) -> tuple[Path, Path]:
 
 
 def _normalised(chunk: np.ndarray, normalize: bool) -> np.ndarray:
-    rows = np.ascontiguousarray(chunk, dtype=np.float32)
-    if not normalize:
-        rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    if normalize:
+        return np.ascontiguousarray(chunk, dtype=np.float32)
+    rows = np.array(chunk, dtype=np.float32)  # a writable copy: stored chunks may be read-only views
+    rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     return rows
 
 
