@@ -195,7 +195,9 @@ def iter_chunks(folder: str | Path, manifest: dict[str, Any], set_name: str = "i
                 yield start + i, np.asarray(matrix[i:i + chunk_size])
         else:
             offset = 0
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size, columns=["embedding"]):
+            # one thread: the one column gains nothing from pyarrow's pool (43 vs 48 CPU-ms per 100,000 x 64 rows)
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size, columns=["embedding"],
+                                                            use_threads=False):
                 values = batch.column(0).values.to_numpy(zero_copy_only=False).reshape(-1, dim)
                 yield start + offset, values
                 offset += len(values)
