@@ -1,6 +1,7 @@
 """`clipkit search`: exact and FAISS nearest neighbours over an embedding folder, checked against ground truth."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,9 @@ def test_exact_search_matches_brute_force_across_shards_and_chunks(tmp_path):
 
 def test_faiss_and_exact_agree_and_the_index_is_reused_until_the_collection_changes(world, tmp_path):
     pytest.importorskip("faiss")
-    images, out, _ = world
+    images, shared, _ = world
+    out = tmp_path / "E"
+    shutil.copytree(shared, out)  # this test grows its collection: leave the shared one as it is
     queries = ["--text", "red circle", "--text", "green circle", "--text", "purple star"]
     exact = search_json(out, *queries, "-k", "5")
     approx = search_json(out, *queries, "-k", "5", "--index", "faiss", "--faiss-key", "IVF4,Flat")
@@ -106,8 +109,8 @@ def test_faiss_and_exact_agree_and_the_index_is_reused_until_the_collection_chan
     search_json(out, *queries, "--index", "faiss", "--faiss-key", "IVF4,Flat")
     assert (out / "index" / "image.faiss").stat().st_mtime_ns == built  # reused
     # the collection grows (resume with one more image): the index is rebuilt over every row
-    extra = images.parent / "more"
-    extra.mkdir(exist_ok=True)
+    extra = tmp_path / "more"
+    extra.mkdir()
     Image.open(sorted(images.iterdir())[0]).save(extra / "copy.png")
     embed([str(images), str(extra)], out, shard_size=10, resume=True, workers=0)
     search_json(out, *queries, "--index", "faiss", "--faiss-key", "IVF4,Flat")
