@@ -109,6 +109,7 @@ def _run_embed(kw: dict[str, Any]) -> None:
 
     images, out, texts_file, resume = kw.pop("images"), kw.pop("output"), kw.pop("texts"), bool(kw.pop("resume"))
     run = {k: kw.pop(k) for k in ("batch_size", "workers", "threads", "files_from", "quiet")}
+    source = {k: kw.pop(k) for k in ("input_format", "image_column", "shard")}
     model = _model_options(kw)
     config = EmbedConfig.make(**{k: v for k, v in kw.items() if v is not None})
     if out is None:
@@ -116,7 +117,7 @@ def _run_embed(kw: dict[str, Any]) -> None:
     texts = mf.read_texts(texts_file) if texts_file is not None else None
     if not images and run["files_from"] is None and texts is None:
         raise UsageError("give images to embed (files, folders, globs, -) and/or --texts FILE")
-    items = collect_inputs(images or [], run["files_from"]) if images or run["files_from"] else None
+    items = collect_inputs(images or [], run["files_from"], **source) if images or run["files_from"] else None
     mf.check_resume(Path(out), mf.read_manifest(out), config, resume, model["model"], model["pretrained"])
     _threads(run["threads"])
 
@@ -207,7 +208,8 @@ embed = _command(EMBED_SPEC, [
     ("resume", EmbedResumeOpt), ("model", o.ModelOpt), ("pretrained", o.PretrainedOpt), ("device", o.DeviceOpt),
     ("precision", o.PrecisionOpt), ("offline", o.OfflineOpt), ("trust_checkpoint", o.TrustOpt),
     ("batch_size", o.BatchSizeOpt), ("workers", o.WorkersOpt), ("threads", o.ThreadsOpt),
-    ("files_from", o.FilesFromOpt), ("quiet", o.QuietOpt)], _run_embed)
+    ("files_from", o.FilesFromOpt), ("input_format", o.InputFormatOpt), ("image_column", o.ImageColumnOpt),
+    ("shard", o.ShardOpt), ("quiet", o.QuietOpt)], _run_embed)
 
 search = _command(SEARCH_SPEC, [
     ("folder", FolderArg), ("text", TextQueryOpt), ("image", ImageQueryOpt), *config_parameters(SEARCH_SPEC),

@@ -85,9 +85,11 @@ def encode_texts(model: LoadedModel, texts: list[str], normalize: bool = True) -
 def embed(images: Any, out: str | Path, *, texts: Sequence[str] | None = None, model: str | None = None,
           pretrained: str | None = None, config: EmbedConfig | None = None, resume: bool = False,
           batch_size: int | None = None, workers: int | None = None, quiet: bool = True,
-          files_from: str | Path | None = None, **options: Any) -> dict[str, Any]:
+          files_from: str | Path | None = None, input_format: str | None = None, image_column: str | None = None,
+          shard: str | tuple[int, int] | None = None, **options: Any) -> dict[str, Any]:
     """Embed ``images`` (paths, folders, globs, in-memory images: anything :func:`clipkit.runner.collect_inputs`
-    takes; None for texts only) and ``texts`` into the embedding folder ``out``.
+    takes, with its ``input_format``, ``image_column`` and ``shard``; None for texts only) and ``texts`` into the
+    embedding folder ``out``.
 
     Returns a summary: ``{"folder", "images", "texts", "errors", "skipped", "rows", "seconds"}`` (counts of this
     run; ``rows``: per set in the whole collection). Inputs that fail are written to ``DIR/errors.jsonl`` and
@@ -104,7 +106,8 @@ def embed(images: Any, out: str | Path, *, texts: Sequence[str] | None = None, m
     no_images = images is None or (isinstance(images, list | tuple) and not images)
     if no_images and files_from is None and not texts:
         raise UsageError("give images to embed (files, folders, globs, -) and/or --texts FILE")
-    items = [] if no_images and files_from is None else collect_inputs(images, files_from)
+    items = [] if no_images and files_from is None else collect_inputs(
+        images, files_from, input_format=input_format, image_column=image_column, shard=shard)
     spec = mf.model_spec(model, pretrained)
     mf.check_resume(folder, mf.read_manifest(folder), cfg, resume, model, pretrained)
     handle = sh.lock(folder)
