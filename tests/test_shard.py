@@ -88,3 +88,19 @@ def test_sharded_runs_concatenate_to_the_whole_run(tmp_path, tiny_model_dir):
         assert [x["label"] for x in record["labels"]] == [x["label"] for x in alone["labels"]]
         assert [x["score"] for x in record["labels"]] == pytest.approx([x["score"] for x in alone["labels"]],
                                                                        abs=1e-5)
+
+
+def test_a_part_that_no_input_falls_in_is_an_empty_result(tmp_path, tiny_model_dir):
+    """With more parts than inputs some parts are empty: each still exits 0 and writes an (empty) file, so a
+    fleet of `--shard i/N` jobs never fails on a small collection and the parts still concatenate."""
+    from clipkit.cli.app import app
+
+    make_image(tmp_path / "only.png", (200, 30, 30))
+    base = ["classify", str(tmp_path / "only.png"), "-l", "red,blue", "-m", str(tiny_model_dir), "-f", "jsonl"]
+    sizes = []
+    for i in range(4):
+        out = tmp_path / f"part-{i}.jsonl"
+        done = CliRunner().invoke(app, [*base, "--shard", f"{i}/4", "-o", str(out)])
+        assert done.exit_code == 0, done.output
+        sizes.append(len(out.read_text().splitlines()))
+    assert sorted(sizes) == [0, 0, 0, 1]

@@ -76,6 +76,10 @@ def _run(spec: MethodSpec, text: Any, config: Any, items: list, model: dict[str,
 
         set_threads(run["threads"])
     model_options = {k: v for k, v in model.items() if v is not None and k != "model"}
+    if not items:  # a --shard part that no input falls in: an empty result (parts still concatenate), not an error
+        if not run["quiet"]:
+            typer.echo(f"--shard {run['shard']}: no input falls in this part", err=True)
+        return _write(sink.close)
     results = run_method(spec.name, items, text, model=model["model"], config=config, out_dir=run["out_dir"],
                          batch_size=run["batch_size"], workers=run["workers"], quiet=bool(run["quiet"]),
                          max_side=run["max_side"] or 0, skip=sink.done, engine=run["engine"],
