@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from clipkit.errors import UsageError
+from clipkit.interop import CocoDataset
 from clipkit.results import resize_map
 from clipkit.writers import atomic_write_text, label_png, overlay, palette, save_image, save_scores_npz
 
@@ -86,9 +87,9 @@ def coco_rle(label_map: np.ndarray, labels: Sequence[str]) -> list[dict[str, Any
 class ArtefactWriter:
     """Writes each result's files into ``out_dir`` (and, for detect, a COCO results JSON at ``close()``).
 
-    ``config``: the method's config; its ``overlay``, ``scores``, ``rle``, ``frames``, ``coco`` and
-    ``coco_categories`` fields (where it has them) choose what is written. ``keys``: every input of the run, for
-    the stem rule.
+    ``config``: the method's config; its ``overlay``, ``scores``, ``rle``, ``frames``, ``coco``,
+    ``coco_categories`` and ``coco_dataset`` (:class:`clipkit.interop.CocoDataset`) fields (where it has them)
+    choose what is written. ``keys``: every input of the run, for the stem rule.
     """
 
     def __init__(self, out_dir: str | Path | None, config: Any, keys: Sequence[str], labels: Sequence[str] = ()):
@@ -96,6 +97,7 @@ class ArtefactWriter:
         self.config = config
         self.stems = stems(keys)
         self.coco = _CocoResults(labels, getattr(config, "coco", None), getattr(config, "coco_categories", None))
+        self.coco_dataset = CocoDataset(getattr(config, "coco_dataset", None))
         if self.out_dir is not None:
             if self.out_dir.exists() and not self.out_dir.is_dir():
                 raise UsageError(f"--out-dir {self.out_dir} exists and is not a folder")
@@ -117,6 +119,7 @@ class ArtefactWriter:
             result.extras["segmentation"] = coco_rle(result.label_map, result.labels)
         if kind in ("Detections", "Grounding"):
             self.coco.add(getattr(result, "detections", result))
+        self.coco_dataset.add(result)
         if self.out_dir is None:
             return
         if kind == "Segmentation":
@@ -168,8 +171,9 @@ class ArtefactWriter:
                        duration=FRAME_MS, loop=0)
 
     def close(self) -> None:
-        """Finish run-level files (COCO results)."""
+        """Finish run-level files (COCO results, COCO dataset)."""
         self.coco.close()
+        self.coco_dataset.close()
 
 
 class _CocoResults:

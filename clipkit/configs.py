@@ -74,6 +74,9 @@ class SegmentConfig(_Lists):
                                        "one).", cli=False)
     scores: bool = option(False, "Also write per-class probabilities as DIR/<stem>.scores.npz (float16).")
     rle: bool = option(False, "Add COCO RLE masks per class to each JSON result.")
+    coco_dataset: str | None = option(None, "Also write the predictions as a COCO dataset JSON (images, categories, "
+                                            "annotations with boxes and RLE masks) to this file, for pycocotools and "
+                                            "FiftyOne.")
     overlay: bool = option(True, "Write DIR/<stem>.overlay.png with a legend.")
 
     @model_validator(mode="after")
@@ -106,6 +109,9 @@ class GroupConfig(MethodConfig):
     iters: int = option(10, "Fallback only: soft-assignment iterations per stage.", cli=False, ge=1)
     tau: float = option(0.05, "Fallback only: assignment temperature.", cli=False, gt=0)
     overlay: bool = option(True, "Write DIR/<stem>.overlay.png and the stage maps <stem>.stage1/2.png.")
+    coco_dataset: str | None = option(None, "Also write the predictions as a COCO dataset JSON (images, categories, "
+                                            "annotations with boxes and RLE masks) to this file, for pycocotools and "
+                                            "FiftyOne.")
 
     @field_validator("groups", mode="before")
     @classmethod
@@ -149,6 +155,9 @@ class _Boxes(_Lists):
                                        panel=DENSE, ge=1)
     proposals: dict[str, Any] = option({}, "ProposalConfig overrides (clipkit.proposals).", cli=False)
     regions: dict[str, Any] = option({}, "RegionConfig overrides (clipkit.regions).", cli=False)
+    coco_dataset: str | None = option(None, "Also write the predictions as a COCO dataset JSON (images, categories, "
+                                            "annotations with boxes and RLE masks) to this file, for pycocotools and "
+                                            "FiftyOne.")
 
     @model_validator(mode="after")
     def _overrides(self) -> Any:

@@ -185,6 +185,19 @@ class Detections:
     def __len__(self) -> int:
         return len(self.xyxy)
 
+    def to_supervision(self) -> Any:
+        """These boxes as ``supervision.Detections`` (:func:`clipkit.interop.to_supervision`)."""
+        from clipkit.interop import to_supervision
+
+        return to_supervision(self)
+
+    @classmethod
+    def from_supervision(cls, detections: Any, labels: Sequence[str] | None = None, **kw: Any) -> Detections:
+        """Boxes from ``supervision.Detections`` (:func:`clipkit.interop.from_supervision`)."""
+        from clipkit.interop import from_supervision
+
+        return from_supervision(detections, labels, **kw)
+
     def __getitem__(self, index: Any) -> Detections:
         """Boolean mask, integer array or slice -> the selected boxes (labels and metadata kept)."""
         if isinstance(index, int):
