@@ -41,11 +41,12 @@ def test_judge_loads_by_name_and_is_another_architecture():
 def test_judge_names_the_shape_of_fresh_line_drawings():
     judge = load_model("shapes-judge", device="cpu")
     text = judge.encode_text(list(SHAPES))
-    drawings = _fresh_drawings(per_shape=2)
+    drawings = _fresh_drawings(per_shape=5)
     pixels = torch.stack([judge.preprocess(im) for _, im in drawings])
     said = [SHAPES[k] for k in (judge.encode_image(pixels) @ text.T).argmax(1).tolist()]
     right = sum(s == truth for s, (truth, _) in zip(said, drawings, strict=True))
-    assert right >= 10, list(zip([t for t, _ in drawings], said, strict=True))  # 12 drawings, 2 per shape
+    # 30 drawings, 5 per shape; the shipped judge names 26 (card: 0.92 on 240 black drawings), chance is 5
+    assert right >= 24, [(t, s) for s, (t, _) in zip(said, drawings, strict=True) if s != t]
 
 
 def test_colour_words_are_stripped_with_their_articles():

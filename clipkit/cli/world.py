@@ -130,7 +130,7 @@ def train_judge(
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=2, help="Scenes per step.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of scenes, batches and initialisation "
-                                                            "(keep it off shapes-clip's 0-5).")] = None,
+                                                            "(keep it off shapes-clip's 0-6).")] = None,
     pool_size: Annotated[int | None, typer.Option("--pool-size", min=1,
                                                   help="Scenes drawn once and sampled from.")] = None,
     drawings: Annotated[float | None, typer.Option("--drawings", min=0.0, max=1.0,

@@ -4,7 +4,7 @@ CLIPasso's recognition test optimises a sketch with one CLIP and judges it with 
 loss, a ViT to judge). clipkit mirrors the split in reverse: the sketch is optimised with the bundled ViT
 ``shapes-clip`` and judged by this ResNet — another architecture (open_clip ``ModifiedResNet``: 3-conv stem,
 bottleneck blocks, attention pooling), another initialisation and another pool of scenes (stream seed 4242;
-shapes-clip trains on streams 0–5, the recognition bench sketches stream 11, the card's metrics use 1000).
+shapes-clip trains on streams 0–6, the recognition bench sketches stream 11, the card's metrics use 1000).
 
 Data: a :class:`~clipkit.world.data.ScenePool` with a share of line drawings (``PoolConfig.drawings``), sampled
 through :class:`ShapeCaptionDataset`, which drops the colour words of a caption with probability
