@@ -89,7 +89,8 @@ def main() -> None:
     ap.add_argument("--sheet-rows", type=int, default=8)
     ap.add_argument("--reuse-sketches", type=Path, default=None,
                     help="judge the scene_NNN_sketch.png an earlier run wrote to its --out-dir (same scenes, "
-                         "options and loss model) instead of sketching again; nothing is timed")
+                         "options and loss model) instead of sketching again (untimed); scenes without one are "
+                         "sketched (e.g. to extend a run to more scenes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device="cpu")
@@ -117,8 +118,9 @@ def main() -> None:
         rng = np.random.default_rng(i)
         random = random_walk_strokes(rng.random((opts.strokes, 2)), (opts.canvas,) * 2, rng)
         init = initial_strokes(start_distribution(loaded, target, opts, saliency), opts, opts.seed)
-        if args.reuse_sketches:  # an earlier run's PNG of the same scene and options: judge it again, untimed
-            sketch, took = Image.open(args.reuse_sketches / f"scene_{i:03d}_sketch.png").convert("RGB"), "reused"
+        earlier = args.reuse_sketches / f"scene_{i:03d}_sketch.png" if args.reuse_sketches else None
+        if earlier is not None and earlier.is_file():  # an earlier run's PNG of this scene: judged again, untimed
+            sketch, took = Image.open(earlier).convert("RGB"), "reused"
         else:
             t0, c0 = time.perf_counter(), time.process_time()
             out = sketch_image(scene.image, loaded, opts, saliency_model=saliency)
@@ -139,7 +141,7 @@ def main() -> None:
             hits[k] += int(g == truth)
             answers[k][SHAPES[g]] += 1
             per_shape[k][SHAPES[truth]] += int(g == truth)
-        if args.out_dir and not args.reuse_sketches:
+        if args.out_dir and took != "reused":
             images["original image"].save(args.out_dir / f"scene_{i:03d}.png")
             images["CLIPasso sketch"].save(args.out_dir / f"scene_{i:03d}_sketch.png")
         if len(rows) < args.sheet_rows:
@@ -164,7 +166,8 @@ def main() -> None:
         print(f"| {name} | {k}/{n} = {k / n:.0%} | {recall:.0%} | {said} |")
     print(f"| (chance) | 17% | 17% | truth: {', '.join(f'{s} {c}' for s, c in truths.most_common())} |")
     if seconds:
-        print(f"\nper sketch: wall mean {np.mean(seconds):.1f} s, median {np.median(seconds):.1f} s, "
+        print(f"\nper sketch ({len(seconds)} sketched in this run): wall mean {np.mean(seconds):.1f} s, "
+              f"median {np.median(seconds):.1f} s, "
               f"max {np.max(seconds):.1f} s; CPU time mean {np.mean(cpu):.1f} s, max {np.max(cpu):.1f} s; "
               f"mean iterations of the kept seed {np.mean(iterations):.0f}")
     if args.sheet:
