@@ -108,3 +108,23 @@ def test_the_loss_model_schedule_applies_unless_the_caller_sets_one():
     assert model_schedule(official, type("NoMeta", (), {"meta": {}})()) is official
     shapes = load_model("shapes-clip", device="cpu")
     assert model_schedule(SketchConfig(), shapes).iterations == shapes.meta["sketch_schedule"]["iterations"]
+
+
+def test_a_model_folder_with_a_sketch_schedule_sets_the_steps_and_seeds_of_a_sketch(tiny_model_dir, tmp_path):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    import clipkit
+
+    folder = tmp_path / "scheduled"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "clipkit.json").write_text(json.dumps({"kind": "clip", "sketch_schedule": {"iterations": 3,
+                                                                                          "seeds": 2}}))
+    image = Image.fromarray(np.full((48, 48, 3), 255, np.uint8))
+    image.paste((200, 30, 30), (12, 12, 36, 36))
+    [own] = clipkit.sketch(image, model=str(folder), canvas=48, renderer="torch")
+    assert own.output.iterations == 3 and len(own.output.seed_losses) == 2
+    [mine] = clipkit.sketch(image, model=str(folder), canvas=48, renderer="torch", iterations=5, seeds=1)
+    assert mine.output.iterations == 5 and len(mine.output.seed_losses) == 1
