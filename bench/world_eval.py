@@ -35,6 +35,7 @@ def main() -> None:
     model, preprocess, tokenizer = load_shapes_clip(a.folder)
     load_s = time.perf_counter() - t0
     res = metrics.evaluate(model, tokenizer, preprocess, n_zero_shot=a.n_zero_shot, n_pairs=a.n_pairs)
+    res["partial_names"] = metrics.partial_names(model, tokenizer, preprocess)
     res["load_seconds"] = round(load_s, 3)
     res["eval_seconds"] = round(time.perf_counter() - t0 - load_s, 1)
     print(json.dumps(res, indent=1))

@@ -28,6 +28,8 @@ _LAZY = {
     "Sketch": "clipkit.results",
     "Grounding": "clipkit.results",
     "run": "clipkit.api",
+    "embed": "clipkit.collection.embed",
+    "search": "clipkit.collection.search",
     "ErrorRecord": "clipkit.results",
 }
 __all__ = ["__version__", *_LAZY]

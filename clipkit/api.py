@@ -15,7 +15,8 @@ from typing import Any
 from clipkit.config import MethodConfig
 from clipkit.methods import METHODS, MethodSpec, predictor_class
 
-_RUN_KEYS = ("out_dir", "batch_size", "workers", "quiet", "skip", "files_from")
+_RUN_KEYS = ("out_dir", "batch_size", "workers", "quiet", "skip", "files_from", "input_format", "image_column",
+             "shard", "engine", "ray_concurrency", "ray_gpus")
 _MODEL_KEYS = ("pretrained", "device", "precision", "offline", "trust_checkpoint")
 
 
@@ -53,35 +54,78 @@ def load_for(spec: MethodSpec, model: Any = None, **model_options: Any) -> Any:
     return registry.load(str(model) if model is not None else None, kind=spec.model_kind, **options)
 
 
+def build_predictor(spec: MethodSpec, model: Any, model_options: dict[str, Any], text: Any,
+                    config: MethodConfig) -> Any:
+    """The method's predictor: the registry's model for ``spec``, the parsed text and the config (also called
+    inside each Ray actor, so it takes only picklable arguments)."""
+    return predictor_class(spec)(load_for(spec, model, **model_options), text, config)
+
+
+def check_run_options(input_format: str | None = None, shard: Any = None, engine: str | None = None,
+                      ray_concurrency: int | None = None, ray_gpus: float | None = None) -> None:
+    """Usage errors of the input and engine options, without torch: ``--input-format``, ``--shard``, ``--engine``,
+    and Ray options without ``--engine ray``."""
+    from clipkit.engines import ENGINES
+    from clipkit.errors import UsageError
+    from clipkit.sharding import parse_shard
+    from clipkit.sources import check_format
+
+    check_format(input_format)
+    parse_shard(shard)
+    if engine is not None and engine not in ENGINES:
+        raise UsageError(f"unknown --engine {engine!r}: use one of {', '.join(ENGINES)}")
+    for name, value in (("--ray-concurrency", ray_concurrency), ("--ray-gpus", ray_gpus)):
+        if value is not None and engine != "ray":
+            raise UsageError(f"{name} applies only with --engine ray")
+
+
 def run(method: str, images: Any, text: Any = None, *, model: Any = None, config: MethodConfig | None = None,
         out_dir: str | Path | None = None, batch_size: int | None = None, workers: int | None = None,
         quiet: bool = True, skip: set[str] | None = None, files_from: str | Path | None = None,
-        max_side: int | None = 0, **options: Any) -> Iterator[Any]:
-    """Stream ``method``'s results over ``images`` (paths, folders, globs, PIL images, arrays, tensors, or a list
-    of them), one per input in order; artefacts go to ``out_dir``. ``skip``: input keys already done.
-    ``max_side``: working resolution (default: the method's, ``MethodSpec.max_side``; None: full size)."""
+        max_side: int | None = 0, input_format: str | None = None, image_column: str | None = None,
+        shard: str | tuple[int, int] | None = None, engine: str | None = None, ray_concurrency: int | None = None,
+        ray_gpus: float | None = None, **options: Any) -> Iterator[Any]:
+    """Stream ``method``'s results over ``images`` (paths, folders, globs, webdataset shards, dataset folders, PIL
+    images, arrays, tensors, or a list of them), one per input in order; artefacts go to ``out_dir``. ``skip``:
+    input keys already done. ``max_side``: working resolution (default: the method's, ``MethodSpec.max_side``;
+    None: full size). ``input_format``, ``image_column``, ``shard``: see :func:`clipkit.runner.collect_inputs`.
+    ``engine``: ``"local"`` (default) or ``"ray"`` (:mod:`clipkit.engines.ray`, with ``ray_concurrency`` actors
+    and ``ray_gpus`` GPUs each)."""
     from clipkit.artefacts import ArtefactWriter
     from clipkit.errors import UsageError
-    from clipkit.runner import collect_inputs
+    from clipkit.runner import collect_inputs, pending
     from clipkit.runner import run as run_inputs
 
     spec = spec_of(method)
     if spec.out_dir == "none" and out_dir is not None:
         raise UsageError(f"{method} writes no pictures: --out-dir does not apply")
-    items = collect_inputs(images, files_from)
+    check_run_options(input_format, shard, engine, ray_concurrency, ray_gpus)
+    items = collect_inputs(images, files_from, input_format=input_format, image_column=image_column, shard=shard)
     model_options = {k: options.pop(k) for k in _MODEL_KEYS if k in options}
     cfg = spec.config.of(config, **options)
     text_value = parse_text(spec, text)
     writer = ArtefactWriter(out_dir, cfg, [i.key for i in items],
                             text_value if spec.text == "labels" else ())
-    predictor = predictor_class(spec)(load_for(spec, model, **model_options), text_value, cfg)
+    predictor = build_predictor(spec, model, model_options, text_value, cfg)
     try:
         # the predictor may know a better default batch for its model (small towers: small batches)
         batch = batch_size or getattr(predictor, "default_batch_size", None) or spec.batch_size
-        yield from run_inputs(predictor, items, batch_size=batch, workers=workers,
-                              keep_image=writer.needs_image, quiet=quiet, skip=skip, description=method,
-                              max_side=spec.max_side if max_side == 0 else max_side,
-                              on_result=lambda result, sample: writer.write(result, sample.image))
+        side = spec.max_side if max_side == 0 else max_side
+        def on_result(result: Any, sample: Any) -> None:
+            writer.write(result, sample.image)
+        if engine == "ray":
+            from functools import partial
+
+            from clipkit.engines import ray as ray_engine
+
+            yield from ray_engine.run(partial(build_predictor, spec, model, model_options, text_value, cfg),
+                                      predictor, pending(items, skip), batch_size=batch,
+                                      keep_image=writer.needs_image, max_side=side, concurrency=ray_concurrency,
+                                      num_gpus=ray_gpus, quiet=quiet, on_result=on_result)
+        else:
+            yield from run_inputs(predictor, items, batch_size=batch, workers=workers,
+                                  keep_image=writer.needs_image, quiet=quiet, skip=skip, description=method,
+                                  max_side=side, on_result=on_result)
     finally:
         writer.close()
 

@@ -10,7 +10,9 @@ from clipkit.registry import local_models
 
 def list_models() -> list[dict[str, Any]]:
     """Rows ``{"model", "pretrained", "kind", "local"}``; ``local`` is True when no download is needed."""
-    import open_clip
+    from clipkit.openclip_import import open_clip_module
+
+    open_clip = open_clip_module()
 
     rows: list[dict[str, Any]] = []
     for row in local_models():

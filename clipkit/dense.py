@@ -354,6 +354,7 @@ def dense_logits(
     scale: float | None = None,
     short_side: int | None = None,
     shifts: int = 1,
+    full_size: bool = True,
 ) -> torch.Tensor:
     """Per-pixel class logits ``scale · cos(patch, text)`` at the original image size.
 
@@ -368,9 +369,11 @@ def dense_logits(
             (so an image at the model's input size is one window, and tiny models see objects at their
             training scale). The logits are resized back to the image's own size.
         shifts: sub-patch shifted passes per window (:func:`patch_embeddings`): a finer grid, same scale.
+        full_size: False stops at the working resolution (the resized image the windows slide over), for
+            callers that upsample in blocks (:func:`clipkit.pixelwise.label_pixels`).
     Returns:
-        ``[N, H, W]`` float32 on the model's device, ``(H, W)`` the image's size; softmax over dim 0 gives
-        per-pixel class probabilities.
+        ``[N, H, W]`` float32 on the model's device, ``(H, W)`` the image's size (or the working size);
+        softmax over dim 0 gives per-pixel class probabilities.
     """
     _check_variant(variant)
     window = model_window(model)
@@ -391,6 +394,6 @@ def dense_logits(
     with torch.inference_mode():
         cos = sliding_logits(pixels, crop_fn, window=window, stride=stride, patch=patch_grid(model))
         h, w = image.size[1], image.size[0]
-        if cos.shape[-2:] != (h, w):
+        if full_size and cos.shape[-2:] != (h, w):
             cos = F.interpolate(cos[None], size=(h, w), mode="bilinear", align_corners=False)[0]
     return cos * scale

@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -122,10 +122,17 @@ def load_image(path: str | Path, max_side: int | None = None, short_side: int | 
         raise ImageError("not a regular file (a FIFO, socket or device): give image files")
     if Path(path).suffix.lower() in HEIF_EXTENSIONS and not _heif_opener():
         raise ImageError("HEIC/HEIF images need the pillow-heif package: pip install pillow-heif")
+    return decode_image(path, max_side, short_side)
+
+
+def decode_image(source: str | Path | IO[bytes], max_side: int | None = None,
+                 short_side: int | None = None) -> Image.Image:
+    """Decode an image from a path or a binary file object (a tar member, a dataset cell) exactly as
+    :func:`load_image` does (draft decoding, EXIF transpose, RGB); ``ImageError`` with a one-line reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(source) as opened:
                 full = opened.size
                 scale = 1.0
                 if short_side and min(full) > short_side:

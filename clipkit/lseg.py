@@ -182,9 +182,10 @@ def lseg_logits_crops(model: Any, head: LSegHead, crops: torch.Tensor,
 
 def lseg_logits(
     model: Any, head: LSegHead, image, text_emb: torch.Tensor, *, stride: int | tuple[int, int] | None = None,
-    short_side: int | None = None,
+    short_side: int | None = None, full_size: bool = True,
 ) -> torch.Tensor:
-    """Per-pixel LSeg logits ``[N, H, W]`` at the image's size (sliding windows as ``dense.dense_logits``)."""
+    """Per-pixel LSeg logits ``[N, H, W]`` at the image's size (sliding windows as ``dense.dense_logits``;
+    ``full_size=False`` stops at the working resolution)."""
     window = dense.model_window(model)
     if stride is None:
         stride = (max(1, window[0] // 2), max(1, window[1] // 2))
@@ -198,7 +199,7 @@ def lseg_logits(
             patch=dense.patch_grid(model),
         )
         size = (image.size[1], image.size[0])
-        if out.shape[-2:] != size:
+        if full_size and out.shape[-2:] != size:
             out = F.interpolate(out[None], size=size, mode="bilinear", align_corners=False)[0]
     return out
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from clipkit import hub
 from clipkit.device import inference, resolve_device, resolve_precision
 from clipkit.errors import ModelError
+from clipkit.openclip_import import enable_hf_text, needs_hf_text, open_clip_module
 
 DEFAULT_MODEL = "shapes-clip"
 ASSETS = Path(__file__).parent / "assets"
@@ -152,7 +153,7 @@ def _folder_weights(folder: Path) -> Path | None:
 
 def _resolve(model: str, pretrained: str | None, offline: bool | None) -> dict:
     """Turn a user spec into open_clip arguments: {"name", "pretrained", "folder", "identity", "meta"}."""
-    import open_clip
+    open_clip = open_clip_module()
 
     model, pretrained = _split_spec(model, pretrained)
     bundled = bundled_models()
@@ -212,9 +213,21 @@ def _resolve(model: str, pretrained: str | None, offline: bool | None) -> dict:
             "identity": f"{arch}:{pretrained}"}
 
 
+def _model_config(resolved: dict, open_clip: Any) -> dict | None:
+    """The open_clip model config a resolved spec will build (None when only a download would tell)."""
+    folder = resolved["folder"]
+    if folder is not None:
+        return json.loads((Path(folder) / "open_clip_config.json").read_text()).get("model_cfg")
+    if resolved["name"].startswith("hf-hub:"):
+        return None
+    return open_clip.get_model_config(resolved["name"])
+
+
 def _create(resolved: dict, device: torch.device, trust_checkpoint: bool) -> tuple[torch.nn.Module, Any]:
     """Build the open_clip model and its eval transform, turning loader failures into one-line ModelErrors."""
-    import open_clip
+    open_clip = open_clip_module()
+    if needs_hf_text(_model_config(resolved, open_clip)):
+        enable_hf_text()
 
     has_weights = resolved["pretrained"] or resolved["folder"] or resolved["name"].startswith("hf-hub:")
     try:
@@ -251,7 +264,7 @@ def load_model(
     trust_checkpoint: bool = False,
 ) -> LoadedModel:
     """Load (once per process) the model named by ``model``/``pretrained``; see the module docstring."""
-    import open_clip
+    open_clip = open_clip_module()
 
     spec = model or DEFAULT_MODEL
     dev = resolve_device(device)

@@ -98,6 +98,8 @@ class Segmentation:
     resolution (smaller than the label map when the runner downscaled the input, ``--max-side``).
     ``extras``: method-specific arrays (e.g. GroupViT's per-stage group maps ``stage1``/``stage2``); arrays
     stay out of the JSON, other values go in it.
+    ``mean_scores``: optional float ``[N]``, each label's mean probability over its pixels at full resolution
+    (what :meth:`classes` reports), for methods that decide pixels without keeping ``scores``.
     """
 
     path: str
@@ -106,6 +108,7 @@ class Segmentation:
     scores: np.ndarray | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    mean_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.label_map.ndim != 2:
@@ -118,12 +121,16 @@ class Segmentation:
         total = self.label_map.size
         counts = _label_counts(self.label_map, len(self.labels) + 1)
         small = self.label_map
-        if self.scores is not None and self.scores.shape[1:] != small.shape:
+        if self.mean_scores is None and self.scores is not None and self.scores.shape[1:] != small.shape:
             small = resize_map(small, (self.scores.shape[2], self.scores.shape[1]))
         out = []
         for k in np.flatnonzero(counts[1:]) + 1:  # only the labels present
-            inside = small == k
-            score = float(self.scores[k - 1][inside].mean()) if self.scores is not None and inside.any() else 1.0
+            if self.mean_scores is not None:
+                score = float(self.mean_scores[k - 1])
+            else:
+                inside = small == k
+                score = float(self.scores[k - 1][inside].mean()) if self.scores is not None and inside.any() \
+                    else 1.0
             out.append({"label": self.labels[k - 1], "fraction": _f32(counts[k] / total), "score": _f32(score)})
         return sorted(out, key=lambda c: -c["fraction"])
 
@@ -131,7 +138,8 @@ class Segmentation:
         """The label map and group maps resized to ``size`` = (W, H) (nearest); scores stay at working size."""
         extras = {k: resize_map(v, size) if isinstance(v, np.ndarray) and v.ndim == 2 else v
                   for k, v in self.extras.items()}
-        return Segmentation(self.path, self.labels, resize_map(self.label_map, size), self.scores, extras, self.files)
+        return Segmentation(self.path, self.labels, resize_map(self.label_map, size), self.scores, extras, self.files,
+                            self.mean_scores)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"path": self.path, "classes": self.classes()}

@@ -1,11 +1,14 @@
 """The one runner: inputs → decoded batches → a predictor → results and error records, in input order.
 
-It is the only code that knows about inputs (paths, folders, globs, ``-``, ``--files-from`` and in-memory PIL
-images, HWC uint8 arrays or CHW tensors), decoding workers, batches, error records, progress and resume. Every
-method (:mod:`clipkit.methods`) gets the same behaviour from it:
+It is the only code that knows about inputs (paths, folders, globs, ``-``, ``--files-from``, webdataset shards
+and Hugging Face datasets (:mod:`clipkit.sources`), and in-memory PIL images, HWC uint8 arrays or CHW tensors),
+decoding workers, batches, error records, progress, resume and ``--shard`` (:mod:`clipkit.sharding`). Every
+method (:mod:`clipkit.methods`) gets the same behaviour from it; ``--engine ray`` (:mod:`clipkit.engines.ray`)
+runs the same decode and the same per-result steps on Ray Data:
 
-* naming: a file input is named by its path as given (after folder/glob expansion); an in-memory item by
-  ``<image i>``, ``i`` being its index in the caller's list; errors use the same names;
+* naming: a file input is named by its path as given (after folder/glob expansion); a dataset sample by
+  ``<shard>/<key>`` or ``<dataset folder>[/<split>]/<row>``; an in-memory item by ``<image i>``, ``i`` being its
+  index in the caller's list; errors use the same names;
 * an input that cannot be decoded, or on which the predictor fails, becomes an :class:`ErrorRecord`; the others
   in its batch are retried one by one, so one bad file never costs another its result;
 * ``skip`` (``--resume``) holds keys already done; they are not decoded again. A file counts as done when its
@@ -25,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from clipkit.errors import ClipkitError
-from clipkit.images import ORIGINAL_SIZE, as_pil, default_workers, expand_inputs, load_image
+from clipkit.images import ORIGINAL_SIZE, as_pil, decode_image, default_workers, expand_inputs, load_image
 from clipkit.methods import Predictor, Sample
 from clipkit.results import ErrorRecord
+from clipkit.sources import is_dataset_source
 
 
 @dataclass(frozen=True)
 class Input:
-    """One input: ``key`` (its name in results) and ``source`` (a path string, or the in-memory object)."""
+    """One input: ``key`` (its name in results) and ``source`` (a path string, a dataset sample record of
+    :mod:`clipkit.sources`, or the in-memory object)."""
 
     key: str
     source: Any
@@ -41,29 +46,56 @@ class Input:
     def is_file(self) -> bool:
         return isinstance(self.source, str)
 
+    @property
+    def portable(self) -> bool:
+        """Whether another process can read it from ``source`` alone (a file or a dataset sample)."""
+        return self.is_file or is_dataset_source(self.source)
 
-def collect_inputs(images: Any, files_from: str | Path | None = None) -> list[Input]:
-    """Inputs from a path, folder, glob, ``-``, a PIL image / array / tensor, or a list mixing them.
+
+def collect_inputs(images: Any, files_from: str | Path | None = None, *, input_format: str | None = None,
+                   image_column: str | None = None, shard: str | tuple[int, int] | None = None) -> list[Input]:
+    """Inputs from a path, folder, glob, ``-``, a webdataset shard, a Hugging Face dataset folder, a PIL image /
+    array / tensor, or a list mixing them.
 
     Strings and ``os.PathLike`` objects are expanded (folders recursively, globs, ``-`` = paths on stdin); a
-    missing file stays an input and becomes an error record when read.
+    missing file stays an input and becomes an error record when read. ``input_format``: ``auto`` (a ``.tar`` is a
+    webdataset shard, a ``save_to_disk`` folder a dataset), ``files``, ``webdataset`` or ``hf``
+    (:mod:`clipkit.sources`); ``image_column``: the dataset column / shard member extension holding the image.
+    ``shard``: ``"i/N"`` keeps the i-th of N hash partitions of the inputs (:mod:`clipkit.sharding`).
     """
+    from clipkit import sources
+    from clipkit.sharding import parse_shard, select
+
+    fmt = sources.check_format(input_format)
+    part = parse_shard(shard)
     items = list(images) if isinstance(images, list | tuple) else ([] if images is None else [images])
     out: list[Input] = []
+
+    def add_paths(paths: list[str]) -> None:
+        for p in paths:
+            if fmt != "files" and sources.is_tar(p):
+                out.extend(Input(k, s) for k, s in sources.expand(p, "webdataset", image_column))
+            else:
+                out.append(Input(p, p))
+
     for index, item in enumerate(items):
         if isinstance(item, Input):
             out.append(item)
         elif isinstance(item, str) or hasattr(item, "__fspath__"):
-            out.extend(Input(p, p) for p in expand_inputs([str(item)], allow_empty=True))
+            reader = sources.claims(str(item), fmt) if str(item) != "-" else None
+            if reader is not None:
+                out.extend(Input(k, s) for k, s in sources.expand(str(item), reader, image_column))
+            else:
+                add_paths(expand_inputs([str(item)], allow_empty=True))
         else:
             out.append(Input(f"<image {index}>", item))
     if files_from is not None:
-        out.extend(Input(p, p) for p in expand_inputs([], files_from, allow_empty=True))
+        add_paths(expand_inputs([], files_from, allow_empty=True))
     keys = list(dict.fromkeys(i.key for i in out))
     if not keys:
         expand_inputs([])  # raises the one "no input images" usage error
     by_key = {i.key: i for i in out}
-    return [by_key[k] for k in keys]
+    return select((by_key[k] for k in keys), part)
 
 
 def resolved(key: str) -> str:
@@ -72,7 +104,12 @@ def resolved(key: str) -> str:
 
 
 def _done(item: Input, skip: set[str]) -> bool:
-    return item.key in skip or (item.is_file and resolved(item.key) in skip)
+    return item.key in skip or (item.portable and resolved(item.key) in skip)
+
+
+def pending(items: Sequence[Input], skip: set[str] | None) -> list[Input]:
+    """The items not done yet (``skip``: keys of a resumed run's results)."""
+    return [i for i in items if not skip or not _done(i, skip)]
 
 
 def decode(item: Input, max_side: int | None = None, short_side: int | None = None) -> Any:
@@ -81,6 +118,9 @@ def decode(item: Input, max_side: int | None = None, short_side: int | None = No
     if item.is_file:
         return load_image(item.source, max_side, short_side)
     source = item.source
+    if is_dataset_source(source):
+        with source.open() as stream:
+            return decode_image(stream, max_side, short_side)
     if hasattr(source, "detach") and hasattr(source, "permute"):  # a CHW tensor, float in [0, 1] or uint8
         import numpy as np
         import torch
@@ -168,7 +208,7 @@ def _batches(items: Sequence[Input], transform: Any, keep_image: bool, batch_siz
 
     from clipkit.device import threads_beside
 
-    in_memory = any(not i.is_file for i in items)
+    in_memory = any(not i.portable for i in items)
     n_workers = 0 if in_memory else default_workers(len(items), batch_size) if workers is None else workers
     with threads_beside(n_workers if share_cores else 0):
         yield from DataLoader(_Decoded(items, transform, keep_image, max_side, short_side),  # type: ignore[arg-type]
@@ -214,7 +254,7 @@ def run(predictor: Predictor, items: Sequence[Input], *, batch_size: int = 1, wo
         from clipkit.errors import UsageError
 
         raise UsageError("--batch-size must be at least 1")
-    todo = [i for i in items if not skip or not _done(i, skip)]
+    todo = pending(items, skip)
     keep = keep_image or predictor.keep_image
     with progress(len(todo), description, quiet) as bar:
         # a predictor that needs only a small input (``decode_short_side``) gets JPEGs decoded at reduced size,
@@ -224,23 +264,39 @@ def run(predictor: Predictor, items: Sequence[Input], *, batch_size: int = 1, wo
         # compute-bound and keeps every thread (measured: bench/README.md, "threads beside the workers")
         share = bool(getattr(predictor, "decode_bound", False))
         for batch in _batches(todo, predictor.transform, keep, batch_size, workers, max_side, short, share):
-            ok = [s for s in batch if isinstance(s, Sample)]
-            results = iter(_predict(predictor, ok) if ok else ())
-            for entry in batch:
-                if isinstance(entry, ErrorRecord):
-                    yield entry
-                    continue
-                result = next(results)
-                if hasattr(result, "rescaled") and entry.image is not None and entry.image.size != entry.size:
-                    result = result.rescaled(entry.size)
-                if on_result is not None and not isinstance(result, ErrorRecord):
-                    try:
-                        on_result(result, entry)
-                    except OSError as exc:
-                        result = ErrorRecord(entry.key, f"cannot write artefacts: {exc}")
-                entry.image = entry.pixels = None  # free the batch's memory as results stream out
-                yield result
+            for entry, result in predict_batch(predictor, batch):
+                yield deliver(result, entry, on_result)
             bar.advance(len(batch))
+
+
+def predict_batch(predictor: Predictor, batch: list[Sample | ErrorRecord]) -> list[tuple[Any, Any]]:
+    """``(entry, result)`` per entry of a decoded batch: the predictor's result mapped back to the original size,
+    or the entry's own ``ErrorRecord`` (both engines call this on each batch)."""
+    ok = [s for s in batch if isinstance(s, Sample)]
+    results = iter(_predict(predictor, ok) if ok else ())
+    out = []
+    for entry in batch:
+        if isinstance(entry, ErrorRecord):
+            out.append((entry, entry))
+            continue
+        result = next(results)
+        if hasattr(result, "rescaled") and entry.image is not None and entry.image.size != entry.size:
+            result = result.rescaled(entry.size)
+        out.append((entry, result))
+    return out
+
+
+def deliver(result: Any, entry: Any, on_result: Any = None) -> Any:
+    """The result as yielded: ``on_result(result, sample)`` called first (artefacts; a failed write becomes an
+    ``ErrorRecord``), then the sample's image and pixels freed."""
+    if on_result is not None and isinstance(entry, Sample) and not isinstance(result, ErrorRecord):
+        try:
+            on_result(result, entry)
+        except OSError as exc:
+            result = ErrorRecord(entry.key, f"cannot write artefacts: {exc}")
+    if isinstance(entry, Sample):
+        entry.image = entry.pixels = None  # free the batch's memory as results stream out
+    return result
 
 
 class _Progress:

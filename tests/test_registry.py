@@ -133,3 +133,21 @@ def test_threads_leave_the_decoding_workers_their_cores(monkeypatch):
             assert torch.get_num_threads() == 4
     finally:
         torch.set_num_threads(before)
+
+
+def test_transformers_waits_until_a_model_needs_it():
+    """A bundled model loads without importing transformers (about 1 s of start-up); a config with a Hugging
+    Face text tower gets open_clip's real HFTextEncoder back in the same process."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from clipkit.registry import load_model\n"
+            "m = load_model('shapes-clip')\n"
+            "print('transformers' in sys.modules)\n"
+            "from clipkit.openclip_import import enable_hf_text\n"
+            "enable_hf_text()\n"
+            "import open_clip, open_clip.hf_model as hf\n"
+            "print(hf.transformers is not None, open_clip.model.HFTextEncoder is hf.HFTextEncoder)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True"]

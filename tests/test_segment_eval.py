@@ -71,3 +71,16 @@ def test_train_lseg_writes_a_loadable_head(tiny_model_dir, tmp_path):
     assert "clipkit world train-lseg head" in (tmp_path / "head" / "README.md").read_text()
     head = lseg.load_head(tmp_path / "head", load_model(str(tiny_model_dir), device="cpu"))
     assert head.cfg.meta["metrics"]["miou"] == metrics["miou"]
+
+    # --init continues that head: the first step starts from its weights, not a fresh initialisation
+    import dataclasses
+
+    import torch
+
+    again = train_lseg(dataclasses.replace(cfg, init=str(tmp_path / "head"), steps=1, lr=1e-9), tmp_path / "next",
+                       quiet=True)
+    cont = lseg.load_head(tmp_path / "next", load_model(str(tiny_model_dir), device="cpu"))
+    assert all(torch.allclose(a.float(), b.float(), atol=1e-3) for a, b in  # weights (not BN statistics)
+               zip(head.parameters(), cont.parameters(), strict=True))
+    assert again["miou"] == pytest.approx(metrics["miou"], abs=0.05)
+    assert "Continued from the head" in (tmp_path / "next" / "README.md").read_text()

@@ -11,7 +11,16 @@ from clipkit.training.clip import (
     train_clip,
 )
 from clipkit.world import CATEGORIES
-from clipkit.world.data import PoolConfig, SceneCaptionDataset, ScenePool, batches, caption_text
+from clipkit.world.data import (
+    PoolConfig,
+    SceneCaptionDataset,
+    ScenePool,
+    batches,
+    caption_text,
+    collate,
+    partial_names,
+    satisfies,
+)
 
 TINY = {"embed_dim": 16,
         "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16,
@@ -79,6 +88,39 @@ def test_multi_positive_loss_counts_duplicates_as_positives():
     distinct = multi_positive_clip_loss(img, txt, scale, torch.tensor([0, 1, 2, 3]))
     assert same < distinct  # identical pairs are not penalised as negatives
     assert same < 0.75  # ~ln 2 from the two equal positives, nothing else
+
+
+def test_partial_names_cut_to_shape_or_colour():
+    rng = np.random.default_rng(0)
+    cut = [partial_names(["red circle", "star"], rng, 1.0) for _ in range(40)]
+    assert all(c[1] == "star" for c in cut)  # a black-ink name has no colour to drop
+    firsts = {c[0] for c in cut}
+    assert "circle" in firsts and {"red one", "red shape", "red object"} & firsts
+    assert firsts <= {"circle", "red one", "red shape", "red object"}
+    assert partial_names(["red circle", "blue star"], rng, 0.0) == ["red circle", "blue star"]
+
+
+def test_a_partial_caption_fits_every_scene_it_describes():
+    red_circle, blue_star = ("red", "circle"), ("blue", "star")
+    assert satisfies([red_circle], [(None, "circle")])
+    assert satisfies([red_circle, blue_star], [("blue", None), (None, "circle")])  # any order
+    assert not satisfies([red_circle], [("blue", None)])
+    assert not satisfies([(None, "circle")], [red_circle])  # a black-ink circle is not "a red circle"
+    assert not satisfies([red_circle, blue_star], [(None, "circle")])  # every object is named once
+    assert not satisfies([red_circle, red_circle], [(None, "circle"), ("red", "star")])
+
+
+def test_partial_captions_give_one_sided_positives(pool):
+    ds = SceneCaptionDataset(pool, seed=2, p_partial=0.6)
+    batch = collate([ds.item(i) for i in range(len(pool))])
+    pos = batch["positives"]
+    assert pos.diagonal().all()
+    assert not torch.equal(pos, pos.T)  # "a circle" fits a red circle's scene, not the other way round
+    full = collate([SceneCaptionDataset(pool, seed=2).item(i) for i in range(len(pool))])
+    assert torch.equal(full["positives"], full["key"][:, None] == full["key"][None, :])
+    img, txt = torch.randn(len(pool), 8), torch.randn(len(pool), 8)
+    assert torch.allclose(multi_positive_clip_loss(img, txt, torch.tensor(5.0), full["key"]),
+                          multi_positive_clip_loss(img, txt, torch.tensor(5.0), None, full["positives"]))
 
 
 def test_train_is_deterministic_and_writes_loadable_folder(tmp_path):

@@ -16,6 +16,8 @@ from clipkit.cli.common import HELP_SETTINGS, ClipkitGroup
 # others are (group, command name, module under clipkit.cli, function).
 COMMANDS = [
     (None, "models", "models", "models"),
+    (None, "embed", "collection", "embed"),
+    (None, "search", "collection", "search"),
     ("world", "export", "world", "export"),
     ("world", "train-clip", "world", "train_clip"),
     ("world", "train-lseg", "world_lseg", "train_lseg"),

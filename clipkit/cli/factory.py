@@ -24,6 +24,8 @@ SHARED: list[tuple[str, Any]] = [
     ("offline", o.OfflineOpt), ("trust_checkpoint", o.TrustOpt), ("batch_size", o.BatchSizeOpt),
     ("workers", o.WorkersOpt), ("threads", o.ThreadsOpt), ("max_side", o.MaxSideOpt), ("files_from", o.FilesFromOpt),
     ("format", o.FormatOpt), ("output", o.OutputOpt), ("resume", o.ResumeOpt), ("quiet", o.QuietOpt),
+    ("input_format", o.InputFormatOpt), ("image_column", o.ImageColumnOpt), ("shard", o.ShardOpt),
+    ("engine", o.EngineOpt), ("ray_concurrency", o.RayConcurrencyOpt), ("ray_gpus", o.RayGpusOpt),
 ]
 MODEL_OPTIONS = ("pretrained", "device", "precision", "offline", "trust_checkpoint")
 TEXT: dict[str, list[tuple[str, Any]]] = {

@@ -89,3 +89,27 @@ GroupModelOpt = Annotated[str | None, typer.Option(
     "model.safetensors) or NVlabs .pth; or any open_clip model (bundled name, architecture such as "
     "ViT-B-16:openai, hf-hub:org/repo, folder) for training-free grouping. Default: shapes-groupvit.",
     rich_help_panel=MODEL, show_default=False)]
+INPUT = "Input and scale"
+InputFormatOpt = Annotated[str | None, typer.Option(
+    "--input-format", help="auto (a .tar is a webdataset shard, a save_to_disk folder a Hugging Face dataset), "
+    "files, webdataset (tar shards, folders of them, brace patterns such as 'data/{00000..00099}.tar') or hf "
+    "(save_to_disk folder or image folder). Default: auto.", rich_help_panel=INPUT, show_default=False,
+    metavar="auto|files|webdataset|hf")]
+ImageColumnOpt = Annotated[str | None, typer.Option(
+    "--image-column", help="The image in a dataset input: the column of a Hugging Face dataset (default: the first "
+    "Image column) or the member extension of a webdataset sample, like clip-retrieval's --wds_image_key "
+    "(default: the first of jpg, jpeg, png, webp…).", rich_help_panel=INPUT, show_default=False)]
+ShardOpt = Annotated[str | None, typer.Option(
+    "--shard", help="Process only part i of N (i/N, 0-based) of the inputs: a hash of each input's name, so N "
+    "runs over the same inputs in any order split them without overlap; concatenate their outputs.",
+    rich_help_panel=INPUT, show_default=False, metavar="i/N")]
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", help="local (this process and its decoding workers) or ray (Ray Data: the cluster at "
+    "$RAY_ADDRESS, else a local Ray runtime; pip install 'clipkit[ray]'). Default: local.",
+    rich_help_panel=INPUT, show_default=False, metavar="local|ray")]
+RayConcurrencyOpt = Annotated[int | None, typer.Option(
+    "--ray-concurrency", help="With --engine ray: predictor actors, one model each (default: one per GPU of the "
+    "cluster, else one per CPU, at most 4).", rich_help_panel=INPUT, show_default=False, min=1)]
+RayGpusOpt = Annotated[float | None, typer.Option(
+    "--ray-gpus", help="With --engine ray: GPUs per predictor actor (default: 1 when the cluster has GPUs, else 0).",
+    rich_help_panel=INPUT, show_default=False, min=0)]

@@ -15,13 +15,13 @@ from clipkit.methods import MethodSpec
 
 _MODEL = ("model", "pretrained", "device", "precision", "offline", "trust_checkpoint")
 _RUN = ("batch_size", "workers", "threads", "max_side", "files_from", "format", "output", "resume", "quiet",
-        "out_dir")
+        "out_dir", "input_format", "image_column", "shard", "engine", "ray_concurrency", "ray_gpus")
 
 
 def run_command(spec: MethodSpec, options: dict[str, Any]) -> None:
     """Validate ``options`` (the command's parameters), run the method and exit with its code (0 all inputs
     ok, 1 any failed, 2 usage error)."""
-    from clipkit.api import parse_text
+    from clipkit.api import check_run_options, parse_text
     from clipkit.errors import UsageError
     from clipkit.runner import collect_inputs
     from clipkit.sink import check_output
@@ -41,7 +41,9 @@ def run_command(spec: MethodSpec, options: dict[str, Any]) -> None:
     if spec.out_dir == "required" and run["out_dir"] is None:
         raise UsageError(f"--out-dir is required: the folder for the {spec.name} pictures")
     check_output(run["format"], run["output"], bool(run["resume"]))
-    items = collect_inputs(images, run["files_from"])
+    check_run_options(run["input_format"], run["shard"], run["engine"], run["ray_concurrency"], run["ray_gpus"])
+    items = collect_inputs(images, run["files_from"], input_format=run["input_format"],
+                           image_column=run["image_column"], shard=run["shard"])
     code = _run(spec, text, config, items, model, run)
     if code:
         raise typer.Exit(code)
@@ -67,17 +69,21 @@ def _run(spec: MethodSpec, text: Any, config: Any, items: list, model: dict[str,
 
     params = {"method": spec.name, "model": model["model"], "pretrained": model["pretrained"],
               "text": list(text) if isinstance(text, list | tuple) else text,
-              "config": config.model_dump(mode="json")}
+              "config": config.model_dump(mode="json"), "shard": run["shard"]}
     sink = ResultSink(run["format"], run["output"], resume=bool(run["resume"]), title=spec.name, params=params)
     if run["threads"] is not None:
         from clipkit.device import set_threads
 
         set_threads(run["threads"])
     model_options = {k: v for k, v in model.items() if v is not None and k != "model"}
+    if not items:  # a --shard part that no input falls in: an empty result (parts still concatenate), not an error
+        if not run["quiet"]:
+            typer.echo(f"--shard {run['shard']}: no input falls in this part", err=True)
+        return _write(sink.close)
     results = run_method(spec.name, items, text, model=model["model"], config=config, out_dir=run["out_dir"],
                          batch_size=run["batch_size"], workers=run["workers"], quiet=bool(run["quiet"]),
-                         max_side=run["max_side"] or 0,
-                         skip=sink.done, **model_options)
+                         max_side=run["max_side"] or 0, skip=sink.done, engine=run["engine"],
+                         ray_concurrency=run["ray_concurrency"], ray_gpus=run["ray_gpus"], **model_options)
     try:
         for result in results:
             _write(sink.add, result)

@@ -91,6 +91,9 @@ def train_clip(
     drawings: Annotated[float | None, typer.Option("--drawings", min=0.0, max=1.0,
                                                    help="Fraction of the pool drawn as line drawings "
                                                         "(clipkit.world.drawings), so sketches are named too.")] = None,
+    partial_names: Annotated[float | None, typer.Option("--partial-names", min=0.0, max=1.0,
+                                                        help="Chance a caption names an object by shape or "
+                                                             "colour alone ('a circle', 'a red one').")] = None,
     init: Annotated[Path | None, typer.Option("--init", help="Start from this model folder (same "
                                                              "architecture), e.g. to continue a run.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -106,7 +109,8 @@ def train_clip(
         raise _usage_error(f"--init {init}: no open_clip_model.safetensors there (give a train-clip output folder)")
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pool_size": pool_size,
              "threads": threads, "max_minutes": max_minutes, "mil_weight": mil_weight,
-             "word_weight": word_weight, "drawings": drawings, "init": str(init) if init else None}
+             "word_weight": word_weight, "drawings": drawings,
+             "partial_names": partial_names, "init": str(init) if init else None}
     cfg = TrainClipConfig(**{k: v for k, v in given.items() if v is not None})
     # the model card records the exact command line that made the model
     args = sys.argv[1:]

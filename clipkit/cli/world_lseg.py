@@ -30,6 +30,9 @@ def train_lseg(
     eval_scenes: Annotated[int | None, typer.Option(
         "--eval-scenes", help="Held-out scenes for the final mIoU (default 100).", show_default=False,
         min=1)] = None,
+    init: Annotated[str | None, typer.Option(
+        "--init", help="Continue this head (bundled name or folder) instead of a new one, e.g. after the CLIP "
+                       "model was retrained.", show_default=False)] = None,
     templates: TemplatesOpt = None,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = None,
@@ -47,7 +50,8 @@ def train_lseg(
 
     cfg = LSegTrainConfig(**drop_none(model=model, steps=steps, batch_size=batch_size, lr=lr,
                                       features=features, seed=seed, scene_seed=scene_seed,
-                                      eval_scenes=eval_scenes, templates=templates, threads=threads))
+                                      eval_scenes=eval_scenes, templates=templates, threads=threads,
+                                      init=init))
     command = "clipkit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     metrics = run(cfg, out, quiet=bool(quiet), command=command)
     typer.echo(f"LSeg head written to {out}: held-out mIoU {metrics['miou']:.3f} "

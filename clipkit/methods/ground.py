@@ -257,10 +257,11 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
             tb, bb = box_calibration(cal_j)
             cols.append(box_presence(margins(sc.logits[:, j], cal_j, sc.background, sc.competitors[:, j]), tb, bb))
         probs = torch.from_numpy(np.stack(cols, 1).astype(np.float32))  # [K, n]
-        for j in range(n):
-            probs[:, j] = 0 if sc.expression.phrases[j].null else probs[:, j]
+        null = torch.tensor([p.null for p in sc.expression.phrases], dtype=torch.bool)  # [n] "the image", …
+        probs[:, null] = 0
         present = [float(probs[:, j].max()) for j in range(n)]
-        k_idx, p_idx = torch.nonzero(probs >= cal["threshold"], as_tuple=True)
+        # a null phrase names no object: no box for it even at threshold 0
+        k_idx, p_idx = torch.nonzero((probs >= cal["threshold"]) & ~null, as_tuple=True)
         scores = probs[k_idx, p_idx]
         bx = torch.from_numpy(sc.boxes)[k_idx]
         keep = batched_nms(bx, scores, p_idx, cfg.nms_iou)

@@ -24,6 +24,7 @@ from clipkit import dense
 from clipkit.configs import SegmentConfig
 from clipkit.errors import UsageError
 from clipkit.methods import Sample
+from clipkit.pixelwise import PixelLabels, label_pixels
 from clipkit.prompts import text_embeddings
 from clipkit.registry import LoadedModel
 from clipkit.results import Segmentation
@@ -38,7 +39,8 @@ class SegmentPredictor:
     """Labels + :class:`SegmentConfig` → per-pixel labels; text embedded once.
 
     ``predict(samples)`` takes decoded RGB images and returns one :class:`Segmentation` each (label map at the
-    original size, 0 = background, k = ``labels[k - 1]``; per-label probabilities ``[N, H, W]`` float32).
+    original size, 0 = background, k = ``labels[k - 1]``; per-label probabilities ``[N, H, W]`` float32 only
+    with ``config.scores``, the mean score of each label over its pixels always).
     ``head_module``: an ``LSegHead`` object instead of ``config.head`` (trainers pass the head they train).
 
     Config notes: ``min_cosine`` — pixels whose best label *cosine* (before the logit scale) is below it become
@@ -93,36 +95,42 @@ class SegmentPredictor:
         other.text = text_embeddings(self.model, [*other.labels, *other.background], self.templates)
         return other
 
-    def logits(self, image) -> torch.Tensor:
-        """``[N + B, H, W]`` float32 logits (labels, then background prompts) at the image's size."""
+    def logits(self, image, *, full_size: bool = True) -> torch.Tensor:
+        """``[N + B, H, W]`` float32 logits (labels, then background prompts) at the image's size, or at the
+        working resolution with ``full_size=False``."""
         from clipkit import lseg
 
         cfg = self.config
         if self.head is not None:
             return lseg.lseg_logits(self.model, self.head, image, self.text, stride=cfg.stride,
-                                    short_side=cfg.short_side)
+                                    short_side=cfg.short_side, full_size=full_size)
         return dense.dense_logits(self.model, image, self.text, variant=self.variant, stride=cfg.stride,
-                                  scale=cfg.scale, short_side=cfg.short_side, shifts=cfg.shifts)
+                                  scale=cfg.scale, short_side=cfg.short_side, shifts=cfg.shifts,
+                                  full_size=full_size)
 
     @torch.inference_mode()
-    def segment_image(self, image) -> tuple[np.ndarray, np.ndarray]:
-        """``(label_map [H, W] uint8|uint16, probabilities [N, H, W] float32)`` for one RGB PIL image."""
-        logits = self.logits(image)
-        probs = logits.softmax(dim=0)
-        n = len(self.labels)
-        best, index = probs.max(dim=0)
-        label_map = index + 1
-        label_map[index >= n] = 0  # a background prompt won
-        if self.config.threshold is not None:
-            label_map[best < self.config.threshold] = 0
-        if self.min_cosine is not None:
-            label_map[(logits[:n] / self._cos_scale).amax(dim=0) < self.min_cosine] = 0
-        dtype = np.uint8 if n < 256 else np.uint16
-        return label_map.cpu().numpy().astype(dtype), probs[:n].float().cpu().numpy()
+    def pixel_labels(self, image, *, keep_probs: bool = False) -> PixelLabels:
+        """The decision at the image's size from the working-resolution logits, in row blocks: memory
+        O(H·W), the ``[N, H, W]`` volume only with ``keep_probs`` (:mod:`clipkit.pixelwise`)."""
+        return label_pixels(self.logits(image, full_size=False).cpu(), (image.size[1], image.size[0]),
+                            len(self.labels), threshold=self.config.threshold, min_cosine=self.min_cosine,
+                            cos_scale=self._cos_scale, keep_probs=keep_probs)
+
+    def segment_image(self, image, *, keep_probs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(label_map [H, W] uint8|uint16, probabilities [N, H, W] float32 or None)`` for one RGB PIL
+        image."""
+        out = self.pixel_labels(image, keep_probs=keep_probs)
+        probs = None if out.probs is None else out.probs.numpy()
+        return self._narrow(out.label_map), probs
+
+    def _narrow(self, label_map: torch.Tensor) -> np.ndarray:
+        return label_map.numpy().astype(np.uint8 if len(self.labels) < 256 else np.uint16)
 
     def predict(self, samples: list[Sample]) -> list[Segmentation]:
         out = []
         for sample in samples:
-            label_map, probs = self.segment_image(sample.image)
-            out.append(Segmentation(sample.key, list(self.labels), label_map, probs))
+            px = self.pixel_labels(sample.image, keep_probs=self.config.scores)
+            probs = None if px.probs is None else px.probs.numpy()
+            out.append(Segmentation(sample.key, list(self.labels), self._narrow(px.label_map), probs,
+                                    mean_scores=px.mean_scores))
         return out

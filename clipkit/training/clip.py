@@ -55,16 +55,21 @@ def register_model_config(name: str, model_cfg: dict) -> None:
 
 
 def multi_positive_clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor,
-                             keys: torch.Tensor) -> torch.Tensor:
+                             keys: torch.Tensor | None = None, positives: torch.Tensor | None = None
+                             ) -> torch.Tensor:
     """Symmetric InfoNCE with soft multi-positive targets.
 
-    img, txt: float [B, D] L2-normalised; logit_scale: scalar (already exp'ed); keys: int64 [B], equal keys =
-    same content. Returns the mean of the image->text and text->image cross-entropies.
+    img, txt: float [B, D] L2-normalised; logit_scale: scalar (already exp'ed); either keys: int64 [B] (equal
+    keys = same content, a symmetric relation) or positives: bool [B, B] with ``[i, j]`` = image i fits
+    caption j (not symmetric once captions may name an object by shape or colour alone: "a circle" fits a red
+    circle, "a red circle" does not fit every circle). Targets spread evenly over each row's positives.
+    Returns the mean of the image->text and text->image cross-entropies.
     """
     logits = logit_scale * img @ txt.T
-    pos = (keys[:, None] == keys[None, :]).float()
-    targets = pos / pos.sum(1, keepdim=True)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    pos = (keys[:, None] == keys[None, :]) if positives is None else positives
+    pos = pos.float()
+    return 0.5 * (F.cross_entropy(logits, pos / pos.sum(1, keepdim=True))
+                  + F.cross_entropy(logits.T, pos.T / pos.T.sum(1, keepdim=True)))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -215,10 +220,10 @@ def clip_loss_fn(tokenizer, *, label_texts: list[str] | None = None, mil_weight:
         txt = F.normalize(model.encode_text(tokenizer(batch["caption"])), dim=-1)
         if mil_weight <= 0:
             img = F.normalize(model.encode_image(batch["image"]), dim=-1)
-            return multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"])
+            return multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"], batch.get("positives"))
         pooled, tokens = image_and_patch_features(model, batch["image"])
         img = F.normalize(pooled, dim=-1)
-        loss = multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"])
+        loss = multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"], batch.get("positives"))
         lab = F.normalize(model.encode_text(label_tokens), dim=-1)
         tokens = F.normalize(tokens, dim=-1)
         mil = caption_mil_loss(tokens, lab, batch["labels"], mil_scale, mil_head.bias)
@@ -275,6 +280,9 @@ class TrainClipConfig:
     # opt-in (issue #18): fraction of the pool drawn as line drawings (clipkit.world.drawings) so the model
     # learns to name sketched shapes; 0 = the pool as before. CLI: `clipkit world train-clip --drawings F`.
     drawings: float = 0.0
+    # issue #17: chance that a caption names an object by its shape alone or its colour alone ("a circle",
+    # "a red one"); 0 = captions as before. CLI: `clipkit world train-clip --partial-names P`.
+    partial_names: float = 0.0
 
 
 def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str], None] | None = None,
@@ -305,7 +313,7 @@ def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str]
                                 drawings=cfg.drawings))
     pool_s = time.perf_counter() - t0
     log(f"pool of {cfg.pool_size} scenes drawn in {pool_s:.0f}s")
-    ds = SceneCaptionDataset(pool, seed=cfg.seed)
+    ds = SceneCaptionDataset(pool, seed=cfg.seed, p_partial=cfg.partial_names)
 
     def on_step(step: int, loss: float, lr: float) -> None:
         log(f"step {step} loss {loss:.4f} lr {lr:.2e} t {time.perf_counter() - t0:.0f}s")

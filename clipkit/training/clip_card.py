@@ -61,6 +61,16 @@ def model_card(cfg: TrainClipConfig, *, steps_done: int, train_s: float, pool_s:
                    " (multi-label BCE, as SuperClass uses caption tokens as classes). It gives the image tower"
                    " a direct\n  signal for shape; without it both towers settled on colour only (shape words"
                    ' had no effect on the text: cos("red circle", "red square") = 0.9999 after 200 steps).')
+    extra_md = ""
+    if cfg.drawings:
+        extra_md += (f"\n- line drawings: {cfg.drawings:.0%} of the pool drawn as outline sketches"
+                     " (clipkit.world.drawings: varying width and wobble, black or coloured ink, plain paper),"
+                     "\n  captioned by what they show (\"a star\" for black ink, \"a red star\" for red ink).")
+    if cfg.partial_names:
+        extra_md += (f"\n- partial names: each object is named by its shape alone (\"a circle\") or its colour"
+                     f" alone (\"a red one\" / shape / object) with probability {cfg.partial_names}; a"
+                     "\n  caption's positives are the scenes it fits (\"a circle\" fits every circle scene, not"
+                     " the reverse).")
     return f"""# {cfg.name}
 
 A tiny CLIP (open_clip ViT, {v['layers']}×{v['width']} vision, {t['layers']}×{t['width']} text,
@@ -87,7 +97,7 @@ last digits across CPU types and thread counts.
   with probabilities {list(cfg.object_probs)}; random horizontal/vertical flips (relation words flipped
   to match).
 - captions: every object named once; random order; with or without articles ("red circle and blue star" /
-  "a red circle left of a blue star"); a spatial relation for 2-object scenes when unambiguous.
+  "a red circle left of a blue star"); a spatial relation for 2-object scenes when unambiguous.{extra_md}
 - loss: symmetric InfoNCE with multi-positive targets (scenes showing the same set of categories are
   positives of each other, since a batch of {cfg.batch_size} repeats them){mil_md}
 - optimiser: AdamW (β = 0.9, 0.98; wd {cfg.weight_decay}, none on gains/biases/embeddings), lr {cfg.lr},

@@ -42,6 +42,7 @@ class LSegTrainConfig:
     eval_seed: int = 777
     templates: str | None = None  # default: the model's own
     threads: int | None = 2
+    init: str | None = None  # a head (bundled name or folder) to continue from, e.g. after the CLIP changed
 
 
 def _scene_batch(cfg: LSegTrainConfig, start: int, size: tuple[int, int], rng: np.random.Generator,
@@ -110,7 +111,11 @@ def train_lseg(cfg: LSegTrainConfig, out: str | Path, *, quiet: bool = False,
     labels = [BACKGROUND_LABEL, *CATEGORIES]  # index == category id
     with torch.no_grad():
         text = text_embeddings(model, labels, cfg.templates).float()
-    head = lseg.new_head(model, clip_model=cfg.model, features=cfg.features).to(model.device)
+    if cfg.init:  # continue an existing head (its decoder width wins over cfg.features)
+        head = lseg.load_head(cfg.init, model).to(model.device)
+        head.cfg.clip_model = cfg.model
+    else:
+        head = lseg.new_head(model, clip_model=cfg.model, features=cfg.features).to(model.device)
     head.cfg.background = [BACKGROUND_LABEL]
     head.cfg.templates = cfg.templates
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -148,6 +153,9 @@ def _write_card(out: Path, head: Any, metrics: dict, cfg: LSegTrainConfig, comma
 
     hcfg = head.cfg
     n_params = f"{sum(p.numel() for p in head.parameters()):,} (stored as fp16)"
+    init_md = "" if not cfg.init else (
+        f"\n- Continued from the head `{cfg.init}` (trained on the previous weights of `{cfg.model}`), with a"
+        " fresh\n  poly-decay schedule: the CLIP was retrained, so its features moved under the head.")
     card = f"""# LSeg head for `{cfg.model}`
 
 A DPT-style decoder (LSeg, Li et al., ICLR 2022; isl-org/lang-seg) over the frozen image tower of
@@ -162,7 +170,7 @@ model's {hcfg.out_dim}-d joint space; logits = cos(pixel, text) / 0.07. Use it w
   templates: {cfg.templates or "the model's own"}).
 - Optimiser: AdamW lr {cfg.lr}, weight decay {cfg.weight_decay}, poly decay 0.9; {cfg.steps} steps of
   batch {cfg.batch_size}; seed {cfg.seed}; {metrics['train_seconds']} s on CPU;
-  final loss {metrics['final_loss']}.
+  final loss {metrics['final_loss']}.{init_md}
 - Parameters: {n_params}.
 
 ## Held-out evaluation

@@ -9,11 +9,14 @@ relation words of the caption). Items are dicts of tensors:
     "caption":   str, e.g. "a red circle left of a blue star" or "red circle and blue star"
     "key":       int, equal for scenes showing the same *set* of categories (multi-positive targets)
     "labels":    float32 [C], multi-hot over CATEGORIES of the objects the caption names
-    "words":     float32 [14], multi-hot over WORDS (colour and shape words) the caption contains
+    "words":     float32 [14], multi-hot over WORDS (colour and shape words) of the objects shown
+    "content":   tuple of (colour | None, shape) per object as a viewer sees it (colour None: black ink)
+    "named":     tuple of (colour | None, shape | None) per object as the caption names it (partial names)
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +32,50 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _FLIP_H = {"left of": "right of", "right of": "left of"}
 _FLIP_V = {"above": "below", "below": "above"}
+
+
+PRONOUNS: tuple[str, ...] = ("one", "shape", "object")  # the head of a colour-only name: "a red one"
+
+
+def parse_name(name: str) -> tuple[str | None, str | None]:
+    """``"red circle"`` → ("red", "circle"), ``"star"`` → (None, "star"), ``"red one"`` → ("red", None)."""
+    words = name.split()
+    colour = next((w for w in words if w in COLOURS), None)
+    shape = next((w for w in words if w in SHAPES), None)
+    return colour, shape
+
+
+def partial_names(names: Sequence[str], rng: np.random.Generator, p_partial: float) -> list[str]:
+    """Each name kept whole, or with ``p_partial`` cut to its shape ("circle") or its colour ("red one", "red
+    shape", "red object"), half and half, so the model learns to ground a shape alone and a colour alone
+    (issue #17). Names without a colour (black-ink drawings) stay as they are."""
+    out = []
+    for name in names:
+        colour, shape = parse_name(name)
+        if colour is None or shape is None or rng.random() >= p_partial:
+            out.append(name)
+        elif rng.random() < 0.5:
+            out.append(shape)
+        else:
+            out.append(f"{colour} {PRONOUNS[int(rng.integers(len(PRONOUNS)))]}")
+    return out
+
+
+def satisfies(content: Sequence[tuple[str | None, str]], named: Sequence[tuple[str | None, str | None]]) -> bool:
+    """Does a scene showing ``content`` fit a caption naming ``named`` (every object named once)? True when the
+    counts are equal and the names can be matched one-to-one to objects, a missing word matching anything
+    ("circle" fits a red circle; "red one" fits any red object; "a red circle" does not fit a black-ink
+    circle)."""
+    if len(content) != len(named):
+        return False
+    return any(all((c is None or c == oc) and (s is None or s == os_) for (c, s), (oc, os_) in zip(named, perm,
+                                                                                                   strict=True))
+               for perm in itertools.permutations(content))
+
+
+def positives(content: Sequence, named: Sequence) -> torch.Tensor:
+    """bool [B, B]: ``[i, j]`` = scene i fits caption j (:func:`satisfies`); the diagonal is always True."""
+    return torch.tensor([[satisfies(c, n) for n in named] for c in content], dtype=torch.bool)
 
 
 def _with_article(name: str) -> str:
@@ -118,13 +165,16 @@ class SceneCaptionDataset(Dataset):
     """
 
     def __init__(self, pool: ScenePool, *, mean=OPENAI_MEAN, std=OPENAI_STD, flips: bool = True,
-                 seed: int = 0, p_article: float = 0.5, p_relation: float = 0.7) -> None:
+                 seed: int = 0, p_article: float = 0.5, p_relation: float = 0.7, p_partial: float = 0.0) -> None:
         self.pool = pool
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
         self.flips = flips
         self.seed = seed
         self.p_article, self.p_relation = p_article, p_relation
+        # issue #17: the chance that a caption names an object by shape alone or colour alone; 0 keeps the
+        # captions (and every random draw) of the runs before it
+        self.p_partial = p_partial
 
     def __len__(self) -> int:
         return len(self.pool)
@@ -143,26 +193,33 @@ class SceneCaptionDataset(Dataset):
             img, lm = img.flip(-2), lm.flip(-2)
             rel = None if rel is None else (rel[0], _FLIP_V.get(rel[1], rel[1]), rel[2])
         x = (img.float() / 255.0 - self.mean) / self.std
-        cap = caption_text(self.pool.names[j], rel, rng, p_article=self.p_article, p_relation=self.p_relation)
+        names = self.pool.names[j]
+        said = names
+        if self.p_partial > 0:  # its own stream: the flips, articles and relations above stay as they were
+            said = partial_names(names, np.random.default_rng([self.seed, i, draw, 0x9A]), self.p_partial)
+        cap = caption_text(said, rel, rng, p_article=self.p_article, p_relation=self.p_relation)
         labels = torch.zeros(len(CATEGORIES))
         labels[[CATEGORIES.index(n) for n in self.pool.names[j] if n in CATEGORIES]] = 1.0
         words = torch.zeros(len(WORDS))
         words[[WORDS.index(w) for n in self.pool.names[j] for w in n.split()]] = 1.0
+        content = tuple((c, sh) for c, sh in map(parse_name, names))
         return {"image": x, "label_map": lm, "caption": cap, "key": int(self.pool.keys[j]), "labels": labels,
-                "words": words}
+                "words": words, "content": content, "named": tuple(parse_name(n) for n in said)}
 
     def __getitem__(self, i: int) -> dict:
         return self.item(i)
 
 
 def collate(items: list[dict]) -> dict:
-    """Stack tensors, keep captions as a list of str, keys as int64 [B], labels/words float32 [B, C]."""
+    """Stack tensors, keep captions as a list of str, keys as int64 [B], labels/words float32 [B, C];
+    ``positives`` bool [B, B] (scene i fits caption j, :func:`positives`)."""
     return {"image": torch.stack([it["image"] for it in items]),
             "label_map": torch.stack([it["label_map"] for it in items]),
             "caption": [it["caption"] for it in items],
             "key": torch.tensor([it["key"] for it in items], dtype=torch.int64),
             "labels": torch.stack([it["labels"] for it in items]),
-            "words": torch.stack([it["words"] for it in items])}
+            "words": torch.stack([it["words"] for it in items]),
+            "positives": positives([it["content"] for it in items], [it["named"] for it in items])}
 
 
 def batches(dataset: SceneCaptionDataset, batch_size: int, steps: int, seed: int = 0):

@@ -80,6 +80,32 @@ def zero_shot(model, tokenizer, preprocess, n: int = 480, seed: int = 1000,
 
 
 @torch.no_grad()
+def partial_names(model, tokenizer, preprocess, n: int = 240, seed: int = 1100,
+                  size_range: tuple[int, int] = (64, 448)) -> dict:
+    """Naming an object by one word (issues #17, #18), top-1 on ``n`` single-object scenes each:
+    ``shape_alone``: photos against the 6 bare shape names ("circle"); ``colour_alone``: photos against
+    "<colour> one" for the 8 colours; ``drawing_shape``: line drawings (clipkit.world.drawings, black or coloured
+    ink) against the 6 shape names."""
+    from clipkit.world.scenes import COLOURS, SHAPES
+
+    photos = _scenes(n, seed, 1, size_range)
+    cfg = SceneConfig(size_range=size_range, min_objects=1, max_objects=1)
+    drawings = [generate_scene(seed + 1, i, cfg, n_objects=1, drawing=True) for i in range(n)]
+
+    def top1(scenes, texts: list[str], truth) -> float:
+        txt = text_features(model, tokenizer, texts)
+        pred = (_encode_images(model, preprocess, [s.image for s in scenes]) @ txt.T).argmax(1).tolist()
+        return float(np.mean([texts[p] == truth(s) for p, s in zip(pred, scenes, strict=True)]))
+
+    return {
+        "shape_alone": top1(photos, list(SHAPES), lambda s: s.objects[0].shape),
+        "colour_alone": top1(photos, [f"{c} one" for c in COLOURS], lambda s: f"{s.objects[0].colour} one"),
+        "drawing_shape": top1(drawings, list(SHAPES), lambda s: s.objects[0].shape),
+        "n": n,
+    }
+
+
+@torch.no_grad()
 def retrieval(model, tokenizer, preprocess, n: int = 200, seed: int = 2000,
               size_range: tuple[int, int] = (64, 448)) -> dict:
     """Caption retrieval R@1 among ``n`` 2-object scenes (each scene's own exported caption)."""

@@ -16,7 +16,9 @@ def load_shapes_clip(folder: str | Path = SHAPES_CLIP_DIR):
 
     preprocess: PIL.Image -> float32 [3, S, S]; tokenizer: list[str] -> int64 [N, context_length].
     """
-    import open_clip
+    from clipkit.openclip_import import open_clip_module
+
+    open_clip = open_clip_module()
 
     folder = Path(folder)
     if not (folder / "open_clip_config.json").is_file():

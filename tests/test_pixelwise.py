@@ -1,0 +1,58 @@
+"""Row-block upsampling + argmax (clipkit.pixelwise) decides every pixel as the full-volume computation does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipkit.pixelwise import bilinear_taps, label_pixels
+
+
+def _reference(logits, size, n, threshold=None, min_cosine=None, scale=1.0):
+    """What segment computed before: one [C, H, W] bilinear upsample, softmax, argmax."""
+    up = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    probs = up.softmax(0)
+    best, index = probs.max(0)
+    labels = index + 1
+    labels[index >= n] = 0
+    if threshold is not None:
+        labels[best < threshold] = 0
+    if min_cosine is not None:
+        labels[(up[:n] / scale).amax(0) < min_cosine] = 0
+    return labels, probs[:n], best
+
+
+@pytest.mark.parametrize(("h", "w", "H", "W"), [(12, 16, 97, 131), (96, 128, 400, 500), (40, 30, 17, 23),
+                                                (8, 8, 8, 8)])
+def test_taps_reproduce_torch_bilinear(h, w, H, W):
+    x = torch.randn(3, h, w, generator=torch.Generator().manual_seed(h * W))
+    j0, j1, lx = bilinear_taps(W, w)
+    i0, i1, ly = bilinear_taps(H, h)
+    cols = x[:, :, j0] * (1 - lx) + x[:, :, j1] * lx
+    ours = cols[:, i0] * (1 - ly[:, None]) + cols[:, i1] * ly[:, None]
+    ref = F.interpolate(x[None], size=(H, W), mode="bilinear", align_corners=False)[0]
+    assert torch.allclose(ours, ref, atol=5e-5)  # float32 source coordinates: rounding differs by a few ulps
+
+
+@pytest.mark.parametrize("block", [1, 7, 10**9])  # one row per block, ragged blocks, one block
+def test_blocks_give_the_full_volume_decision(block):
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 24, 32, generator=gen) * 4  # 4 labels + 2 background prompts
+    size = (150, 170)
+    ref, ref_probs, best = _reference(logits, size, 4, threshold=0.4, min_cosine=0.5, scale=2.0)
+    out = label_pixels(logits, size, 4, threshold=0.4, min_cosine=0.5, cos_scale=2.0, keep_probs=True,
+                       block_floats=block * 6 * size[1])
+    assert (out.label_map != ref).float().mean() < 1e-4  # only float ties may differ
+    assert torch.allclose(out.probs, ref_probs, atol=1e-5)
+    for k in range(1, 5):  # each label's mean winning probability over its pixels
+        inside = ref == k
+        if inside.any():
+            assert out.mean_scores[k - 1] == pytest.approx(float(best[inside].mean()), abs=1e-4)
+        else:
+            assert out.mean_scores[k - 1] != out.mean_scores[k - 1]  # NaN for an absent label
+
+
+def test_no_probability_volume_unless_asked():
+    out = label_pixels(torch.randn(3, 4, 4), (64, 64), 2)
+    assert out.probs is None and out.label_map.shape == (64, 64)
