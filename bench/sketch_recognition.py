@@ -1,18 +1,24 @@
 """Does a judge model recognise the shape in a CLIPasso sketch? (The CLIPasso paper's recognition test.)
 
-For ``--scenes`` held-out one-object shapes-world scenes (stream ``--seed``, disjoint from training's seed 0),
-sketch the image with the loss model (``--model``), then classify the finished sketch — the PNG a user gets,
-grey ink on white, through the judge's own preprocessing — among the six shape names ("circle", "square", ...;
-colour-agnostic, since a black sketch has no colour) with the judge model (``--judge``, default: the loss
-model), zero-shot with its default templates. Reported next to it, with the same judge: the original images
-(the ceiling), the world's own black line drawing of the same scene (does the judge know drawings at all?),
-the initial strokes and random strokes (same count and length, start points uniform); chance is 1/6.
+For ``--scenes`` held-out one-object shapes-world scenes (stream ``--seed``, disjoint from the training streams
+of both models: shapes-clip 0-6, shapes-judge 4242), sketch the image with the loss model (``--model``, default
+the bundled ViT shapes-clip), then classify the finished sketch — the PNG a user gets, grey ink on white,
+through the judge's own preprocessing — among the six shape names ("circle", "square", ...; colour-agnostic,
+since a black sketch has no colour) with the judge (``--judge``, default the bundled ResNet shapes-judge,
+trained independently on photos and line drawings), zero-shot with the judge's default templates (both bundled
+models: ``none``, i.e. the bare shape name as the prompt). Reported next to it, with the same judge: the
+original images (the ceiling), the world's own black line drawing of the same scene, the initial strokes and
+random strokes (same count and length, start points uniform); chance is 1/6.
 
-    PYTHONPATH=. nice -n 10 python bench/sketch_recognition.py --scenes 24 --iterations 300 --seeds 1 \\
-        --threads 1 --out-dir /tmp/sketch-rec --sheet docs/sketch_recognition.png
+The schedule is the loss model's own (``clipkit.clipasso.prepare.model_schedule``: shapes-clip ships
+``sketch_schedule`` in its clipkit.json) unless ``--iterations`` / ``--seeds`` are given.
+
+    PYTHONPATH=. nice -n 10 python bench/sketch_recognition.py --scenes 24 --threads 1 \\
+        --out-dir /tmp/sketch-rec --sheet docs/img/sketch_contact.png
 
 Prints one line per scene and a Markdown table; ``--out-dir`` keeps every original and sketch PNG, ``--sheet``
-writes a contact sheet (original | world drawing | sketch, one row per scene, judge's guess in the caption).
+writes a contact sheet (original | world drawing | initial strokes | sketch, one row per scene, the judge's
+answer under each).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from PIL import Image, ImageDraw
 from clipkit.clipasso import SketchConfig, sketch_image
 from clipkit.clipasso.init import random_walk_strokes
 from clipkit.clipasso.optimize import initial_strokes, prepare_target, start_distribution, target_tensor
-from clipkit.clipasso.prepare import saliency_model_for
+from clipkit.clipasso.prepare import model_schedule, saliency_model_for
 from clipkit.prompts import text_embeddings
 from clipkit.registry import load_model
 from clipkit.render import get_renderer
@@ -69,11 +75,11 @@ def contact_sheet(rows: list[tuple[list[Image.Image], list[str]]], cell: int = 1
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="shapes-clip", help="loss model: bundled name or a folder")
-    ap.add_argument("--judge", default=None, help="judge model (default: the loss model)")
+    ap.add_argument("--judge", default="shapes-judge", help="judge model (bundled name or folder)")
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--iterations", type=int, default=300)
-    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--iterations", type=int, default=None, help="default: the loss model's schedule")
+    ap.add_argument("--seeds", type=int, default=None, help="default: the loss model's schedule")
     ap.add_argument("--strokes", type=int, default=16)
     ap.add_argument("--canvas", type=int, default=224)
     ap.add_argument("--mask-object", action="store_true")
@@ -81,18 +87,24 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=None, help="keep the original and sketch PNGs here")
     ap.add_argument("--sheet", type=Path, default=None, help="write a contact sheet PNG here")
     ap.add_argument("--sheet-rows", type=int, default=8)
+    ap.add_argument("--reuse-sketches", type=Path, default=None,
+                    help="judge the scene_NNN_sketch.png an earlier run wrote to its --out-dir (same scenes, "
+                         "options and loss model) instead of sketching again (untimed); scenes without one are "
+                         "sketched (e.g. to extend a run to more scenes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device="cpu")
-    judge = load_model(args.judge, device="cpu") if args.judge else loaded
+    judge = load_model(args.judge, device="cpu")
     text = text_embeddings(judge, list(SHAPES))
-    opts = SketchConfig(iterations=args.iterations, seeds=args.seeds, canvas=args.canvas, strokes=args.strokes,
-                         mask_object=args.mask_object, renderer="torch")
+    given = {"iterations": args.iterations, "seeds": args.seeds}
+    opts = model_schedule(SketchConfig(canvas=args.canvas, strokes=args.strokes, mask_object=args.mask_object,
+                                       renderer="torch", **{k: v for k, v in given.items() if v is not None}),
+                          loaded)
     saliency = saliency_model_for(loaded, opts.saliency_model)
     hits = dict.fromkeys(KINDS, 0)
     answers: dict[str, Counter] = {k: Counter() for k in KINDS}
     per_shape: dict[str, Counter] = {k: Counter() for k in KINDS}  # hits per true shape
-    seconds, iterations, rows = [], [], []
+    seconds, cpu, iterations, rows = [], [], [], []
     load_before = os.getloadavg()
     black = DrawingStyle(p_black=1.0)
     cfg = SceneConfig(size=(224, 224), max_objects=1)
@@ -106,23 +118,30 @@ def main() -> None:
         rng = np.random.default_rng(i)
         random = random_walk_strokes(rng.random((opts.strokes, 2)), (opts.canvas,) * 2, rng)
         init = initial_strokes(start_distribution(loaded, target, opts, saliency), opts, opts.seed)
-        t0 = time.perf_counter()
-        out = sketch_image(scene.image, loaded, opts, saliency_model=saliency)
-        seconds.append(time.perf_counter() - t0)
-        iterations.append(out.iterations)
+        earlier = args.reuse_sketches / f"scene_{i:03d}_sketch.png" if args.reuse_sketches else None
+        if earlier is not None and earlier.is_file():  # an earlier run's PNG of this scene: judged again, untimed
+            sketch, took = Image.open(earlier).convert("RGB"), "reused"
+        else:
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = sketch_image(scene.image, loaded, opts, saliency_model=saliency)
+            seconds.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)  # at 1 thread ≈ the wall time on an idle core
+            iterations.append(out.iterations)
+            sketch = strokes_png(out.points, opts.width, opts.canvas)
+            took = f"{seconds[-1]:.1f} s wall, {cpu[-1]:.1f} s CPU, {out.iterations} it"
         images = {
             "original image": scene.image,
             "world line drawing": generate_scene(args.seed, i, cfg, drawing=black).image,
             "random strokes": strokes_png(random, opts.width, opts.canvas),
             "initial strokes": strokes_png(init, opts.width, opts.canvas),
-            "CLIPasso sketch": strokes_png(out.points, opts.width, opts.canvas),
+            "CLIPasso sketch": sketch,
         }
         guesses = {k: classify(judge, text, im) for k, im in images.items()}
         for k, g in guesses.items():
             hits[k] += int(g == truth)
             answers[k][SHAPES[g]] += 1
             per_shape[k][SHAPES[truth]] += int(g == truth)
-        if args.out_dir:
+        if args.out_dir and took != "reused":
             images["original image"].save(args.out_dir / f"scene_{i:03d}.png")
             images["CLIPasso sketch"].save(args.out_dir / f"scene_{i:03d}_sketch.png")
         if len(rows) < args.sheet_rows:
@@ -130,12 +149,13 @@ def main() -> None:
             rows.append(([images[k] for k in shown], [f"{'ok' if guesses[k] == truth else 'x'} {SHAPES[guesses[k]]}"
                                                       for k in shown]))
         print(f"scene {i}: {scene.objects[0].shape:8s} → " + " / ".join(SHAPES[g] for g in guesses.values())
-              + f" ({seconds[-1]:.1f} s, {out.iterations} it)", flush=True)
+              + f" ({took})", flush=True)
     n = args.scenes
     load_after = os.getloadavg()
     print(f"\n{n} one-object scenes (seed {args.seed}), loss model {loaded.name}, judge {judge.name}, canvas "
           f"{opts.canvas}, {opts.strokes} strokes, ≤{opts.iterations} it × {opts.seeds} seed(s), mask_object "
-          f"{opts.mask_object}, threads {torch.get_num_threads()}; load average before {load_before[0]:.1f}, "
+          f"{opts.mask_object}, threads {torch.get_num_threads()}, judge prompts: templates "
+          f"{judge.default_templates!r} over {', '.join(SHAPES)}; load average before {load_before[0]:.1f}, "
           f"after {load_after[0]:.1f} (1 min)")
     truths = Counter(generate_scene(args.seed, i, cfg).objects[0].shape for i in range(n))
     print(f"| input to the judge ({judge.name}) | top-1 (of 6 shapes) | mean per-shape recall | the judge's answers |")
@@ -145,9 +165,13 @@ def main() -> None:
         recall = np.mean([per_shape[name][s] / c for s, c in truths.items()])
         print(f"| {name} | {k}/{n} = {k / n:.0%} | {recall:.0%} | {said} |")
     print(f"| (chance) | 17% | 17% | truth: {', '.join(f'{s} {c}' for s, c in truths.most_common())} |")
-    print(f"\nper sketch: mean {np.mean(seconds):.1f} s, median {np.median(seconds):.1f} s, "
-          f"max {np.max(seconds):.1f} s; mean iterations of the kept seed {np.mean(iterations):.0f}")
+    if seconds:
+        print(f"\nper sketch ({len(seconds)} sketched in this run): wall mean {np.mean(seconds):.1f} s, "
+              f"median {np.median(seconds):.1f} s, "
+              f"max {np.max(seconds):.1f} s; CPU time mean {np.mean(cpu):.1f} s, max {np.max(cpu):.1f} s; "
+              f"mean iterations of the kept seed {np.mean(iterations):.0f}")
     if args.sheet:
+        args.sheet.parent.mkdir(parents=True, exist_ok=True)
         contact_sheet(rows).save(args.sheet, optimize=True)
         print(f"contact sheet: {args.sheet} ({args.sheet.stat().st_size // 1024} KB)")
 

@@ -264,17 +264,21 @@ class GroundConfig(_Boxes):
 
 
 class SketchConfig(MethodConfig):
-    """CLIPasso (:mod:`clipkit.clipasso`): defaults are the official ones (see clipkit/clipasso/optimize.py)."""
+    """CLIPasso (:mod:`clipkit.clipasso`): defaults are the official ones (see clipkit/clipasso/optimize.py),
+    except that a schedule field left unset takes the loss model's own ``sketch_schedule`` from its clipkit.json
+    when it ships one (:func:`clipkit.clipasso.prepare.model_schedule`)."""
 
     strokes: int = option(16, "Number of strokes, one cubic Bézier each.", short="-n", ge=1)
     width: float = option(3.0, "Full stroke width in canvas pixels (diffvg half-width 1.5).", short="-w", gt=0)
     canvas: int = option(224, "Canvas side in pixels.", ge=16)
-    iterations: int = option(2001, "Maximum optimisation steps per seed (stops early when the loss stalls).",
-                             short="-i", ge=1)
+    iterations: int = option(2001, "Maximum optimisation steps per seed (stops early when the loss stalls). "
+                                   "Unset: the loss model's sketch_schedule if it ships one (shapes-clip: 300), "
+                                   "else CLIPasso's 2001.", short="-i", ge=1)
     lr: float = option(1.0, "Adam learning rate on the points.", cli=False, gt=0)
     eval_interval: int = option(10, "Evaluate (and keep the best) every this many steps.", cli=False, ge=1)
     min_delta: float = option(1e-5, "Early-stop tolerance on the eval loss.", cli=False, ge=0)
-    seeds: int = option(3, "Sketches from different seeds; the lowest loss is kept.", ge=1)
+    seeds: int = option(3, "Sketches from different seeds; the lowest loss is kept. Unset: the loss model's "
+                           "sketch_schedule if it ships one (shapes-clip: 1), else CLIPasso's 3.", ge=1)
     seed: int = option(0, "First seed; the others are seed+1000, seed+2000, …")
     seed_step: int = option(1000, "Step between seeds.", cli=False)
     renderer: Literal["auto", "torch", "diffvg"] = option(

@@ -22,6 +22,7 @@ COMMANDS = [
     ("world", "train-clip", "world", "train_clip"),
     ("world", "train-lseg", "world_lseg", "train_lseg"),
     ("world", "train-groupvit", "world_groupvit", "train_groupvit"),
+    ("world", "train-judge", "world", "train_judge"),
 ]
 
 app = typer.Typer(

@@ -126,3 +126,45 @@ def train_clip(
                    + ", ".join(f"{k} {v:.3f}" for k, v in dense.items()), err=True)
     else:
         typer.echo(f"wrote {out}", err=True)
+
+
+def train_judge(
+    out: Annotated[Path, typer.Argument(help="Output model folder (open_clip hub layout + model card).")],
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=2, help="Scenes per step.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of scenes, batches and initialisation "
+                                                            "(keep it off shapes-clip's 0-6).")] = None,
+    pool_size: Annotated[int | None, typer.Option("--pool-size", min=1,
+                                                  help="Scenes drawn once and sampled from.")] = None,
+    drawings: Annotated[float | None, typer.Option("--drawings", min=0.0, max=1.0,
+                                                   help="Fraction of the pool drawn as line drawings.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop early after this long.")] = None,
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Measure the model-card metrics.")] = True,
+    eval_every: Annotated[int, typer.Option("--eval-every", min=0,
+                                            help="Log a quick shape accuracy every N steps (multiple of 50).")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train the small ResNet CLIP that judges sketches (how shapes-judge was made).
+
+    Example:
+
+      clipkit world train-judge runs/shapes-judge --max-minutes 25
+    """
+    import shlex
+    import sys
+
+    from clipkit.training.judge import TrainJudgeConfig
+    from clipkit.training.judge_card import build
+
+    given = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pool_size": pool_size,
+             "drawings": drawings, "threads": threads, "max_minutes": max_minutes}
+    cfg = TrainJudgeConfig(**{k: v for k, v in given.items() if v is not None})
+    args = sys.argv[1:]
+    rest = args[args.index("train-judge") + 1:] if "train-judge" in args else [str(out)]
+    command = "clipkit world train-judge " + " ".join(shlex.quote(a) for a in rest)
+    metrics = build(out, cfg, command=command, evaluate=evaluate, quiet=quiet,
+                    log=lambda s: typer.echo(s, err=True), checkpoint_every=eval_every)
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "n")
+    typer.echo(f"wrote {out}" + (f": zero-shot shape top-1 {shown}" if metrics else ""), err=True)

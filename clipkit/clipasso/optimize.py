@@ -41,7 +41,7 @@ from PIL import Image
 
 from clipkit.clipasso.init import random_walk_strokes, sample_start_points, start_probabilities
 from clipkit.clipasso.loss import SketchLoss
-from clipkit.clipasso.prepare import apply_mask, fix_image_scale, grabcut_mask, saliency_model_for
+from clipkit.clipasso.prepare import apply_mask, fix_image_scale, grabcut_mask, model_schedule, saliency_model_for
 from clipkit.configs import SketchConfig
 from clipkit.render import get_renderer, to_image
 from clipkit.saliency import image_saliency
@@ -194,7 +194,7 @@ def sketch_image(
     :func:`clipkit.clipasso.prepare.saliency_model_for` of the options — pass it when sketching many images
     to resolve it once.
     """
-    opts = options or SketchConfig()
+    opts = model_schedule(options or SketchConfig(), loaded)
     t0 = time.perf_counter()
     renderer = get_renderer(opts.renderer, loaded.device)
     if saliency_model is None and opts.attention_init:

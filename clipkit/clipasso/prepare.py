@@ -107,3 +107,21 @@ def saliency_model_for(loaded, name: str = "auto", pretrained: str | None = None
     if not is_attention_vit(model.model.visual):
         raise UsageError(f"--saliency-model {name}: not a CLIP ViT with attention blocks (saliency needs one)")
     return model
+
+
+SCHEDULE_FIELDS = ("iterations", "seeds", "eval_interval", "min_delta")
+
+
+def model_schedule(opts, loaded):
+    """``opts`` (a :class:`clipkit.configs.SketchConfig`) with the loss model's own schedule for every schedule
+    field the caller left at its default.
+
+    The defaults are CLIPasso's (≤ 2001 steps × 3 seeds), a GPU budget for RN101. A model may ship a cheaper one
+    in its ``clipkit.json`` as ``"sketch_schedule": {"iterations": 300, "seeds": 1}`` (the bundled shapes-clip
+    does, so a finished sketch takes under a minute on one CPU thread). A value the caller set — on the command
+    line, in Python, in a config — always wins, so ``--iterations 2001 --seeds 3`` is the official schedule for
+    any model. Only :data:`SCHEDULE_FIELDS` are read from the model; other keys are ignored.
+    """
+    own = (getattr(loaded, "meta", None) or {}).get("sketch_schedule") or {}
+    changes = {k: own[k] for k in SCHEDULE_FIELDS if k in own and k not in opts.model_fields_set}
+    return opts.replace(**changes) if changes else opts
