@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -257,8 +258,9 @@ def save_hub_folder(model: torch.nn.Module, model_cfg: dict, out: str | Path, *,
 
 
 @dataclass
-class TrainClipConfig:
-    """Everything that determines a shapes-clip run (recorded in the model card)."""
+class PoolRunConfig:
+    """What every shapes-world trainer's run is made of: a model config, a pool of scenes, a schedule (recorded in
+    the model cards). ``drawings``: fraction of the pool drawn as line drawings (clipkit.world.drawings)."""
 
     name: str = "shapes-clip"
     model_cfg: dict = field(default_factory=lambda: json.loads(json.dumps(SHAPES_CLIP_CFG)))
@@ -273,13 +275,36 @@ class TrainClipConfig:
     render_range: tuple[int, int] = (96, 160)
     threads: int = 2
     max_minutes: float | None = None
+    drawings: float = 0.0
+
+
+def start_run(cfg: PoolRunConfig) -> tuple[torch.nn.Module, Any]:
+    """A fresh open_clip model of ``cfg.model_cfg`` (registered as ``cfg.name``) and its tokenizer, after seeding
+    torch with ``cfg.seed`` and setting ``cfg.threads`` (so the initialisation is the run's)."""
+    import open_clip
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    register_model_config(cfg.name, cfg.model_cfg)
+    return open_clip.create_model(cfg.name), open_clip.get_tokenizer(cfg.name)
+
+
+def draw_pool(cfg: PoolRunConfig) -> ScenePool:
+    """The run's pool: ``cfg.pool_size`` scenes of stream ``cfg.seed`` at the model's input size."""
+    return ScenePool(PoolConfig(n=cfg.pool_size, seed=cfg.seed, image_size=cfg.model_cfg["vision_cfg"]["image_size"],
+                                render_range=cfg.render_range, object_probs=cfg.object_probs,
+                                drawings=cfg.drawings))
+
+
+@dataclass
+class TrainClipConfig(PoolRunConfig):
+    """Everything that determines a shapes-clip run (recorded in the model card). ``drawings`` (issue #18) so the
+    model learns to name sketched shapes; CLI: `clipkit world train-clip --drawings F`."""
+
     mil_weight: float = 0.5
     mil_scale: float = 10.0
     word_weight: float = 0.5
     init: str | None = None  # hub folder to start from (same model_cfg), e.g. to continue a run
-    # opt-in (issue #18): fraction of the pool drawn as line drawings (clipkit.world.drawings) so the model
-    # learns to name sketched shapes; 0 = the pool as before. CLI: `clipkit world train-clip --drawings F`.
-    drawings: float = 0.0
     # issue #17: chance that a caption names an object by its shape alone or its colour alone ("a circle",
     # "a red one"); 0 = captions as before. CLI: `clipkit world train-clip --partial-names P`.
     partial_names: float = 0.0
@@ -292,25 +317,16 @@ def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str]
     ``checkpoint(model, step)`` is called every ``checkpoint_every`` steps (0 = never), e.g. to evaluate
     intermediate models.
     """
-    import open_clip
-
     log = log or (lambda s: None)
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    register_model_config(cfg.name, cfg.model_cfg)
-    model = open_clip.create_model(cfg.name)
-    tokenizer = open_clip.get_tokenizer(cfg.name)
+    model, tokenizer = start_run(cfg)
     if cfg.init:
         from safetensors.torch import load_file
 
         sd = load_file(str(Path(cfg.init) / "open_clip_model.safetensors"))
         model.load_state_dict({k: v.float() for k, v in sd.items()})
         log(f"initialised from {cfg.init}")
-    size = cfg.model_cfg["vision_cfg"]["image_size"]
     t0 = time.perf_counter()
-    pool = ScenePool(PoolConfig(n=cfg.pool_size, seed=cfg.seed, image_size=size,
-                                render_range=cfg.render_range, object_probs=cfg.object_probs,
-                                drawings=cfg.drawings))
+    pool = draw_pool(cfg)
     pool_s = time.perf_counter() - t0
     log(f"pool of {cfg.pool_size} scenes drawn in {pool_s:.0f}s")
     ds = SceneCaptionDataset(pool, seed=cfg.seed, p_partial=cfg.partial_names)

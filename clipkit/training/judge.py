@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,8 +34,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipkit.training.clip import PREPROCESS_CFG, MilHead, caption_word_loss, register_model_config, train_loop
-from clipkit.world.data import WORDS, PoolConfig, SceneCaptionDataset, ScenePool, batches
+from clipkit.training.clip import (
+    PREPROCESS_CFG,
+    MilHead,
+    PoolRunConfig,
+    caption_word_loss,
+    draw_pool,
+    multi_positive_clip_loss,
+    start_run,
+    train_loop,
+)
+from clipkit.world.data import WORDS, SceneCaptionDataset, ScenePool, batches, satisfies
 from clipkit.world.scenes import COLOURS, SHAPES
 
 # open_clip ModifiedResNet: stem 3 convs (8, 8, 16 channels), one bottleneck block per stage at widths
@@ -71,15 +79,9 @@ def caption_names(caption: str) -> list[tuple[str | None, str]]:
     return [(words[k - 1] if k and words[k - 1] in COLOURS else None, w) for k, w in enumerate(words) if w in SHAPES]
 
 
-def caption_fits(objects: list[tuple[str | None, str]], named: list[tuple[str | None, str]]) -> bool:
-    """Is a caption naming ``named`` true of an image showing ``objects``? (colour None = not visible, e.g. black
-    ink, or not said.) Per shape: as many named as shown, and the named colours are among the shown ones."""
-    for shape in {s for _, s in objects} | {s for _, s in named}:
-        shown = [c for c, s in objects if s == shape]
-        said = [c for c, s in named if s == shape]
-        if len(shown) != len(said) or Counter(c for c in said if c) - Counter(c for c in shown if c):
-            return False
-    return True
+#: Is a caption naming ``named`` true of an image showing ``objects``? (colour None = not visible, e.g. black ink,
+#: or not said): the world's own rule (:func:`clipkit.world.data.satisfies`).
+caption_fits = satisfies
 
 
 class ShapeCaptionDataset(SceneCaptionDataset):
@@ -114,10 +116,8 @@ def judge_loss_fn(tokenizer, pool: ScenePool, head: MilHead | None = None, word_
     def fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         img = F.normalize(model.encode_image(batch["image"]), dim=-1)
         txt = F.normalize(model.encode_text(tokenizer(batch["caption"])), dim=-1)
-        logits = model.logit_scale.exp() * img @ txt.T
         fits = fit_matrix(pool, batch["key"], batch["caption"])  # the diagonal is always 1
-        loss = 0.5 * (F.cross_entropy(logits, fits / fits.sum(1, keepdim=True))
-                      + F.cross_entropy(logits.T, fits.T / fits.T.sum(1, keepdim=True)))
+        loss = multi_positive_clip_loss(img, txt, model.logit_scale.exp(), positives=fits.bool())
         if word_weight > 0 and head is not None:
             loss = loss + word_weight * caption_word_loss(img[:, None], head, batch["words"], word_scale)
         return loss
@@ -126,43 +126,31 @@ def judge_loss_fn(tokenizer, pool: ScenePool, head: MilHead | None = None, word_
 
 
 @dataclass
-class TrainJudgeConfig:
+class TrainJudgeConfig(PoolRunConfig):
     """Everything that determines a shapes-judge run (recorded in the model card)."""
 
     name: str = "shapes-judge"
     model_cfg: dict = field(default_factory=lambda: json.loads(json.dumps(JUDGE_CFG)))
     steps: int = 800
     batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.1
     warmup: int = 50
     seed: int = 4242
     pool_size: int = 8000
     object_probs: tuple[float, ...] = (0.6, 0.25, 0.1, 0.05)
-    render_range: tuple[int, int] = (96, 160)
+    threads: int = 1  # on the loaded shared box one thread ran 2.5-7x faster than two
     drawings: float = 0.45
     p_shape_only: float = 0.4
     word_weight: float = 1.0
-    threads: int = 1  # on the loaded shared box one thread ran 2.5-7x faster than two
-    max_minutes: float | None = None
 
 
 def train_judge(cfg: TrainJudgeConfig, *, quiet: bool = False, log: Callable[[str], None] | None = None,
                 checkpoint: Callable[[torch.nn.Module, int], None] | None = None, checkpoint_every: int = 0):
     """Train the judge. Returns (model in eval mode, tokenizer, LoopResult, seconds spent drawing the pool).
     ``checkpoint(model, step)`` is called every ``checkpoint_every`` steps (a multiple of 50; 0 = never)."""
-    import open_clip
-
     log = log or (lambda s: None)
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    register_model_config(cfg.name, cfg.model_cfg)
-    model = open_clip.create_model(cfg.name)
-    tokenizer = open_clip.get_tokenizer(cfg.name)
+    model, tokenizer = start_run(cfg)
     t0 = time.perf_counter()
-    pool = ScenePool(PoolConfig(n=cfg.pool_size, seed=cfg.seed, image_size=cfg.model_cfg["vision_cfg"]["image_size"],
-                                render_range=cfg.render_range, object_probs=cfg.object_probs,
-                                drawings=cfg.drawings))
+    pool = draw_pool(cfg)
     pool_s = time.perf_counter() - t0
     log(f"pool of {cfg.pool_size} scenes ({pool.drawn.mean():.0%} drawings) drawn in {pool_s:.0f}s")
     ds = ShapeCaptionDataset(pool, seed=cfg.seed, p_shape_only=cfg.p_shape_only)
