@@ -148,12 +148,13 @@ def evaluate_segment(
             if labels_per_image:
                 present = [k for k in range(1, n) if (gt == k).any()]
                 if present:
-                    sub_map, _ = segmenter.relabel([label_list[k - 1] for k in present]).segment_image(image)
+                    own = segmenter.relabel([label_list[k - 1] for k in present])
+                    sub_map, _ = own.segment_image(image, keep_probs=False)
                     label_map = np.array([0, *present], dtype=np.int64)[sub_map]
                 else:
                     label_map = np.zeros_like(gt)
             else:
-                label_map, _ = segmenter.segment_image(image)
+                label_map, _ = segmenter.segment_image(image, keep_probs=False)
             seconds += time.perf_counter() - start
             conf += confusion_matrix(label_map, gt, n)
             bar.advance()

@@ -79,7 +79,7 @@ def evaluate_head(model: Any, head: Any, *, n: int = 100, seed: int = 777, max_o
     start = time.perf_counter()
     for i in range(n):
         scene = generate_scene(seed, i, SceneConfig(size=(size[1], size[0]), max_objects=max_objects))
-        pred, _ = seg.segment_image(scene.image)
+        pred, _ = seg.segment_image(scene.image, keep_probs=False)
         conf += confusion_matrix(pred, scene.label_map(), len(CATEGORIES) + 1)
     out = miou_from_confusion(conf, [BACKGROUND_LABEL, *CATEGORIES])
     return {"miou": out["miou"], "pixel_accuracy": out["pixel_accuracy"],
