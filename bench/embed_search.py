@@ -160,7 +160,7 @@ def search_one(kind: str, args: argparse.Namespace) -> dict:
             row[f"exact_ms_{layout}"], row[f"exact_cpu_ms_{layout}"] = timed(
                 lambda i, f=folder, m=manifest: exact_search(f, m, queries[i % 100:i % 100 + 1], 10),
                 args.repeats)
-        config = SearchConfig(top_k=10, index="faiss")
+        config = SearchConfig(top_k=10, index="faiss", faiss_key=args.faiss_key)
         started = time.perf_counter()
         index, meta = load_or_build(folder, manifest, config)
         row["build_s"] = time.perf_counter() - started
@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--data", nargs="*", default=["clusters", "sphere"])
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--faiss-key", default=None, help="an index_factory key instead of the autofaiss rule")
     args = parser.parse_args()
     result = bench_embed(args) if args.what == "embed" else bench_search(args)
     result["machine"] = platform.processor() or platform.machine()

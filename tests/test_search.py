@@ -117,14 +117,15 @@ def test_faiss_and_exact_agree_and_the_index_is_reused_until_the_collection_chan
     assert json.loads(meta_file.read_text())["rows"] == 25
 
 
-def test_index_choice_follows_autofaiss():
+def test_index_choice_follows_autofaiss_but_keeps_flat_codes_while_they_fit():
     assert nb_clusters(100_000) == 1024  # 4 * sqrt(1e5) = 1265 -> nearest power of two
     assert nb_clusters(5_000_000) == 16_384
     assert index_key(999, 64, 4 * 2**30) == "Flat"
     assert index_key(100_000, 64, 4 * 2**30) == "IVF1024,Flat"
-    # 1 M x 512 float32 = 2 GB fits 4G, but from 1 M vectors autofaiss quantizes: PQ256 is the largest m < 512,
-    # y = (min(512 // 256, 6) + 1) * 256
-    assert index_key(1_000_000, 512, 4 * 2**30) == "OPQ256_768,IVF16384_HNSW32,PQ256x8"
+    # 1 M x 512 float32 = 2 GB fits 4G: flat codes (autofaiss would quantize from 1 M; clipkit keeps recall)
+    assert index_key(1_000_000, 512, 4 * 2**30) == "IVF16384,Flat"
+    # 5 M x 512 = 10 GB does not: PQ256 is the largest m < 512, y = (min(512 // 256, 6) + 1) * 256
+    assert index_key(5_000_000, 512, 4 * 2**30) == "OPQ256_768,IVF16384_HNSW32,PQ256x8"
     # 20 k x 64 over 1 MiB: IVF-Flat needs 5.3 MB; compression target 4.88: PQ48 gives 4.57, PQ32 6.4
     assert index_key(20_000, 64, 2**20) == "OPQ32_96,IVF512,PQ32x8"
 

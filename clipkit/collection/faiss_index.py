@@ -4,8 +4,9 @@ The index type follows autofaiss's rule (``get_optimal_index_keys_v2`` with ``sh
 criteo/autofaiss ``autofaiss/external/optimize.py``), i.e. IVF/PQ families, no HNSW graph:
 
 * fewer than 1,000 vectors: ``Flat`` (autofaiss: ``IVF1,Flat`` for a mappable index; the same exact scan);
-* fewer than 1,000,000 vectors and an IVF-Flat index within the memory budget (``index_memory``, default 4G as
-  clip-retrieval passes to autofaiss): ``IVF{c},Flat`` with ``c = 2**round(log2(4*sqrt(n)))`` clusters;
+* an IVF-Flat index within the memory budget (``index_memory``, default 4G as clip-retrieval passes to
+  autofaiss): ``IVF{c},Flat`` with autofaiss's cluster count ``c`` (``2**round(log2(4*sqrt(n)))`` below 1 M
+  vectors, 16,384 below 10 M, …);
 * otherwise ``OPQ{m}_{y},IVF{c}[_HNSW32],PQ{m}x8`` with the largest ``m < D`` in (256, 128, 64, 48, 32, 24, 16, 8,
   4) whose compression ``4D / (m + 8)`` fits the budget, ``y = (min(D // m, 6) + 1) * m``, and ``c`` = 16,384
   (< 10 M vectors), 65,536 (< 300 M) or 131,072; an HNSW32 coarse quantizer when ``c >= 1000``.
@@ -13,10 +14,13 @@ criteo/autofaiss ``autofaiss/external/optimize.py``), i.e. IVF/PQ families, no H
 Training uses ``min(n, 100 * c)`` vectors (autofaiss's 100 points per cluster), sampled uniformly. Vectors are
 added L2-normalised under the inner-product metric, so scores are cosine similarities as in the exact search.
 
-**Deviation**: autofaiss picks ``nprobe`` as the largest value meeting a query-time budget (10 ms); here the
-smallest power of two whose recall@k against the exact search reaches ``recall`` (0.95) on 64 probe queries,
-because recall is the guarantee users ask of the index. The probes are midpoints of random pairs of stored
-vectors (normalised): near the data without being stored rows, which would find themselves.
+**Deviations**, both for recall: autofaiss product-quantises from 1 M vectors even when flat codes fit the
+budget; here flat codes are kept while they fit (measured at 1 M × 64: autofaiss's ``OPQ48_96,IVF16384_HNSW32,
+PQ48x8`` reached recall@10 0.79 at best, built in 364 s; ``IVF4096,Flat`` recall 1.00 at 0.07 ms/query, built in
+23 s — bench/README.md). And autofaiss picks ``nprobe`` as the largest value meeting a query-time budget
+(10 ms); here the smallest power of two whose recall@k against the exact search reaches ``recall`` (0.95) on
+64 probe queries, because recall is the guarantee users ask of the index. The probes are midpoints of random
+pairs of stored vectors (normalised): near the data without being stored rows, which would find themselves.
 The index is rebuilt when the collection's shards, model or dtype change (a fingerprint in ``DIR/index/*.json``)
 or when another ``faiss_key`` or ``recall`` is asked for.
 """
@@ -40,7 +44,6 @@ from clipkit.collection.config import SearchConfig, memory_bytes
 from clipkit.errors import UsageError
 
 FLAT_BELOW = 1_000
-IVF_FLAT_BELOW = 1_000_000
 POINTS_PER_CLUSTER = 100
 PQ_VALUES = (256, 128, 64, 48, 32, 24, 16, 8, 4)
 PROBES = 64
@@ -71,7 +74,7 @@ def index_key(n: int, dim: int, memory: int) -> str:
         return "Flat"
     clusters = nb_clusters(n)
     ivf_flat_bytes = n * (4 * dim + 8) + clusters * dim * 4
-    if n < IVF_FLAT_BELOW and ivf_flat_bytes <= memory:
+    if ivf_flat_bytes <= memory:  # flat codes while they fit: recall first (module docstring)
         return f"IVF{clusters},Flat"
     target = 4.0 * n * dim / memory
     candidates = [m for m in PQ_VALUES if m < dim] or [PQ_VALUES[-1]]
