@@ -128,3 +128,16 @@ def test_a_model_folder_with_a_sketch_schedule_sets_the_steps_and_seeds_of_a_ske
     assert own.output.iterations == 3 and len(own.output.seed_losses) == 2
     [mine] = clipkit.sketch(image, model=str(folder), canvas=48, renderer="torch", iterations=5, seeds=1)
     assert mine.output.iterations == 5 and len(mine.output.seed_losses) == 1
+
+
+def test_the_datasets_positives_agree_with_the_captions_it_gives():
+    """Batches of the judge's dataset carry `positives` (data.collate) for the captions as finally written, colour
+    words stripped or not: the same matrix as reading the captions back (fit_matrix)."""
+    from clipkit.training.judge import ShapeCaptionDataset
+    from clipkit.world.data import collate
+
+    pool = ScenePool(PoolConfig(n=48, seed=4242, image_size=32, render_range=(48, 64), drawings=0.5))
+    ds = ShapeCaptionDataset(pool, seed=1, p_shape_only=0.5)
+    batch = collate([ds.item(i) for i in range(48)])
+    assert any(" " not in c.replace("a ", "") for c in batch["caption"])  # some captions lost their colours
+    assert torch.equal(batch["positives"], fit_matrix(pool, batch["key"], batch["caption"]).bool())

@@ -97,6 +97,7 @@ class ShapeCaptionDataset(SceneCaptionDataset):
         it = super().item(i, draw)
         if np.random.default_rng([self.seed, i, draw, 0x5A]).random() < self.p_shape_only:
             it["caption"] = strip_colours(it["caption"])
+            it["named"] = tuple((None, shape) for _, shape in it["named"])  # what the caption now names
         it["key"] = i % len(self.pool)
         return it
 

@@ -130,7 +130,7 @@ def build(out: str | Path, cfg: TrainJudgeConfig, *, command: str, evaluate: boo
     metrics: dict = {}
     if evaluate:
         model = model.half().float()
-        metrics = shape_accuracy(model, tokenizer, eval_transform(cfg.model_cfg["vision_cfg"]["image_size"]))
+        metrics = shape_accuracy(model, tokenizer, eval_transform(size))
         log("final: " + json.dumps(metrics))
     card = model_card(cfg, steps_done=res.steps, train_s=res.seconds, pool_s=pool_s, metrics=metrics or None,
                       command=command, final_loss=res.losses[-1])
