@@ -1,8 +1,8 @@
 """Peak RSS and wall time of `clipkit segment` on large label sets and large images (issue 20, item 3).
 
 Each case is a fresh `python -m clipkit segment` process (bundled shapes-clip, training-free default variant,
-one decode worker off so the main process holds everything); the figure is its ``ru_maxrss``. ``--rev`` runs
-the same cases on another commit (a temporary git worktree), so before/after come from one invocation:
+no decode workers (``--workers 0``), so the main process holds everything); the figure is its ``ru_maxrss``.
+``--rev`` runs the same cases on another commit (a temporary git worktree), so before/after come from one invocation:
 
     python bench/segment_memory.py --rev 6d1caef
 """
