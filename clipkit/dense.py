@@ -40,13 +40,12 @@ import functools
 import weakref
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from clipkit.errors import ModelError, UsageError
-from clipkit.sliding import shifted_grid, sliding_logits
+from clipkit.sliding import image_tensor, model_window, shifted_grid, sliding_logits, sliding_logits_batch
 
 VARIANTS = ("naclip", "clearclip", "sclip", "maskclip", "plain")
 DEFAULT_VARIANT = "naclip"
@@ -67,6 +66,7 @@ __all__ = [
     "check_shifts",
     "default_variant",
     "dense_logits",
+    "dense_logits_batch",
     "image_tensor",
     "logit_scale_for",
     "min_cosine_for",
@@ -210,10 +210,27 @@ def visual_tokens(
     wanted = set(indices or [])
     inter: list[torch.Tensor] = []
     for i, blk in enumerate(blocks[:-1]):
-        x = blk(x)
+        x = _stock_block(blk, x)
         if i in wanted:
             inter.append(x)
     return x, inter, grid
+
+
+def _stock_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``blk(x)`` for ``x [B, L, width]``, the same maths. Why: ``nn.MultiheadAttention`` skips its fused path
+    for an odd head count (shapes-clip has 3) and then projects a transposed view as ``L`` tiny matrix products
+    (a third of a dense pass on shapes-clip); here the projections see contiguous ``[B, L, ·]`` tensors."""
+    attn = blk.attn
+    if (blk.training or hasattr(blk, "ln_1_kv") or not attn.batch_first or not attn._qkv_same_embed_dim
+            or attn.in_proj_bias is None):
+        return blk(x)
+    b, n, c = x.shape
+    heads = attn.num_heads
+    q, k, v = (t.reshape(b, n, heads, c // heads).transpose(1, 2)
+               for t in F.linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
+    out = attn.out_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
+    x = x + blk.ls_1(out)
+    return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 
 
 # ------------------------------------------------------------------------------------------------ last block
@@ -314,36 +331,6 @@ def patch_embeddings(
 
 
 # ------------------------------------------------------------------------------------------ image + sliding
-def image_tensor(model: Any, image: Image.Image, *, short_side: int | None = None) -> torch.Tensor:
-    """Image → ``[1, 3, H', W']`` normalised float32 on the model's device, no crop.
-
-    ``short_side``: resize (bicubic, aspect kept) so the short side has this many pixels; ``None`` keeps the
-    image's own size. Mean/std come from the ``LoadedModel`` (OpenAI's when absent).
-    """
-    image = image.convert("RGB")
-    if short_side:
-        w, h = image.size
-        r = short_side / min(w, h)
-        if abs(r - 1.0) > 1e-6:
-            image = image.resize((max(1, round(w * r)), max(1, round(h * r))), Image.BICUBIC)
-    mean = getattr(model, "mean", (0.48145466, 0.4578275, 0.40821073))
-    std = getattr(model, "std", (0.26862954, 0.26130258, 0.27577711))
-    arr = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    arr = (arr - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    device = getattr(model, "device", None) or next(_clip_module(model).parameters()).device
-    return arr.unsqueeze(0).to(device)
-
-
-def model_window(model: Any) -> tuple[int, int]:
-    """The model's input size ``(H, W)`` — the sliding window."""
-    size = getattr(model, "image_size", None)
-    if size is None:
-        size = _visual(model).image_size
-    if isinstance(size, int):
-        return (size, size)
-    return (int(size[0]), int(size[1]))
-
-
 def dense_logits(
     model: Any,
     image: Image.Image,
@@ -375,6 +362,17 @@ def dense_logits(
         ``[N, H, W]`` float32 on the model's device, ``(H, W)`` the image's size (or the working size);
         softmax over dim 0 gives per-pixel class probabilities.
     """
+    return dense_logits_batch(model, [image], text_emb, variant=variant, stride=stride, scale=scale,
+                              short_side=short_side, shifts=shifts, full_size=full_size)[0]
+
+
+def dense_logits_batch(
+    model: Any, images: list[Image.Image], text_emb: torch.Tensor, *, variant: str = DEFAULT_VARIANT,
+    stride: int | tuple[int, int] | None = None, scale: float | None = None, short_side: int | None = None,
+    shifts: int = 1, full_size: bool = True,
+) -> list[torch.Tensor]:
+    """:func:`dense_logits` of several images, one list entry each; their windows share the backbone's batches
+    (:func:`clipkit.sliding.sliding_logits_batch`), the numbers are the same as image by image."""
     _check_variant(variant)
     window = model_window(model)
     if stride is None:
@@ -385,15 +383,18 @@ def dense_logits(
         raise UsageError("stride must be a positive number of pixels")
     scale = logit_scale_for(model, variant) if scale is None else float(scale)
     text = F.normalize(text_emb.float(), dim=-1).to(getattr(model, "device", text_emb.device))
-    pixels = image_tensor(model, image, short_side=short_side or min(window))
+    pixels = [image_tensor(model, image, short_side=short_side or min(window)) for image in images]
 
     def crop_fn(crops: torch.Tensor) -> torch.Tensor:
         emb = patch_embeddings(model, crops, variant, shifts=shifts)  # [b, h, w, D]
         return torch.einsum("bhwd,nd->bnhw", emb, text)
 
+    out = []
     with torch.inference_mode():
-        cos = sliding_logits(pixels, crop_fn, window=window, stride=stride, patch=patch_grid(model))
-        h, w = image.size[1], image.size[0]
-        if full_size and cos.shape[-2:] != (h, w):
-            cos = F.interpolate(cos[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-    return cos * scale
+        for image, cos in zip(images, sliding_logits_batch(pixels, crop_fn, window=window, stride=stride,
+                                                           patch=patch_grid(model)), strict=True):
+            h, w = image.size[1], image.size[0]
+            if full_size and cos.shape[-2:] != (h, w):
+                cos = F.interpolate(cos[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+            out.append(cos * scale)
+    return out

@@ -98,7 +98,8 @@ class Segmentation:
     resolution (smaller than the label map when the runner downscaled the input, ``--max-side``).
     ``extras``: method-specific arrays (e.g. GroupViT's per-stage group maps ``stage1``/``stage2``); arrays
     stay out of the JSON, other values go in it.
-    ``mean_scores``: optional float ``[N]``, each label's mean probability over its pixels at full resolution
+    ``mean_scores``: optional float ``[N]``, each label's mean winning probability over its pixels at full
+    resolution (:mod:`clipkit.pixelwise`: blended from the working grid inside cells decided there)
     (what :meth:`classes` reports), for methods that decide pixels without keeping ``scores``.
     """
 

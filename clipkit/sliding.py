@@ -1,11 +1,56 @@
-"""Sliding-window inference for dense predictions, as the official NACLIP/SCLIP/ClearCLIP ``forward_slide``."""
+"""Images into windows for dense predictions: the normalised input tensor, the official NACLIP/SCLIP/ClearCLIP
+``forward_slide`` (pooled across images, so the backbone sees full batches), and sub-patch shifted passes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+
+def image_tensor(model: Any, image: Image.Image, *, short_side: int | None = None) -> torch.Tensor:
+    """Image → ``[1, 3, H', W']`` normalised float32 on the model's device, no crop.
+
+    ``short_side``: resize (bicubic, aspect kept) so the short side has this many pixels; ``None`` keeps the
+    image's own size. Mean/std come from the ``LoadedModel`` (OpenAI's when absent).
+    """
+    image = image.convert("RGB")
+    if short_side:
+        w, h = image.size
+        r = short_side / min(w, h)
+        if abs(r - 1.0) > 1e-6:
+            image = image.resize((max(1, round(w * r)), max(1, round(h * r))), Image.BICUBIC)
+    mean = getattr(model, "mean", (0.48145466, 0.4578275, 0.40821073))
+    std = getattr(model, "std", (0.26862954, 0.26130258, 0.27577711))
+    arr = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    arr = (arr - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    device = getattr(model, "device", None) or next(getattr(model, "model", model).parameters()).device
+    return arr.unsqueeze(0).to(device)
+
+
+def model_window(model: Any) -> tuple[int, int]:
+    """The model's input size ``(H, W)`` — the sliding window (a ``LoadedModel``'s, else its image tower's)."""
+    size = getattr(model, "image_size", None)
+    if size is None:
+        size = getattr(model, "model", model).visual.image_size
+    if isinstance(size, int):
+        return (size, size)
+    return (int(size[0]), int(size[1]))
+
+
+def _windows(H: int, W: int, window: tuple[int, int],
+             stride: tuple[int, int]) -> tuple[int, int, list[tuple[int, int]]]:
+    """Crop size ``(ch, cw)`` (the window clipped to the image) and the windows' top-left corners: every
+    ``stride``, the last row/column shifted back inside the image (the official ``forward_slide`` grid)."""
+    ch, cw = min(window[0], H), min(window[1], W)
+    sh, sw = max(1, stride[0]), max(1, stride[1])
+    ys = [min(i * sh, max(H - ch, 0)) for i in range(max(H - ch + sh - 1, 0) // sh + 1)]
+    xs = [min(j * sw, max(W - cw, 0)) for j in range(max(W - cw + sw - 1, 0) // sw + 1)]
+    return ch, cw, sorted({(y, x) for y in ys for x in xs})
 
 
 def sliding_logits(
@@ -27,34 +72,45 @@ def sliding_logits(
     Returns:
         ``[N, H, W]`` float32 at the resolution of ``pixels`` (``[1, 3, H, W]``).
     """
-    _, _, H, W = pixels.shape
-    ch, cw = min(window[0], H), min(window[1], W)
-    sh, sw = max(1, stride[0]), max(1, stride[1])
-    ys = [min(i * sh, max(H - ch, 0)) for i in range(max(H - ch + sh - 1, 0) // sh + 1)]
-    xs = [min(j * sw, max(W - cw, 0)) for j in range(max(W - cw + sw - 1, 0) // sw + 1)]
-    boxes = sorted({(y, x) for y in ys for x in xs})
-    pad_h, pad_w = (-ch) % patch[0], (-cw) % patch[1]
-    top, left = pad_h // 2, pad_w // 2
-    if len(boxes) == 1 and not (pad_h or pad_w):  # one window covering the image: no accumulation needed
-        logits = crop_fn(pixels).float()
-        return F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)[0]
-    total: torch.Tensor | None = None
-    count = torch.zeros(1, H, W, device=pixels.device)
-    for i in range(0, len(boxes), batch):
-        chunk = boxes[i : i + batch]
-        crops = torch.cat([pixels[:, :, y : y + ch, x : x + cw] for y, x in chunk])
-        if pad_h or pad_w:
-            crops = F.pad(crops, (left, pad_w - left, top, pad_h - top))
-        logits = crop_fn(crops).float()
-        logits = F.interpolate(logits, size=crops.shape[-2:], mode="bilinear", align_corners=False)
-        logits = logits[:, :, top : top + ch, left : left + cw]
-        if total is None:
-            total = torch.zeros(logits.shape[1], H, W, device=pixels.device)
-        for (y, x), lg in zip(chunk, logits, strict=True):
-            total[:, y : y + ch, x : x + cw] += lg
-            count[:, y : y + ch, x : x + cw] += 1
-    assert total is not None
-    return total / count
+    return sliding_logits_batch([pixels], crop_fn, window=window, stride=stride, patch=patch, batch=batch)[0]
+
+
+def sliding_logits_batch(
+    images: Sequence[torch.Tensor],
+    crop_fn: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    window: tuple[int, int],
+    stride: tuple[int, int],
+    patch: tuple[int, int],
+    batch: int = 8,
+) -> list[torch.Tensor]:
+    """:func:`sliding_logits` of several images (each ``[1, 3, H_i, W_i]``), their windows pooled: windows of
+    the same crop size, from any of the images, share ``crop_fn`` calls of up to ``batch`` crops, so the
+    backbone sees full batches however few windows each image has. Returns one ``[N, H_i, W_i]`` per image,
+    the same numbers as image by image (each crop's logits depend on that crop alone)."""
+    by_size: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    for i, pixels in enumerate(images):
+        ch, cw, corners = _windows(pixels.shape[-2], pixels.shape[-1], window, stride)
+        by_size.setdefault((ch, cw), []).extend((i, y, x) for y, x in corners)
+    totals: list[torch.Tensor | None] = [None] * len(images)
+    counts = [torch.zeros(1, p.shape[-2], p.shape[-1], device=p.device) for p in images]
+    for (ch, cw), jobs in by_size.items():
+        pad_h, pad_w = (-ch) % patch[0], (-cw) % patch[1]
+        top, left = pad_h // 2, pad_w // 2
+        for s in range(0, len(jobs), batch):
+            chunk = jobs[s : s + batch]
+            crops = torch.cat([images[i][:, :, y : y + ch, x : x + cw] for i, y, x in chunk])
+            if pad_h or pad_w:
+                crops = F.pad(crops, (left, pad_w - left, top, pad_h - top))
+            logits = crop_fn(crops).float()
+            logits = F.interpolate(logits, size=crops.shape[-2:], mode="bilinear", align_corners=False)
+            logits = logits[:, :, top : top + ch, left : left + cw]
+            for (i, y, x), lg in zip(chunk, logits, strict=True):
+                if totals[i] is None:
+                    totals[i] = torch.zeros(lg.shape[0], *images[i].shape[-2:], device=lg.device)
+                totals[i][:, y : y + ch, x : x + cw] += lg  # type: ignore[index]
+                counts[i][:, y : y + ch, x : x + cw] += 1
+    return [total / count for total, count in zip(totals, counts, strict=True)]  # type: ignore[operator]
 
 
 def shifted_grid(

@@ -100,3 +100,25 @@ def test_red_circle_pixels_are_labelled_red_circle(shapes, tmp_path):
         (result,) = segment([str(path)], [scene.names[0], other], model=model, out_dir=tmp_path / "o")
         fractions.append((result.label_map[scene.objects[0].mask] == 1).mean())
     assert sum(fractions) / len(fractions) >= 0.6, fractions
+
+
+@pytest.mark.parametrize("head", [None, "lseg-shapes"])
+def test_images_batched_together_segment_as_one_by_one(shapes, head):
+    """segment pools the windows of a batch of images into shared backbone batches (issue 20, item 6): each
+    image's labels and scores must be what it gets alone, for images of different sizes in one batch."""
+    import numpy as np
+
+    from clipkit.methods import Sample
+    from clipkit.methods.segment import SegmentPredictor
+    from clipkit.world.scenes import CATEGORIES
+
+    model, scenes = shapes
+    pred = SegmentPredictor(model, list(CATEGORIES), head=head)
+    images = [scenes[0].image.convert("RGB"), scenes[1].image.convert("RGB").resize((300, 200)),
+              scenes[2].image.convert("RGB").resize((90, 150))]
+    batched = pred.predict([Sample(f"s{i}", image=im) for i, im in enumerate(images)])
+    for i, im in enumerate(images):
+        alone = pred.predict([Sample(f"s{i}", image=im)])[0]
+        assert np.array_equal(batched[i].label_map, alone.label_map)
+        np.testing.assert_allclose(batched[i].mean_scores, alone.mean_scores, atol=1e-6)
+    assert (batched[0].label_map > 0).any()

@@ -119,7 +119,7 @@ def label_groups(
     """
     final = maps[-1][0]  # [G, H, W]
     g = final.shape[0]
-    group_of_pixel = final.argmax(dim=0)  # [H, W]
+    group_of_pixel = final.max(dim=0).indices  # [H, W]; max's indices: argmax over dim 0 is 5x slower on CPU
     n = text_emb.shape[0]
     affinity = groups.float() @ text_emb.float().t() * scale  # [G, N]
     pre = affinity.softmax(dim=-1)
@@ -128,22 +128,22 @@ def label_groups(
     keep[image_aff.topk(min(topk, n)).indices] = True
     group_aff = affinity.masked_fill(~keep, float("-inf")).softmax(dim=-1) * pre  # [G, N]
     best, best_idx = group_aff.max(dim=-1)  # [G]
-    pix_scores = group_aff[group_of_pixel]  # [H, W, N]
-    label = pix_scores.argmax(dim=-1) + 1
+    # a pixel's scores are its group's, so its label is its group's: decided per group, then gathered
     if bg_thresh is not None:
         thresh = min(float(bg_thresh), float(group_aff.max()))
-        label[pix_scores.max(dim=-1).values < thresh] = 0
         group_label = torch.where(best < thresh, 0, best_idx + 1)
     else:
         group_label = best_idx + 1
+    label = group_label[group_of_pixel]  # [H, W]
     used = torch.zeros(g, dtype=torch.bool, device=affinity.device)
     used[group_of_pixel.unique()] = True
     group_label = torch.where(used, group_label, 0)
     dtype = np.uint8 if n < 255 else np.uint16
     return GroupSegmentation(
         label_map=label.cpu().numpy().astype(dtype),
-        scores=pix_scores.permute(2, 0, 1).float().cpu().numpy(),
-        group_maps=[m[0].argmax(dim=0).cpu().numpy().astype(np.int32) for m in maps],
+        scores=group_aff.t().float()[:, group_of_pixel].cpu().numpy(),  # [N, H, W]
+        group_maps=[*(m[0].max(dim=0).indices.cpu().numpy().astype(np.int32) for m in maps[:-1]),
+                    group_of_pixel.cpu().numpy().astype(np.int32)],
         group_label=group_label.cpu().numpy(),
         group_score=best.float().cpu().numpy(),
         image_scores=image_aff.float().cpu().numpy(),

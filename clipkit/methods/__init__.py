@@ -97,6 +97,7 @@ def _builtin() -> None:
     register(MethodSpec(
         "segment", c.SegmentConfig, "clipkit.methods.segment:SegmentPredictor",
         "Segment images into free-text labels: a palette label PNG (0 = background, k = k-th label) per image.",
+        batch_size=8,
         examples=("clipkit segment examples/scenes/images -l 'red circle,blue square' --out-dir out/",
                   "clipkit segment examples/scenes/images/scene_000000.png -l 'red circle,blue square' "
                   "--head lseg-shapes -d out/ --scores",

@@ -31,6 +31,9 @@ from clipkit.results import Segmentation
 
 __all__ = ["DEFAULT_BACKGROUND", "SegmentConfig", "SegmentPredictor"]
 
+#: Working-resolution logits held at once when images share the backbone's batches (256 MB as float32).
+BATCH_FLOATS = 64 * 2**20
+
 #: Background prompts used when none are given (the ClearCLIP/MaskCLIP convention of one "background" class).
 DEFAULT_BACKGROUND: tuple[str, ...] = ("background",)
 
@@ -98,22 +101,28 @@ class SegmentPredictor:
     def logits(self, image, *, full_size: bool = True) -> torch.Tensor:
         """``[N + B, H, W]`` float32 logits (labels, then background prompts) at the image's size, or at the
         working resolution with ``full_size=False``."""
+        return self.logits_batch([image], full_size=full_size)[0]
+
+    def logits_batch(self, images: list, *, full_size: bool = True) -> list[torch.Tensor]:
+        """:meth:`logits` of several images: their windows share the backbone's batches."""
         from clipkit import lseg
 
         cfg = self.config
         if self.head is not None:
-            return lseg.lseg_logits(self.model, self.head, image, self.text, stride=cfg.stride,
-                                    short_side=cfg.short_side, full_size=full_size)
-        return dense.dense_logits(self.model, image, self.text, variant=self.variant, stride=cfg.stride,
-                                  scale=cfg.scale, short_side=cfg.short_side, shifts=cfg.shifts,
-                                  full_size=full_size)
+            return lseg.lseg_logits_batch(self.model, self.head, images, self.text, stride=cfg.stride,
+                                          short_side=cfg.short_side, full_size=full_size)
+        return dense.dense_logits_batch(self.model, images, self.text, variant=self.variant, stride=cfg.stride,
+                                        scale=cfg.scale, short_side=cfg.short_side, shifts=cfg.shifts,
+                                        full_size=full_size)
 
     @torch.inference_mode()
-    def pixel_labels(self, image, *, keep_probs: bool = False) -> PixelLabels:
-        """The decision at the image's size from the working-resolution logits, in row blocks: memory
-        O(H·W), the ``[N, H, W]`` volume only with ``keep_probs`` (:mod:`clipkit.pixelwise`)."""
-        return label_pixels(self.logits(image, full_size=False).cpu(), (image.size[1], image.size[0]),
-                            len(self.labels), threshold=self.config.threshold, min_cosine=self.min_cosine,
+    def pixel_labels(self, image, *, keep_probs: bool = False,
+                     logits: torch.Tensor | None = None) -> PixelLabels:
+        """The decision at the image's size from the working-resolution logits (``logits``: already computed),
+        memory O(H·W), the ``[N, H, W]`` volume only with ``keep_probs`` (:mod:`clipkit.pixelwise`)."""
+        logits = self.logits(image, full_size=False) if logits is None else logits
+        return label_pixels(logits.cpu(), (image.size[1], image.size[0]), len(self.labels),
+                            threshold=self.config.threshold, min_cosine=self.min_cosine,
                             cos_scale=self._cos_scale, keep_probs=keep_probs)
 
     def segment_image(self, image, *, keep_probs: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -126,11 +135,32 @@ class SegmentPredictor:
     def _narrow(self, label_map: torch.Tensor) -> np.ndarray:
         return label_map.numpy().astype(np.uint8 if len(self.labels) < 256 else np.uint16)
 
+    @torch.inference_mode()
     def predict(self, samples: list[Sample]) -> list[Segmentation]:
         out = []
-        for sample in samples:
-            px = self.pixel_labels(sample.image, keep_probs=self.config.scores)
-            probs = None if px.probs is None else px.probs.numpy()
-            out.append(Segmentation(sample.key, list(self.labels), self._narrow(px.label_map), probs,
-                                    mean_scores=px.mean_scores))
+        for group in self._groups(samples):  # images whose windows share the backbone's batches
+            images = [sample.image for sample in group]
+            for sample, logits in zip(group, self.logits_batch(images, full_size=False), strict=True):
+                px = self.pixel_labels(sample.image, keep_probs=self.config.scores, logits=logits)
+                probs = None if px.probs is None else px.probs.numpy()
+                out.append(Segmentation(sample.key, list(self.labels), self._narrow(px.label_map), probs,
+                                        mean_scores=px.mean_scores))
         return out
+
+    def _groups(self, samples: list[Sample]) -> list[list[Sample]]:
+        """Consecutive samples whose working-resolution logits together stay under :data:`BATCH_FLOATS` (many
+        labels on a large model: one image at a time)."""
+        from clipkit.dense import model_window
+
+        side = self.config.short_side or min(model_window(self.model))
+        groups: list[list[Sample]] = []
+        used = BATCH_FLOATS
+        for sample in samples:
+            w, h = sample.image.size
+            floats = len(self.text) * side * side * max(w, h) / max(1, min(w, h))
+            if used + floats > BATCH_FLOATS:
+                groups.append([])
+                used = 0
+            groups[-1].append(sample)
+            used += floats
+        return groups
