@@ -210,27 +210,10 @@ def visual_tokens(
     wanted = set(indices or [])
     inter: list[torch.Tensor] = []
     for i, blk in enumerate(blocks[:-1]):
-        x = _stock_block(blk, x)
+        x = blk(x)
         if i in wanted:
             inter.append(x)
     return x, inter, grid
-
-
-def _stock_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``blk(x)`` for ``x [B, L, width]``, the same maths. Why: ``nn.MultiheadAttention`` skips its fused path
-    for an odd head count (shapes-clip has 3) and then projects a transposed view as ``L`` tiny matrix products
-    (a third of a dense pass on shapes-clip); here the projections see contiguous ``[B, L, ·]`` tensors."""
-    attn = blk.attn
-    if (blk.training or hasattr(blk, "ln_1_kv") or not attn.batch_first or not attn._qkv_same_embed_dim
-            or attn.in_proj_bias is None):
-        return blk(x)
-    b, n, c = x.shape
-    heads = attn.num_heads
-    q, k, v = (t.reshape(b, n, heads, c // heads).transpose(1, 2)
-               for t in F.linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1))
-    out = attn.out_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
-    x = x + blk.ls_1(out)
-    return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
 
 
 # ------------------------------------------------------------------------------------------------ last block

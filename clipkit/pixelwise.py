@@ -21,6 +21,7 @@ at every pixel.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,7 +166,7 @@ def _label_cells(logits: torch.Tensor, size: tuple[int, int], n_labels: int, min
     weights are separable). That differs from the softmax of the blended logits by a second-order term
     (|Δ| ≤ 0.01 on the shapes world's scenes).
     """
-    c, h, w = logits.shape
+    h, w = logits.shape[1:]
     H, W = size
     top, arg = logits.max(dim=0)  # [h, w] at the working resolution
     win = (logits - top).exp_().sum(dim=0).reciprocal()  # each source pixel's winning probability
@@ -196,16 +197,7 @@ def _label_cells(logits: torch.Tensor, size: tuple[int, int], n_labels: int, min
     counts = torch.bincount(which, weights=cell_pixels[decided].double(), minlength=n_labels + 1)
 
     # undecided cells: every pixel's C blended logits, a bounded number of classes × pixels at a time
-    edge = (labels.view(-1) < 0).nonzero().squeeze(1)
-    flat = logits.reshape(c, h * w)
-    step = max(1, block_floats // max(1, c))
-    for s0 in range(0, len(edge), step):
-        at = edge[s0:s0 + step]
-        y, x = at // W, at % W
-        wy, wx = ly[y], lx[x]
-        up, down = r0[y] * w, r1[y] * w
-        z = ((flat.index_select(1, up + c0[x]) * (1 - wx) + flat.index_select(1, up + c1[x]) * wx) * (1 - wy)
-             + (flat.index_select(1, down + c0[x]) * (1 - wx) + flat.index_select(1, down + c1[x]) * wx) * wy)
+    for at, z in _edge_blends(logits, labels, (r0, r1, ly), (c0, c1, lx), block_floats):
         z_top, z_arg = z.max(dim=0)
         got = torch.where(z_arg < n_labels, z_arg + 1, 0)
         if min_cosine is not None:
@@ -215,3 +207,48 @@ def _label_cells(logits: torch.Tensor, size: tuple[int, int], n_labels: int, min
         sums += torch.bincount(got, weights=best.double(), minlength=n_labels + 1)
         counts += torch.bincount(got, minlength=n_labels + 1).double()
     return _Partial(labels, sums, counts, None).finish()
+
+
+Taps = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _edge_blends(maps: torch.Tensor, code: torch.Tensor, rows: Taps, cols: Taps,
+                 block_floats: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(flat pixel indices, blended maps [C, n])`` for the pixels where ``code`` ``[H, W]`` is negative, in
+    chunks of at most ``block_floats`` floats; each pixel blends its four source values as ``F.interpolate``
+    does (columns, then rows)."""
+    c, h, w = maps.shape
+    W = code.shape[1]
+    (r0, r1, ly), (c0, c1, lx) = rows, cols
+    edge = (code.view(-1) < 0).nonzero().squeeze(1)
+    flat = maps.reshape(c, h * w)
+    step = max(1, block_floats // max(1, c))
+    for s0 in range(0, len(edge), step):
+        at = edge[s0:s0 + step]
+        y, x = at // W, at % W
+        wy, wx = ly[y], lx[x]
+        up, down = r0[y] * w, r1[y] * w
+        yield at, ((flat.index_select(1, up + c0[x]) * (1 - wx) + flat.index_select(1, up + c1[x]) * wx) * (1 - wy)
+                   + (flat.index_select(1, down + c0[x]) * (1 - wx) + flat.index_select(1, down + c1[x]) * wx) * wy)
+
+
+def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], *, block_floats: int = BLOCK_FLOATS) -> torch.Tensor:
+    """``argmax(F.interpolate(maps, size, bilinear), dim=0)`` without the ``[C, H, W]`` upsampled volume.
+
+    ``maps``: float ``[C, h, w]``; ``size``: ``(H, W)``. Returns int64 ``[H, W]``. Cells of the source grid
+    whose four corners share their arg-max keep it (see :func:`_label_cells`); only the pixels of the other
+    cells are blended class by class. The same indices as the full computation, float ties aside.
+    """
+    maps = maps.float()
+    h, w = maps.shape[1:]
+    H, W = size
+    arg = maps.max(dim=0).indices
+    if (h, w) == (H, W):
+        return arg
+    a = _corners(arg)
+    decided = (a[0] == a[1]) & (a[0] == a[2]) & (a[0] == a[3])
+    rows, cols = bilinear_taps(H, h), bilinear_taps(W, w)
+    index = torch.where(decided, arg, -1).index_select(0, rows[0]).index_select(1, cols[0])  # [H, W]
+    for at, z in _edge_blends(maps, index, rows, cols, block_floats):
+        index.view(-1).index_copy_(0, at, z.max(dim=0).indices)
+    return index

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from clipkit import hub
+from clipkit.attention import contiguous_attention
 from clipkit.device import inference, resolve_device, resolve_precision
 from clipkit.errors import ModelError
 from clipkit.openclip_import import enable_hf_text, needs_hf_text, open_clip_module
@@ -277,6 +278,7 @@ def load_model(
     resolved = _resolve(spec, pretrained, offline)
     net, preprocess = _create(resolved, dev, trust_checkpoint)
     net.eval().requires_grad_(False)
+    contiguous_attention(net)  # same maths; stock attention is slow for odd head counts (clipkit.attention)
     cfg = open_clip.get_model_preprocess_cfg(net)
     size = cfg.get("size", 224)
     image_size = (size, size) if isinstance(size, int) else tuple(size)

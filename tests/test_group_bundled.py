@@ -104,3 +104,23 @@ def test_training_free_fallback_on_shapes_clip_groups_objects(scenes):
     maps = [grouper.group_image(s.image, f"scene{i}").label_map for i, s in enumerate(scenes)]
     miou = confusion_miou(maps, [s.label_map() for s in scenes], 49)["miou"]
     assert miou >= 0.12, miou
+
+
+def test_images_batched_together_group_as_one_by_one(model, scenes, results):
+    """predict() runs same-shape images through the encoder as one batch (issue 20, item 6): every image's
+    label map and group maps must be what it gets alone, with a differently sized image in the batch."""
+    from clipkit.methods import Sample
+    from clipkit.methods.group import GroupPredictor
+    from clipkit.world import CATEGORIES
+
+    grouper = GroupPredictor(model, list(CATEGORIES))
+    odd = scenes[3].image.convert("RGB").resize((300, 200))
+    samples = [Sample(f"scene{i}", image=scenes[i].image) for i in range(3)] + [Sample("odd", image=odd)]
+    batched = grouper.predict(samples)
+    alone = [*results[:3], grouper.group_image(odd, "odd")]
+    for got, want in zip(batched, alone, strict=True):
+        assert got.path == want.path
+        assert np.array_equal(got.label_map, want.label_map)
+        for stage in ("stage1", "stage2"):
+            assert np.array_equal(got.extras[stage], want.extras[stage])
+        assert got.extras["groups"] == want.extras["groups"]

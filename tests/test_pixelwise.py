@@ -79,3 +79,18 @@ def test_cell_decisions_give_the_full_volume_labels(min_cosine, smooth, size):
             assert out.mean_scores[k - 1] == pytest.approx(float(best[inside].mean()), abs=0.02)
     small = label_pixels(logits, size, 4, min_cosine=min_cosine, cos_scale=2.0, block_floats=7)  # edge chunks
     assert torch.equal(small.label_map, out.label_map)
+
+
+@pytest.mark.parametrize(("smooth", "size"), [(True, (150, 170)), (False, (97, 131)), (False, (17, 23)),
+                                              (True, (24, 32))])
+def test_upsampled_argmax_is_the_full_volume_argmax(smooth, size):
+    from clipkit.pixelwise import upsampled_argmax
+
+    gen = torch.Generator().manual_seed(5)
+    maps = torch.randn(1, 9, 6, 8, generator=gen) if smooth else torch.randn(1, 9, 24, 32, generator=gen)
+    if smooth:
+        maps = F.interpolate(maps, size=(24, 32), mode="bilinear")
+    ref = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
+    out = upsampled_argmax(maps[0], size)
+    assert out.shape == ref.shape and (out != ref).float().mean() < 1e-4  # float ties only
+    assert torch.equal(upsampled_argmax(maps[0], size, block_floats=5), out)

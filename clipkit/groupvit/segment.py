@@ -17,7 +17,7 @@ at a short side of ``short_side`` px (official: 448 with a 448/224 sliding windo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from PIL import Image
 from torch import Tensor
 
 from clipkit.groupvit.model import GroupViT, VisionOutput
+from clipkit.pixelwise import upsampled_argmax
 
 OFFICIAL_BG_THRESH = 0.95  # VOC / COCO setting of the official evaluation
 OFFICIAL_TOPK = 5
@@ -47,8 +48,9 @@ def preprocess(image: Image.Image, model: GroupViT, short_side: int | None = Non
     return ((x - mean) / std).unsqueeze(0)
 
 
-def stage_maps(out: VisionOutput, size: tuple[int, int]) -> list[Tensor]:
-    """Cumulative soft assignment per grouping stage, resized: list of ``[B, G_i, H, W]`` float32.
+def stage_maps(out: VisionOutput, size: tuple[int, int] | None) -> list[Tensor]:
+    """Cumulative soft assignment per grouping stage, resized: list of ``[B, G_i, H, W]`` float32 (``size=None``:
+    at the patch grid, ``[B, G_i, h, w]``, for :func:`label_groups` to upsample only what it needs).
 
     Stage i's map is ``A_1 A_2 ... A_i`` (pixel -> group of stage i), each ``A`` the softmax over groups.
     """
@@ -58,7 +60,7 @@ def stage_maps(out: VisionOutput, size: tuple[int, int]) -> list[Tensor]:
         a = soft.transpose(1, 2)  # [B, N_i, G_i]
         acc = a if acc is None else acc @ a
         grid = acc.transpose(1, 2).reshape(acc.shape[0], acc.shape[2], h, w)
-        maps.append(F.interpolate(grid, size=size, mode="bilinear", align_corners=False))
+        maps.append(grid if size is None else F.interpolate(grid, size=size, mode="bilinear", align_corners=False))
     return maps
 
 
@@ -96,10 +98,33 @@ def segment(
     pixels: ``[1, 3, h, w]`` from :func:`preprocess`; text_emb: ``[N, D]`` L2-normalised label embeddings;
     size: ``(H, W)`` of the output (the original image); ``bg_thresh=None`` disables background.
     """
-    image_x, group_x, out = model.encode_image_groups(pixels)
-    maps = stage_maps(out, size)
-    return label_groups(maps, F.normalize(group_x[0], dim=-1), F.normalize(image_x[0], dim=-1), text_emb,
-                        model.logit_scale_value, bg_thresh=bg_thresh, topk=topk)
+    return segment_batch(model, [pixels], text_emb, [size], bg_thresh=bg_thresh, topk=topk)[0]
+
+
+@torch.inference_mode()
+def segment_batch(
+    model: GroupViT,
+    pixels: list[Tensor],
+    text_emb: Tensor,
+    sizes: list[tuple[int, int]],
+    *,
+    bg_thresh: float | None = OFFICIAL_BG_THRESH,
+    topk: int = OFFICIAL_TOPK,
+) -> list[GroupSegmentation]:
+    """:func:`segment` of several images (``pixels[i]`` ``[1, 3, h_i, w_i]``, output size ``sizes[i]``); the
+    images whose preprocessed shapes match go through the encoder as one batch."""
+    results: list[GroupSegmentation | None] = [None] * len(pixels)
+    same_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, px in enumerate(pixels):
+        same_shape.setdefault(tuple(px.shape[-2:]), []).append(i)
+    for members in same_shape.values():
+        image_x, group_x, out = model.encode_image_groups(torch.cat([pixels[i] for i in members]))
+        for j, i in enumerate(members):
+            maps = stage_maps(replace(out, soft=[s[j:j + 1] for s in out.soft]), None)
+            results[i] = label_groups(maps, F.normalize(group_x[j], dim=-1), F.normalize(image_x[j], dim=-1),
+                                      text_emb, model.logit_scale_value, bg_thresh=bg_thresh, topk=topk,
+                                      size=sizes[i])
+    return results  # type: ignore[return-value]
 
 
 def label_groups(
@@ -111,15 +136,21 @@ def label_groups(
     *,
     bg_thresh: float | None = OFFICIAL_BG_THRESH,
     topk: int = OFFICIAL_TOPK,
+    size: tuple[int, int] | None = None,
 ) -> GroupSegmentation:
     """Steps 2-3 of the official rule (module docstring) for one image.
 
-    maps: per stage ``[1, G_i, H, W]`` cumulative soft assignments (last = final groups); groups: ``[G, D]`` and
-    image: ``[D]`` L2-normalised embeddings; text_emb: ``[N, D]`` L2-normalised; scale: the softmax scale.
+    maps: per stage ``[1, G_i, H, W]`` cumulative soft assignments (last = final groups), or at the patch grid
+    with ``size = (H, W)`` (the arg-max of their bilinear resize is then taken without forming it:
+    :func:`clipkit.pixelwise.upsampled_argmax`); groups: ``[G, D]`` and image: ``[D]`` L2-normalised embeddings;
+    text_emb: ``[N, D]`` L2-normalised; scale: the softmax scale.
     """
-    final = maps[-1][0]  # [G, H, W]
-    g = final.shape[0]
-    group_of_pixel = final.max(dim=0).indices  # [H, W]; max's indices: argmax over dim 0 is 5x slower on CPU
+
+    def pixel_group(m: Tensor) -> Tensor:  # [1, G, ·, ·] -> [H, W]; max's indices: argmax(dim=0) is 5x slower
+        return m[0].max(dim=0).indices if size is None else upsampled_argmax(m[0], size)
+
+    g = maps[-1].shape[1]
+    group_of_pixel = pixel_group(maps[-1])  # [H, W]
     n = text_emb.shape[0]
     affinity = groups.float() @ text_emb.float().t() * scale  # [G, N]
     pre = affinity.softmax(dim=-1)
@@ -135,14 +166,14 @@ def label_groups(
     else:
         group_label = best_idx + 1
     label = group_label[group_of_pixel]  # [H, W]
-    used = torch.zeros(g, dtype=torch.bool, device=affinity.device)
-    used[group_of_pixel.unique()] = True
+    used = torch.bincount(group_of_pixel.flatten(), minlength=g) > 0
     group_label = torch.where(used, group_label, 0)
     dtype = np.uint8 if n < 255 else np.uint16
     return GroupSegmentation(
         label_map=label.cpu().numpy().astype(dtype),
-        scores=group_aff.t().float()[:, group_of_pixel].cpu().numpy(),  # [N, H, W]
-        group_maps=[*(m[0].max(dim=0).indices.cpu().numpy().astype(np.int32) for m in maps[:-1]),
+        scores=group_aff.t().float().index_select(1, group_of_pixel.flatten()).view(n, *group_of_pixel.shape)
+        .cpu().numpy(),  # [N, H, W]: each pixel its group's scores
+        group_maps=[*(pixel_group(m).cpu().numpy().astype(np.int32) for m in maps[:-1]),
                     group_of_pixel.cpu().numpy().astype(np.int32)],
         group_label=group_label.cpu().numpy(),
         group_score=best.float().cpu().numpy(),

@@ -106,7 +106,7 @@ def _builtin() -> None:
     register(MethodSpec(
         "group", c.GroupConfig, "clipkit.methods.group:GroupPredictor",
         "Group pixels into segments with GroupViT and name them with free-text labels.",
-        model_kind="group",
+        model_kind="group", batch_size=4,
         description="Writes DIR/<stem>.mask.png (palette labels), <stem>.overlay.png and the group maps "
                     "<stem>.stage1.png / <stem>.stage2.png. Default model: the bundled shapes-groupvit; --model "
                     "also takes a Hugging Face GroupViT folder, an NVlabs .pth, or any open_clip model "
