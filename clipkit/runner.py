@@ -198,6 +198,16 @@ def _worker_init(_: int) -> None:
 
 
 def _collate(samples: list[Sample | ErrorRecord]) -> list[Sample | ErrorRecord]:
+    """The batch as it is, except that same-shape pixel tensors become views of one stacked tensor: a decoding
+    worker then hands the main process one shared-memory block per batch, not one per image."""
+    import torch
+
+    pixels = [s.pixels for s in samples if isinstance(s, Sample)]
+    if len(pixels) > 1 and all(isinstance(p, torch.Tensor) and p.shape == pixels[0].shape for p in pixels):
+        stacked = iter(torch.stack(pixels))
+        for s in samples:
+            if isinstance(s, Sample):
+                s.pixels = next(stacked)
     return samples
 
 

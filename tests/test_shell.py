@@ -177,3 +177,21 @@ def test_usage_errors_come_before_torch(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert done.stdout.strip() == "EXIT 2 False", (args, done.stdout, done.stderr)
         assert done.stderr.count("\n") == 1 and message in done.stderr, (args, done.stderr)
+
+
+def test_collate_puts_a_batch_of_pixels_in_one_block():
+    """Decoding workers hand over one shared-memory block per batch: same-shape pixel tensors become views of
+    one stacked tensor (values unchanged); errors and odd shapes pass through as they are."""
+    import torch
+
+    from clipkit.methods import Sample
+    from clipkit.results import ErrorRecord
+    from clipkit.runner import _collate
+
+    a, b, odd = torch.rand(3, 4, 4), torch.rand(3, 4, 4), torch.rand(3, 5, 4)
+    batch = _collate([Sample("a", pixels=a.clone()), ErrorRecord("bad", "broken"), Sample("b", pixels=b.clone())])
+    assert torch.equal(batch[0].pixels, a) and torch.equal(batch[2].pixels, b)
+    assert batch[0].pixels.untyped_storage().data_ptr() == batch[2].pixels.untyped_storage().data_ptr()
+    assert isinstance(batch[1], ErrorRecord)
+    mixed = _collate([Sample("a", pixels=a), Sample("c", pixels=odd)])
+    assert mixed[0].pixels is a and mixed[1].pixels is odd
