@@ -19,6 +19,7 @@ square; padding keeps shapes undistorted) — set ``pad_square=False`` to stretc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,8 +31,8 @@ from torchvision.ops import roi_align
 
 from clipkit.dense import default_variant
 
-__all__ = ["RegionConfig", "default_variant", "fast_embeddings", "image_embeddings", "image_tensor",
-           "patch_pixels", "region_config", "square_boxes"]
+__all__ = ["RegionConfig", "default_variant", "dense_patches", "dense_patches_batch", "fast_embeddings",
+           "image_embeddings", "image_tensor", "patch_pixels", "region_config", "square_boxes"]
 
 
 @dataclass(frozen=True)
@@ -191,9 +192,32 @@ def fast_embeddings(model: Any, image: Image.Image, boxes: np.ndarray, *, cfg: R
 def dense_patches(model: Any, image: Image.Image, cfg: RegionConfig | None = None) -> torch.Tensor:
     """``[1, h, w, D]`` L2-normalised dense patch embeddings of ``image`` from one batched forward pass
     (``cfg.dense_shifts²`` shifted copies of the image; the grid is ``dense_shifts`` times finer)."""
+    return dense_patches_batch(model, [image], cfg)[0]
+
+
+#: Images whose dense passes share one forward call (each brings ``dense_shifts²`` shifted copies).
+DENSE_IMAGES_PER_CALL = 4
+
+
+@torch.inference_mode()
+def dense_patches_batch(model: Any, images: Sequence[Image.Image],
+                        cfg: RegionConfig | None = None) -> list[torch.Tensor]:
+    """:func:`dense_patches` of several images: those whose resized inputs have the same shape share forward
+    calls (up to :data:`DENSE_IMAGES_PER_CALL` at a time). One ``[1, h, w, D]`` per image, in order."""
     from clipkit.dense import patch_embeddings
 
     cfg = cfg or RegionConfig()
     variant = cfg.dense_variant or default_variant(model)
-    return patch_embeddings(model, fast_input(model, image, cfg.fast_long_side), variant=variant,
-                            shifts=cfg.dense_shifts)
+    inputs = [fast_input(model, image, cfg.fast_long_side) for image in images]
+    out: list[torch.Tensor | None] = [None] * len(inputs)
+    same_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(inputs):
+        same_shape.setdefault(tuple(x.shape[-2:]), []).append(i)
+    for members in same_shape.values():
+        for s in range(0, len(members), DENSE_IMAGES_PER_CALL):
+            chunk = members[s:s + DENSE_IMAGES_PER_CALL]
+            emb = patch_embeddings(model, torch.cat([inputs[i] for i in chunk]), variant=variant,
+                                   shifts=cfg.dense_shifts)
+            for j, i in enumerate(chunk):
+                out[i] = emb[j:j + 1]
+    return out  # type: ignore[return-value]

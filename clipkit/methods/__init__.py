@@ -117,6 +117,7 @@ def _builtin() -> None:
     register(MethodSpec(
         "detect", c.DetectConfig, "clipkit.methods.detect:DetectPredictor",
         "Find and box free-text labels in images (ViLD on any CLIP: proposals, region embeddings, background).",
+        batch_size=4,
         examples=("clipkit detect examples/scenes/images --labels-file examples/labels.txt",
                   "clipkit detect examples/scenes/images/scene_000001.png -l 'red circle,blue star' --path fast "
                   "--out-dir boxes/",
@@ -125,7 +126,7 @@ def _builtin() -> None:
     register(MethodSpec(
         "ground", c.GroundConfig, "clipkit.methods.ground:GroundPredictor",
         "Ground the phrases of a caption in images: one box per phrase (or all above --threshold with --all).",
-        text="caption",
+        text="caption", batch_size=4,
         examples=("clipkit ground examples/scenes/images/scene_000003.png --caption 'a yellow cross left of a "
                   "green star'",
                   "clipkit ground examples/scenes/images --phrases 'red circle;blue square' --out-dir grounded/",

@@ -40,6 +40,7 @@ from clipkit.proposals import propose, score_maps_from_patches
 from clipkit.regions import (
     default_variant,
     dense_patches,
+    dense_patches_batch,
     fast_embeddings,
     image_embeddings,
     image_tensor,
@@ -86,12 +87,14 @@ def postprocess(boxes: np.ndarray, probs: torch.Tensor, n_labels: int, cfg: Dete
 
 
 def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_emb: torch.Tensor,
-                 cfg: DetectConfig, *, path: str = "", timings: dict[str, float] | None = None) -> Any:
+                 cfg: DetectConfig, *, path: str = "", timings: dict[str, float] | None = None,
+                 patches: torch.Tensor | None = None) -> Any:
     """Detect ``labels`` in one PIL ``image``; ``class_emb`` ``[len(labels) + n_background, D]`` are the label
     text embeddings followed by the background ones. Returns a ``Detections`` (boxes in ``image`` pixels).
 
     ``timings`` (optional dict) accumulates seconds spent in ``proposals`` and ``regions`` (embedding +
-    scoring) for benchmarks.
+    scoring) for benchmarks. ``patches``: the image's dense patches when the caller computed them (a batch of
+    images shares the forward passes: :func:`clipkit.regions.dense_patches_batch`).
     """
     from clipkit.results import Detections
 
@@ -99,8 +102,8 @@ def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_em
     rcfg = region_config(cfg.region_overrides)
     t0 = time.perf_counter()
     n_labels = len(labels)
-    maps = patches = None
-    if cfg.score_map_proposals or cfg.path != "image":
+    maps = None
+    if patches is None and needs_dense_pass(cfg):
         patches = dense_patches(model, image, rcfg)  # the one dense forward pass, shared with the fast path
     if cfg.score_map_proposals:
         variant = rcfg.dense_variant or default_variant(model)
@@ -132,6 +135,11 @@ def detect_image(model: Any, image: Image.Image, labels: Sequence[str], class_em
                       image_size=image.size)
 
 
+def needs_dense_pass(cfg: DetectConfig) -> bool:
+    """Whether detection runs the dense pass (score-map proposals or the fast region path)."""
+    return cfg.score_map_proposals or cfg.path != "image"
+
+
 def classifier(model: Any, labels: Sequence[str], cfg: DetectConfig) -> torch.Tensor:
     """``[len(labels) + len(background), D]`` text embeddings: labels first, then background prompts."""
     from clipkit.prompts import text_embeddings
@@ -159,11 +167,15 @@ class DetectPredictor:
         overlap = set(self.labels) & set(cfg.background)
         if overlap:
             raise UsageError(f"label(s) {sorted(overlap)} are also background prompts; rename them")
-        if cfg.score_map_proposals or cfg.path != "image":  # a dense pass: its shifts must fit the model
+        if needs_dense_pass(cfg):  # its shifts must fit the model
             check_shifts(model, region_config(cfg.region_overrides).dense_shifts)
         self.class_emb = classifier(model, self.labels, cfg)
 
     @torch.inference_mode()
     def predict(self, samples: list[Sample]) -> list[Any]:
-        return [detect_image(self.model, s.image, self.labels, self.class_emb, self.config, path=s.key,
-                             timings=self.timings) for s in samples]
+        images = [s.image.convert("RGB") for s in samples]
+        patches = (dense_patches_batch(self.model, images, region_config(self.config.region_overrides))
+                   if needs_dense_pass(self.config) else [None] * len(images))
+        return [detect_image(self.model, image, self.labels, self.class_emb, self.config, path=s.key,
+                             timings=self.timings, patches=p) for s, image, p in zip(samples, images, patches,
+                                                                                     strict=True)]

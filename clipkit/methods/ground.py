@@ -45,6 +45,7 @@ from clipkit.proposals import propose, score_maps_from_patches
 from clipkit.regions import (
     default_variant,
     dense_patches,
+    dense_patches_batch,
     fast_embeddings,
     image_embeddings,
     image_tensor,
@@ -170,10 +171,11 @@ class PhraseScores:
 
 def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase], text_emb: torch.Tensor,
                   cfg: GroundConfig, *, boxes: np.ndarray | None = None,
-                  timings: dict[str, float] | None = None) -> PhraseScores:
+                  timings: dict[str, float] | None = None, patches: torch.Tensor | None = None) -> PhraseScores:
     """Parse ``caption`` around ``phrases`` (:func:`clipkit.expressions.parse_expression`), find candidate boxes
     and score every (box, phrase) pair. ``text_emb``: ``[len(phrases) + len(background), D]`` (phrases first);
-    a phrase the model's vocabulary expands ("the circle" → "red circle", …) is embedded here."""
+    a phrase the model's vocabulary expands ("the circle" → "red circle", …) is embedded here. ``patches``: the
+    image's dense patches when the caller computed them (:func:`needs_dense_pass`)."""
     from clipkit.prompts import text_embeddings
 
     image = image.convert("RGB")
@@ -194,8 +196,7 @@ def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequenc
     query_emb = torch.cat(rows) if rows else text_emb[:0]
     all_emb = torch.cat([query_emb, text_emb[n:]])
     t0 = time.perf_counter()
-    patches = None  # one dense pass, shared by the score-map proposals and the fast region
-    if cfg.region in ("fast", "both") or (boxes is None and cfg.score_map_proposals):
+    if patches is None and needs_dense_pass(cfg, boxes is not None):  # one pass: proposals and fast region
         patches = dense_patches(model, image, region_config(cfg.region_overrides))
     if boxes is None and cfg.vocabulary_proposals and vocab is not None:  # every object the model can name
         names = vocab.names()
@@ -227,9 +228,16 @@ def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequenc
     return PhraseScores(boxes, logits, background, expr, competitors)
 
 
+def needs_dense_pass(cfg: GroundConfig, boxes_given: bool = False) -> bool:
+    """Whether grounding runs the dense pass: for the fast region, or for score-map proposals (unless the
+    candidate boxes are given)."""
+    return cfg.region in ("fast", "both") or (not boxes_given and cfg.score_map_proposals)
+
+
 def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase],
                  text_emb: torch.Tensor, cfg: GroundConfig, *, path: str = "",
-                 boxes: np.ndarray | None = None, timings: dict[str, float] | None = None) -> Grounding:
+                 boxes: np.ndarray | None = None, timings: dict[str, float] | None = None,
+                 patches: torch.Tensor | None = None) -> Grounding:
     """Ground ``phrases`` of ``caption`` in one image. ``text_emb``: ``[len(phrases) + len(background), D]``
     (phrases first). ``boxes``: candidate boxes ``[K,4]`` XYXY px (default: :func:`clipkit.proposals.propose`).
 
@@ -244,7 +252,8 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
     from clipkit.results import Detections
 
     image = image.convert("RGB")
-    sc = score_phrases(model, image, caption, phrases, text_emb, cfg, boxes=boxes, timings=timings)
+    sc = score_phrases(model, image, caption, phrases, text_emb, cfg, boxes=boxes, timings=timings,
+                       patches=patches)
     cal = calibration_for(model, cfg)
     n = len(phrases)
     xyxy, conf, cls = np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
@@ -336,5 +345,9 @@ class GroundPredictor:
 
     @torch.inference_mode()
     def predict(self, samples: list[Sample]) -> list[Grounding]:
-        return [ground_image(self.model, s.image, self.caption, self.phrases, self.text_emb, self.config,
-                             path=s.key, timings=self.timings) for s in samples]
+        images = [s.image.convert("RGB") for s in samples]  # a batch of images shares the dense forward passes
+        patches = (dense_patches_batch(self.model, images, region_config(self.config.region_overrides))
+                   if needs_dense_pass(self.config) else [None] * len(images))
+        return [ground_image(self.model, image, self.caption, self.phrases, self.text_emb, self.config,
+                             path=s.key, timings=self.timings, patches=p)
+                for s, image, p in zip(samples, images, patches, strict=True)]
