@@ -255,6 +255,9 @@ class GroundConfig(_Boxes):
         None, "What the no-object logit is relative to (default: the model's).", panel="Reasoning")
     vocabulary_proposals: bool = option(False, "Proposals from the score maps of every vocabulary name instead of "
                                                "the phrases' own maps.", panel="Reasoning")
+    proposal_head: str | None = option(None, "Also take candidate boxes from this trained LSeg head's segmentation "
+                                             "over the model's vocabulary (default: the model's ground_proposal_head, "
+                                             "lseg-shapes for shapes-clip); none: score maps only.", panel=DENSE)
 
     @model_validator(mode="after")
     def _check(self) -> GroundConfig:

@@ -136,14 +136,16 @@ def calibration_samples(data: str | Path, model: Any, *, limit: int | None = Non
                 continue
             caption, phrases = parse_phrases(r["expression"])
             sc = score_phrases(model, image, caption, phrases, phrase_embeddings(model, phrases, cfg), cfg)
-            target, ious = -1, np.zeros(len(sc.boxes))
+            own = slice(None) if sc.own is None else sc.own  # presence is calibrated on the phrases' own boxes
+            boxes = sc.boxes[own]
+            target, ious = -1, np.zeros(len(boxes))
             if r.get("box") is not None:
-                ious = np.array([box_iou(b, np.asarray(r["box"], np.float32)) for b in sc.boxes])
+                ious = np.array([box_iou(b, np.asarray(r["box"], np.float32)) for b in boxes])
                 if not len(ious) or ious.max() < iou:
                     continue
                 target = int(np.argmax(ious))
-            out.append((sc.logits[:, 0].astype(np.float64), sc.background.astype(np.float64), target, ious,
-                        sc.competitors[:, 0].astype(np.float64), sc.expression.phrases[0].expanded))
+            out.append((sc.logits[own, 0].astype(np.float64), sc.background[own].astype(np.float64), target, ious,
+                        sc.competitors[own, 0].astype(np.float64), sc.expression.phrases[0].expanded))
         if progress is not None:
             progress(1)
     return out

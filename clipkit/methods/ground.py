@@ -39,6 +39,7 @@ from PIL import Image, ImageFilter
 
 from clipkit.configs import GroundConfig
 from clipkit.expressions import Expression, Vocabulary, parse_expression
+from clipkit.head_proposals import proposal_head, snap_to_head
 from clipkit.methods import Sample
 from clipkit.phrases import Phrase, parse_phrases
 from clipkit.proposals import propose, score_maps_from_patches
@@ -160,13 +161,18 @@ class PhraseScores:
     """What :func:`score_phrases` measured in one image: ``boxes`` ``[K, 4]`` XYXY px, ``logits`` ``[K, P]``
     (mean CLIP logit over the box representations, max over each phrase's queries), ``background`` ``[K]``
     (best background-prompt logit per box), ``competitors`` ``[K, P]`` (best logit per box among the vocabulary
-    names the phrase does not cover; ``-inf`` without a vocabulary) and the parsed ``expression``."""
+    names the phrase does not cover; ``-inf`` without a vocabulary) and the parsed ``expression``. With a
+    proposal head (:mod:`clipkit.head_proposals`): ``own`` ``[K]`` bool marks the phrases' own proposals (which
+    decide whether a phrase is present), ``pick`` ``[K]`` bool the candidates a box is chosen from (the head's
+    outlines in place of the own boxes they cover); None: every box, both ways."""
 
     boxes: np.ndarray
     logits: np.ndarray
     background: np.ndarray
     expression: Expression
     competitors: np.ndarray | None = None
+    own: np.ndarray | None = None
+    pick: np.ndarray | None = None
 
 
 def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase], text_emb: torch.Tensor,
@@ -196,6 +202,7 @@ def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequenc
     query_emb = torch.cat(rows) if rows else text_emb[:0]
     all_emb = torch.cat([query_emb, text_emb[n:]])
     t0 = time.perf_counter()
+    given = boxes
     if patches is None and needs_dense_pass(cfg, boxes is not None):  # one pass: proposals and fast region
         patches = dense_patches(model, image, region_config(cfg.region_overrides))
     if boxes is None and cfg.vocabulary_proposals and vocab is not None:  # every object the model can name
@@ -206,6 +213,11 @@ def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequenc
         boxes = ground_proposals(model, image, all_emb, len(query_emb), cfg, patches) if len(query_emb) \
             else np.zeros((0, 4), np.float32)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    own = pick = None
+    # the head's outlines for best-box answers (--all keeps its own boxes: every box is its own answer there)
+    head = proposal_head(model, cfg.proposal_head) if given is None and vocab and not cfg.all_boxes else None
+    if head and len(boxes):
+        boxes, own, pick = snap_to_head(model, image, head, vocab.names(), boxes)  # type: ignore[union-attr]
     t1 = time.perf_counter()
     logits = np.zeros((len(boxes), n), np.float32)
     background = np.zeros(len(boxes), np.float32)
@@ -225,7 +237,7 @@ def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequenc
     if timings is not None:
         timings["proposals"] = timings.get("proposals", 0.0) + (t1 - t0)
         timings["scoring"] = timings.get("scoring", 0.0) + (time.perf_counter() - t1)
-    return PhraseScores(boxes, logits, background, expr, competitors)
+    return PhraseScores(boxes, logits, background, expr, competitors, own, pick)
 
 
 def needs_dense_pass(cfg: GroundConfig, boxes_given: bool = False) -> bool:
@@ -248,7 +260,7 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
     are not applied)."""
     from torchvision.ops import batched_nms
 
-    from clipkit.reclip import box_calibration, box_presence, margins, phrase_calibration, resolve
+    from clipkit.reclip import box_calibration, box_presence, margins, phrase_calibration
     from clipkit.results import Detections
 
     image = image.convert("RGB")
@@ -283,10 +295,7 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
         keep = keep[rank < cfg.max_boxes]
         xyxy, conf, cls = bx[keep].numpy(), scores[keep].numpy(), p_idx[keep].numpy()
     elif len(sc.boxes):
-        res = resolve(sc.expression, sc.boxes, sc.logits, cal, background=sc.background,
-                      competitors=sc.competitors, image_size=image.size,
-                      superlative_rule=cfg.superlative_rule, prior=cfg.relation_prior,
-                      next_to_scale=cfg.next_to_scale)
+        res = _resolve(sc, cal, cfg, image.size)
         chosen = [j for j in range(n) if res[j]["best"] is not None and res[j]["present"] >= cal["threshold"]]
         xyxy = sc.boxes[[res[j]["best"] for j in chosen]]
         conf = np.array([res[j]["score"] for j in chosen], np.float32)
@@ -301,6 +310,31 @@ def ground_image(model: Any, image: Image.Image, caption: str, phrases: Sequence
                      path=path, image_size=image.size)
     return Grounding(path=path, caption=caption, phrases=list(phrases), detections=det, decided_by=decided,
                      present=present, notes=list(sc.expression.notes), parser=sc.expression.parser)
+
+
+def _resolve(sc: PhraseScores, cal: dict[str, Any], cfg: GroundConfig, size: tuple[int, int]) -> list[dict]:
+    """ReCLIP's execution (:func:`clipkit.reclip.resolve`) over the candidates; with a proposal head, the box is
+    chosen among ``sc.pick`` and the presence comes from the phrases' own boxes (:class:`PhraseScores`)."""
+    from clipkit.reclip import resolve
+
+    def run(sel: np.ndarray | None) -> list[dict]:
+        idx = np.arange(len(sc.boxes)) if sel is None else np.flatnonzero(sel)
+        res = resolve(sc.expression, sc.boxes[idx], sc.logits[idx], cal, background=sc.background[idx],
+                      competitors=None if sc.competitors is None else sc.competitors[idx], image_size=size,
+                      superlative_rule=cfg.superlative_rule, prior=cfg.relation_prior,
+                      next_to_scale=cfg.next_to_scale)
+        for r in res:
+            r["best"] = None if r["best"] is None else int(idx[r["best"]])
+        return res
+
+    if sc.pick is None or sc.own is None:
+        return run(None)
+    chosen, own = run(sc.pick), run(sc.own)
+    for c, o in zip(chosen, own, strict=True):
+        if c["best"] is not None and c["present"] > 0:
+            c["score"] *= o["present"] / c["present"]  # presence × p(best), with the own boxes' presence
+        c["present"] = o["present"]
+    return chosen
 
 
 def phrase_embeddings(model: Any, phrases: Sequence[Phrase], cfg: GroundConfig) -> torch.Tensor:
