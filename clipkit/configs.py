@@ -258,6 +258,8 @@ class GroundConfig(_Boxes):
     proposal_head: str | None = option(None, "Also take candidate boxes from this trained LSeg head's segmentation "
                                              "over the model's vocabulary (default: the model's ground_proposal_head, "
                                              "lseg-shapes for shapes-clip); none: score maps only.", panel=DENSE)
+    head_presence: bool = option(True, "With a proposal head: a phrase none of whose names the head segments "
+                                         "anywhere in the image is absent.", panel=DENSE)
 
     @model_validator(mode="after")
     def _check(self) -> GroundConfig:

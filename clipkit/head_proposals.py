@@ -14,13 +14,14 @@ gain a tight box around some other object (on validation that halved the absent 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["head_boxes", "proposal_head", "snap_to_head"]
+__all__ = ["Snapped", "head_boxes", "proposal_head", "snap_to_head"]
 
 #: A head box joins the candidates when it overlaps one of the phrases' own boxes at least this much.
 TOUCH_IOU = 0.2
@@ -54,31 +55,43 @@ def _head(model: Any, spec: str, names: list[str]) -> tuple[Any, torch.Tensor]:
 
 @torch.inference_mode()
 def head_boxes(model: Any, image: Image.Image, spec: str, names: list[str], *, threshold: float = 0.3,
-               dilate: int = 0) -> np.ndarray:
-    """``[K, 4]`` float32 XYXY boxes in ``image`` pixels: the 8-connected components of each vocabulary name's
-    pixels in the head's segmentation (arg-max class, probability ≥ ``threshold``; background prompts give no
-    box), as :func:`clipkit.proposals.boxes_from_score_maps` cuts the dense score maps."""
+               dilate: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``([K, 4] float32 XYXY boxes in image pixels, [K] int64 index into names)``: the 8-connected components
+    of each vocabulary name's pixels in the head's segmentation (arg-max class, probability ≥ ``threshold``;
+    background prompts give no box), as :func:`clipkit.proposals.boxes_from_score_maps` cuts the score maps."""
     from clipkit.lseg import lseg_logits
     from clipkit.proposals import boxes_from_score_maps
 
     head, text = _head(model, spec, names)
     probs = lseg_logits(model, head, image, text).softmax(0)  # [names + background, H, W]
-    boxes, _, _ = boxes_from_score_maps(probs, threshold=threshold, dilate=dilate, n_labels=len(names))
-    return boxes
+    boxes, _, labels = boxes_from_score_maps(probs, threshold=threshold, dilate=dilate, n_labels=len(names))
+    return boxes, labels
 
 
-def snap_to_head(model: Any, image: Image.Image, spec: str, names: list[str],
-                 boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass
+class Snapped:
+    """:func:`snap_to_head`'s answer: ``boxes`` ``[K + E, 4]`` (the own boxes first), ``own`` and ``pick``
+    ``[K + E]`` bool (see there), ``seen``: the vocabulary names the head segmented anywhere in the image."""
+
+    boxes: np.ndarray
+    own: np.ndarray
+    pick: np.ndarray
+    seen: set[str]
+
+
+def snap_to_head(model: Any, image: Image.Image, spec: str, names: list[str], boxes: np.ndarray) -> Snapped:
     """The phrases' own candidate ``boxes`` ``[K, 4]`` with the head's outlines of the objects they touch.
 
-    Returns ``(candidates [K + E, 4], own [K + E] bool, pick [K + E] bool)``: the own boxes first (``own``),
-    then each head box overlapping an own box at IoU ≥ :data:`TOUCH_IOU`; ``pick``: the candidates a box is
-    chosen from — every joined head box, and each own box that none of them covers (IoU > :data:`SAME_IOU`).
+    ``own`` marks the own boxes (first); after them each head box overlapping an own box at IoU ≥
+    :data:`TOUCH_IOU`. ``pick``: the candidates a box is chosen from — every joined head box, and each own box
+    that none of them covers (IoU > :data:`SAME_IOU`).
     """
     from torchvision.ops import box_iou
 
     own_boxes = torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4))
-    extra = torch.from_numpy(head_boxes(model, image, spec, names)).reshape(-1, 4)
+    found, labels = head_boxes(model, image, spec, names)
+    seen = {names[int(k)] for k in labels}
+    extra = torch.from_numpy(found).reshape(-1, 4)
     if len(extra) and len(own_boxes):
         overlap = box_iou(extra, own_boxes)  # [E, K]
         joined = overlap.amax(1) >= TOUCH_IOU
@@ -89,4 +102,4 @@ def snap_to_head(model: Any, image: Image.Image, spec: str, names: list[str],
     k, e = len(own_boxes), len(extra)
     own = np.concatenate([np.ones(k, bool), np.zeros(e, bool)])
     pick = np.concatenate([~covered.numpy(), np.ones(e, bool)])
-    return torch.cat([own_boxes, extra]).numpy(), own, pick
+    return Snapped(torch.cat([own_boxes, extra]).numpy(), own, pick, seen)

@@ -30,25 +30,29 @@ def test_snap_keeps_own_boxes_first_and_picks_the_head_outline(monkeypatch):
                      [200, 200, 230, 230],  # an object no own box touches: stays out
                      [10, 10, 40, 31]],     # A again, near-copy of own[0]: joins, covers own[0]
                     np.float32)
-    monkeypatch.setattr(hp, "head_boxes", lambda *a, **k: head)
-    boxes, is_own, pick = hp.snap_to_head(None, None, "h", [], own)
+    monkeypatch.setattr(hp, "head_boxes", lambda *a, **k: (head, np.zeros(len(head), np.int64)))
+    got = hp.snap_to_head(None, None, "h", ["red circle"], own)
+    boxes, is_own, pick = got.boxes, got.own, got.pick
+    assert got.seen == {"red circle"}  # every name the head segmented, joined or not
     assert boxes.tolist() == [*own.tolist(), head[0].tolist(), head[2].tolist()]
     assert is_own.tolist() == [True, True, False, False]
     assert pick.tolist() == [False, True, True, True]  # own[0] is covered by head[2] (IoU > 0.5)
 
 
 def test_no_own_boxes_no_head_boxes(monkeypatch):
-    monkeypatch.setattr(hp, "head_boxes", lambda *a, **k: np.array([[0, 0, 10, 10]], np.float32))
-    boxes, is_own, pick = hp.snap_to_head(None, None, "h", [], np.zeros((0, 4), np.float32))
+    found = (np.array([[0, 0, 10, 10]], np.float32), np.zeros(1, np.int64))
+    monkeypatch.setattr(hp, "head_boxes", lambda *a, **k: found)
+    got = hp.snap_to_head(None, None, "h", ["red circle"], np.zeros((0, 4), np.float32))
+    boxes, is_own, pick = got.boxes, got.own, got.pick
     assert boxes.shape == (0, 4) and not is_own.any() and not pick.any()
 
 
 @pytest.mark.skipif("shapes-clip" not in __import__("clipkit.registry").registry.bundled_models(),
                     reason="shapes-clip not bundled")
 def test_presence_comes_from_the_own_boxes_and_the_box_from_the_picks():
-    """On a scene, the default (head) answer and the score-maps-only answer agree on which phrases are present;
-    a phrase naming nothing in the scene stays without a box. (Which box wins is the bench's: on held-out
-    scenes the head's outlines raise accuracy, bench/results/ground.md.)"""
+    """On a scene, the head's outlines leave the own boxes' presence as it was; with the head's segmentation as
+    evidence (the default), a phrase none of whose names it segments is absent; a present phrase keeps its box.
+    (Which box wins is the bench's: on held-out scenes the outlines raise accuracy, bench/results/ground.md.)"""
     from clipkit.methods import Sample
     from clipkit.methods.ground import GroundPredictor
     from clipkit.registry import load_model
@@ -57,8 +61,12 @@ def test_presence_comes_from_the_own_boxes_and_the_box_from_the_picks():
     model = load_model("shapes-clip", device="cpu")
     scene = generate_scene(6161, 0, SceneConfig(size=(224, 224)))  # a blue circle, hexagon and triangle
     caption = "the blue hexagon . the yellow star"
-    with_head = GroundPredictor(model, caption).predict([Sample("s", image=scene.image)])[0]
-    without = GroundPredictor(model, caption, proposal_head="none").predict([Sample("s", image=scene.image)])[0]
-    assert with_head.present == pytest.approx(without.present, abs=1e-6)
-    phrases = [with_head.detections.labels[c] for c in with_head.detections.class_id]
-    assert phrases == ["the blue hexagon"]
+    sample = Sample("s", image=scene.image)
+    own_presence = GroundPredictor(model, caption, head_presence=False).predict([sample])[0]
+    without = GroundPredictor(model, caption, proposal_head="none").predict([sample])[0]
+    assert own_presence.present == pytest.approx(without.present, abs=1e-6)
+    default = GroundPredictor(model, caption).predict([sample])[0]  # + the head's segmentation as evidence
+    assert default.present[0] == pytest.approx(without.present[0], abs=1e-6)  # the head segments a blue hexagon
+    assert default.present[1] == 0.0  # and no yellow star anywhere: absent
+    for answer in (own_presence, default):
+        assert [answer.detections.labels[c] for c in answer.detections.class_id] == ["the blue hexagon"]

@@ -164,7 +164,8 @@ class PhraseScores:
     names the phrase does not cover; ``-inf`` without a vocabulary) and the parsed ``expression``. With a
     proposal head (:mod:`clipkit.head_proposals`): ``own`` ``[K]`` bool marks the phrases' own proposals (which
     decide whether a phrase is present), ``pick`` ``[K]`` bool the candidates a box is chosen from (the head's
-    outlines in place of the own boxes they cover); None: every box, both ways."""
+    outlines in place of the own boxes they cover); None: every box, both ways. ``seen`` (per phrase): whether the
+    head segmented any of the phrase's names anywhere in the image."""
 
     boxes: np.ndarray
     logits: np.ndarray
@@ -173,6 +174,7 @@ class PhraseScores:
     competitors: np.ndarray | None = None
     own: np.ndarray | None = None
     pick: np.ndarray | None = None
+    seen: list[bool] | None = None
 
 
 def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequence[Phrase], text_emb: torch.Tensor,
@@ -213,11 +215,13 @@ def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequenc
         boxes = ground_proposals(model, image, all_emb, len(query_emb), cfg, patches) if len(query_emb) \
             else np.zeros((0, 4), np.float32)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    own = pick = None
+    own = pick = seen = None
     # the head's outlines for best-box answers (--all keeps its own boxes: every box is its own answer there)
     head = proposal_head(model, cfg.proposal_head) if given is None and vocab and not cfg.all_boxes else None
     if head and len(boxes):
-        boxes, own, pick = snap_to_head(model, image, head, vocab.names(), boxes)  # type: ignore[union-attr]
+        snapped = snap_to_head(model, image, head, vocab.names(), boxes)  # type: ignore[union-attr]
+        boxes, own, pick = snapped.boxes, snapped.own, snapped.pick
+        seen = [any(f" {n} " in f" {q} " for q in qs for n in snapped.seen) for qs in queries]  # names in the text
     t1 = time.perf_counter()
     logits = np.zeros((len(boxes), n), np.float32)
     background = np.zeros(len(boxes), np.float32)
@@ -237,7 +241,7 @@ def score_phrases(model: Any, image: Image.Image, caption: str, phrases: Sequenc
     if timings is not None:
         timings["proposals"] = timings.get("proposals", 0.0) + (t1 - t0)
         timings["scoring"] = timings.get("scoring", 0.0) + (time.perf_counter() - t1)
-    return PhraseScores(boxes, logits, background, expr, competitors, own, pick)
+    return PhraseScores(boxes, logits, background, expr, competitors, own, pick, seen)
 
 
 def needs_dense_pass(cfg: GroundConfig, boxes_given: bool = False) -> bool:
@@ -330,10 +334,11 @@ def _resolve(sc: PhraseScores, cal: dict[str, Any], cfg: GroundConfig, size: tup
     if sc.pick is None or sc.own is None:
         return run(None)
     chosen, own = run(sc.pick), run(sc.own)
-    for c, o in zip(chosen, own, strict=True):
+    for j, (c, o) in enumerate(zip(chosen, own, strict=True)):
+        present = o["present"] if sc.seen is None or sc.seen[j] or not cfg.head_presence else 0.0
         if c["best"] is not None and c["present"] > 0:
-            c["score"] *= o["present"] / c["present"]  # presence × p(best), with the own boxes' presence
-        c["present"] = o["present"]
+            c["score"] *= present / c["present"]  # presence × p(best), with the own boxes' presence
+        c["present"] = present
     return chosen
 
 
