@@ -101,3 +101,21 @@ def test_fallback_groups_separate_regions_of_distinct_features():
         assert float(emb[g] @ dirs[r]) > 0.9
     # stage 1 has more, smaller groups than stage 2
     assert len(np.unique(maps[0][0].argmax(dim=0))) > len(np.unique(final))
+
+
+def test_grid_maps_with_a_size_decide_as_the_resized_maps():
+    """label_groups on patch-grid maps with ``size=`` (the upsampled arg-max, no full-size maps) gives the group
+    maps, labels and scores of label_groups on the bilinearly resized maps; one int32 map per stage."""
+    gen = torch.Generator().manual_seed(3)
+    soft = [torch.rand(1, 6, 35, generator=gen).softmax(1), torch.rand(1, 3, 6, generator=gen).softmax(1)]
+    out = SimpleNamespace(soft=soft, grid=(5, 7))
+    groups = F.normalize(torch.randn(3, 8, generator=gen), dim=-1)
+    image = F.normalize(torch.randn(8, generator=gen), dim=0)
+    text = F.normalize(torch.randn(4, 8, generator=gen), dim=-1)
+    full = label_groups(stage_maps(out, (37, 51)), groups, image, text, 20.0, bg_thresh=None)
+    grid = label_groups(stage_maps(out, None), groups, image, text, 20.0, bg_thresh=None, size=(37, 51))
+    assert len(grid.group_maps) == 2 and all(m.dtype == np.int32 and m.shape == (37, 51) for m in grid.group_maps)
+    for a, b in zip(full.group_maps, grid.group_maps, strict=True):
+        assert (a != b).mean() < 1e-3  # float ties only
+    assert (full.label_map != grid.label_map).mean() < 1e-3
+    np.testing.assert_allclose(grid.scores, full.scores, atol=1e-6)

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: group -> (modules to mutate, test files that judge them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "dense": (["clipkit/dense.py", "clipkit/sliding.py"],
-              ["tests/test_golden_dense.py", "tests/test_constants_dense.py", "tests/test_dense.py"]),
+              ["tests/test_golden_dense.py", "tests/test_constants_dense.py", "tests/test_dense.py",
+               "tests/test_sliding.py"]),
     "pixelwise": (["clipkit/pixelwise.py", "clipkit/attention.py"],
                   ["tests/test_pixelwise.py", "tests/test_attention.py"]),
     "groupvit-layers": (["clipkit/groupvit/layers.py"],
