@@ -94,3 +94,25 @@ def test_upsampled_argmax_is_the_full_volume_argmax(smooth, size):
     out = upsampled_argmax(maps[0], size)
     assert out.shape == ref.shape and (out != ref).float().mean() < 1e-4  # float ties only
     assert torch.equal(upsampled_argmax(maps[0], size, block_floats=5), out)
+
+
+def test_threshold_without_the_volume_is_the_full_decision():
+    gen = torch.Generator().manual_seed(21)
+    logits = torch.randn(5, 12, 16, generator=gen) * 2
+    ref, _, _ = _reference(logits, (61, 83), 4, threshold=0.45)
+    out = label_pixels(logits, (61, 83), 4, threshold=0.45)
+    assert (out.label_map != ref).float().mean() < 1e-4 and (ref == 0).any() and (ref > 0).any()
+
+
+def test_mean_score_inside_decided_cells_is_the_blend_of_the_corners():
+    """One class wins every source pixel, so every cell is decided: the label's mean score must be the mean of
+    the bilinearly resized source winning probabilities (the documented definition), summed in closed form."""
+    gen = torch.Generator().manual_seed(8)
+    logits = torch.randn(3, 9, 13, generator=gen)
+    logits[0] += 6 + torch.linspace(0, 3, 13)  # class 0 wins everywhere, by a margin that varies across the grid
+    logits[1] += torch.linspace(0, 2, 9)[:, None]
+    win = logits.softmax(0).amax(0)
+    out = label_pixels(logits, (40, 57), 3)
+    assert (out.label_map == 1).all()
+    blended = F.interpolate(win[None, None], size=(40, 57), mode="bilinear", align_corners=False)
+    assert out.mean_scores[0] == pytest.approx(float(blended.mean()), abs=1e-6)
