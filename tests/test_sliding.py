@@ -50,7 +50,8 @@ def _official(pixels: np.ndarray, window, stride, patch) -> np.ndarray:
 
 @pytest.mark.parametrize(("size", "window", "stride", "patch"), [
     ((23, 37), (10, 14), (4, 6), (4, 4)),   # non-square windows, both sides padded, uneven overlaps
-    ((16, 40), (16, 12), (16, 5), (4, 6)),  # one row of windows, only the width padded
+    ((16, 40), (16, 12), (16, 5), (4, 5)),  # one row of windows, only the width padded
+    ((14, 33), (12, 14), (1, 6), (4, 5)),   # stride 1; (W - window) % stride == 1: the last column must come
     ((9, 11), (12, 12), (6, 6), (4, 4)),    # the window larger than the image: one clipped, padded crop
 ])
 def test_windows_pads_and_overlaps_follow_forward_slide(size, window, stride, patch):
