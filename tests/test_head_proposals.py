@@ -70,3 +70,55 @@ def test_presence_comes_from_the_own_boxes_and_the_box_from_the_picks():
     assert default.present[1] == 0.0  # and no yellow star anywhere: absent
     for answer in (own_presence, default):
         assert [answer.detections.labels[c] for c in answer.detections.class_id] == ["the blue hexagon"]
+
+
+def _scores(seen=None, pick=True):
+    from clipkit.expressions import parse_expression
+    from clipkit.methods.ground import PhraseScores
+    from clipkit.phrases import parse_phrases
+
+    caption, phrases = parse_phrases("the red circle . the blue star")
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [0, 0, 12, 12], [40, 0, 50, 10]], np.float32)
+    logits = np.array([[9.0, 1.0], [2.0, 0.5], [8.0, 0.2], [1.0, 3.0]], np.float32)  # box 0: own only, box 2: head
+    own = np.array([True, True, False, False])
+    return PhraseScores(boxes, logits, np.zeros(4, np.float32), parse_expression(caption, phrases), None,
+                        own if pick else None, np.array([False, True, True, True]) if pick else None, seen)
+
+
+def test_resolve_takes_the_box_from_the_picks_and_presence_from_the_own_boxes():
+    from clipkit.configs import GroundConfig
+    from clipkit.methods.ground import _resolve
+    from clipkit.reclip import resolve
+
+    cal = {"temperature": 1.0, "no_object_logit": 5.0, "mode": "constant", "threshold": 0.5}
+    sc = _scores()
+    got = _resolve(sc, cal, GroundConfig(), (64, 64))
+
+    def oracle(sel):
+        idx = np.flatnonzero(sel)
+        return idx, resolve(sc.expression, sc.boxes[idx], sc.logits[idx], cal, background=sc.background[idx],
+                            image_size=(64, 64))
+
+    pick_idx, by_pick = oracle(sc.pick)
+    _, by_own = oracle(sc.own)
+    for j in range(2):
+        assert got[j]["best"] == int(pick_idx[by_pick[j]["best"]])  # an index into all the candidates
+        assert got[j]["present"] == pytest.approx(by_own[j]["present"])
+        assert got[j]["score"] == pytest.approx(by_own[j]["present"] * by_pick[j]["score"] / by_pick[j]["present"])
+    assert got[0]["best"] == 2  # the head's outline, not the own box 0 it covers
+    alone = _resolve(_scores(pick=False), cal, GroundConfig(), (64, 64))
+    everything = resolve(sc.expression, sc.boxes, sc.logits, cal, background=sc.background, image_size=(64, 64))
+    assert [r["best"] for r in alone] == [r["best"] for r in everything] == [0, 3]
+
+
+def test_a_phrase_the_head_never_segments_is_absent_unless_asked_not_to():
+    from clipkit.configs import GroundConfig
+    from clipkit.methods.ground import _resolve
+
+    cal = {"temperature": 1.0, "no_object_logit": 0.0, "mode": "constant", "threshold": 0.5}
+    seen = _resolve(_scores(seen=[True, False]), cal, GroundConfig(), (64, 64))
+    assert seen[0]["present"] > 0.5 and seen[1]["present"] == 0.0 and seen[1]["score"] == 0.0
+    kept = _resolve(_scores(seen=[True, False]), cal, GroundConfig(head_presence=False), (64, 64))
+    unseen = _resolve(_scores(seen=None), cal, GroundConfig(), (64, 64))
+    assert kept[1]["present"] == pytest.approx(unseen[1]["present"]) and kept[1]["present"] > 0
+    assert [r["best"] for r in seen] == [r["best"] for r in kept]

@@ -41,7 +41,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "detect": (["clipkit/methods/detect.py"], ["tests/test_constants_detect.py", "tests/test_detect.py"]),
     "ground": (["clipkit/methods/ground.py"], ["tests/test_constants_ground.py", "tests/test_ground.py",
                                               "tests/test_ground_reclip.py", "tests/test_ground_expressions.py",
-                                              "tests/test_ground_mutants.py"]),
+                                              "tests/test_ground_mutants.py", "tests/test_head_proposals.py"]),
     "reclip": (["clipkit/reclip.py"], ["tests/test_ground_reclip.py", "tests/test_ground_expressions.py",
                                     "tests/test_reclip_calibration.py", "tests/test_reclip_mutants.py"]),
     # test_sketch.py's other tests run whole optimisations (seconds per mutant): the loss-level ones only
