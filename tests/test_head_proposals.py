@@ -122,3 +122,23 @@ def test_a_phrase_the_head_never_segments_is_absent_unless_asked_not_to():
     unseen = _resolve(_scores(seen=None), cal, GroundConfig(), (64, 64))
     assert kept[1]["present"] == pytest.approx(unseen[1]["present"]) and kept[1]["present"] > 0
     assert [r["best"] for r in seen] == [r["best"] for r in kept]
+
+
+@pytest.mark.skipif("shapes-clip" not in __import__("clipkit.registry").registry.bundled_models(),
+                    reason="shapes-clip not bundled")
+def test_boxes_given_by_the_caller_are_the_candidates_as_they_are():
+    from clipkit.configs import GroundConfig
+    from clipkit.methods.ground import phrase_embeddings, score_phrases
+    from clipkit.phrases import parse_phrases
+    from clipkit.registry import load_model
+    from clipkit.world.scenes import SceneConfig, generate_scene
+
+    model = load_model("shapes-clip", device="cpu")
+    scene = generate_scene(6161, 0, SceneConfig(size=(224, 224)))
+    caption, phrases = parse_phrases("the blue hexagon")
+    cfg = GroundConfig()
+    given = np.array([[8, 121, 82, 205], [73, 44, 141, 112]], np.float32)
+    sc = score_phrases(model, scene.image, caption, phrases, phrase_embeddings(model, phrases, cfg), cfg, boxes=given)
+    assert sc.own is None and sc.pick is None and np.array_equal(sc.boxes, given)
+    found = score_phrases(model, scene.image, caption, phrases, phrase_embeddings(model, phrases, cfg), cfg)
+    assert found.own is not None and found.own.sum() < len(found.boxes)  # its own proposals, then the outlines
