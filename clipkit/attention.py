@@ -3,7 +3,7 @@
 ``nn.MultiheadAttention(batch_first=True)`` takes its fused inference path only for an even number of heads
 (and no autograd). Otherwise it transposes its input to ``[L, B, E]`` and projects that transposed *view*; on
 CPU, ``torch.matmul`` runs a non-contiguous 3-D input as ``L`` separate ``[B, E] × [E, 3E]`` products. For a small
-tower such as shapes-clip (3 heads, 145 tokens) that is a fifth of ``encode_image`` and a third of a dense pass.
+tower such as shapes-clip (3 heads, 145 tokens) that is a fifth of ``encode_image`` and of a dense pass.
 :class:`ContiguousAttention` projects the contiguous ``[B, L, E]`` input instead and calls
 ``scaled_dot_product_attention``: the same parameters, state dict and numbers (tests compare with the stock
 module), taken only where the stock module would not use its fused path anyway.
