@@ -59,14 +59,16 @@ def head_boxes(model: Any, image: Image.Image, spec: str, names: list[str], *, t
                dilate: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``([K, 4] float32 XYXY boxes in image pixels, [K] int64 index into names)``: the 8-connected components
     of each vocabulary name's pixels in the head's segmentation (arg-max class, probability ≥ ``threshold``;
-    background prompts give no box), as :func:`clipkit.proposals.boxes_from_score_maps` cuts the score maps."""
+    background prompts give no box), as :func:`clipkit.proposals.boxes_from_score_maps` cuts score maps, decided
+    cell by cell at the working grid (:func:`clipkit.pixelwise.label_pixels`) instead of on the full volume."""
     from clipkit.lseg import lseg_logits
-    from clipkit.proposals import boxes_from_score_maps
+    from clipkit.pixelwise import label_pixels
+    from clipkit.proposals import boxes_from_label_map
 
     head, text = _head(model, spec, names)
-    probs = lseg_logits(model, head, image, text).softmax(0)  # [names + background, H, W]
-    boxes, _, labels = boxes_from_score_maps(probs, threshold=threshold, dilate=dilate, n_labels=len(names))
-    return boxes, labels
+    logits = lseg_logits(model, head, image, text, full_size=False)  # [names + background, h, w], working grid
+    decided = label_pixels(logits.cpu(), (image.size[1], image.size[0]), len(names), threshold=threshold)
+    return boxes_from_label_map(decided.label_map.numpy(), len(names), dilate=dilate)
 
 
 @dataclass

@@ -12,11 +12,11 @@ passes (faster). The blend follows PyTorch's kernel (columns, then rows, float32
 agree with ``F.interpolate`` to about 1e-5 (rounding of the coordinates), so only exact ties can be decided
 differently.
 
-Without a probability threshold or the probability volume (the defaults), even the blocks are skipped: a cell of
-the source grid whose four corners share their arg-max class (and their side of the cosine cut) is decided at
-the source resolution, and only the cells where labels meet are blended class by class (:func:`_label_cells`):
-the same label map, 2-3x faster on a 500×400 image, and its time grows with the edges, not with every class
-at every pixel.
+Without the probability volume (the default), even the blocks are skipped: a cell of the source grid whose four
+corners share their arg-max class (and their side of the cosine cut, and clear the probability threshold) is
+decided at the source resolution, and only the cells where labels meet are blended class by class
+(:func:`_label_cells`): the same label map, 2-3x faster on a 500×400 image, and its time grows with the edges,
+not with every class at every pixel.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def label_pixels(logits: torch.Tensor, size: tuple[int, int], n_labels: int, *,
     logits = logits.float()
     c, h, w = logits.shape
     H, W = size
-    if threshold is None and not keep_probs and (h, w) != (H, W):
-        return _label_cells(logits, size, n_labels, min_cosine, cos_scale, block_floats)
+    if not keep_probs and (h, w) != (H, W):
+        return _label_cells(logits, size, n_labels, threshold, min_cosine, cos_scale, block_floats)
     if c * H * W <= block_floats or (h, w) == (H, W):  # one block: PyTorch's fused resize, from the source
         whole = logits if (h, w) == (H, W) else F.interpolate(logits[None], size=(H, W), mode="bilinear",
                                                                 align_corners=False)[0]
@@ -149,14 +149,16 @@ def _corners(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     return t, right, torch.cat([t[1:], t[-1:]], dim=0), torch.cat([right[1:], right[-1:]], dim=0)
 
 
-def _label_cells(logits: torch.Tensor, size: tuple[int, int], n_labels: int, min_cosine: float | None,
-                 cos_scale: float, block_floats: int) -> PixelLabels:
+def _label_cells(logits: torch.Tensor, size: tuple[int, int], n_labels: int, threshold: float | None,
+                 min_cosine: float | None, cos_scale: float, block_floats: int) -> PixelLabels:
     """The same label map as the full computation, deciding whole cells of the source grid at once.
 
     An output pixel is a convex blend of the four corners of its source cell (:func:`bilinear_taps`). Where
     the four corners share their arg-max class, that class wins every blend inside the cell (it is at least
     every other class at each corner, hence in every blend), and where the corners' best logits are all on
-    the same side of the ``min_cosine`` cut, so is every blend of them. Such a cell is decided at the source
+    the same side of the ``min_cosine`` cut, so is every blend of them; where the corners' winning probabilities
+    all reach ``threshold``, so does every blend's (the probability of a blend is at least the corners'
+    smallest). Such a cell is decided at the source
     resolution and its label copied to its pixels; only the cells where labels meet (a few per cent) get all
     ``C`` blended logits per pixel. Labels equal the full computation's (float ties aside); no
     ``[C, H, W]`` volume and no full-size float map is formed.
@@ -178,6 +180,12 @@ def _label_cells(logits: torch.Tensor, size: tuple[int, int], n_labels: int, min
         kept, cut = k[0] & k[1] & k[2] & k[3], ~(k[0] | k[1] | k[2] | k[3])
         decided &= kept | cut
         label = label.masked_fill(cut, 0)
+    if threshold is not None:
+        # the winning probability of a blend is at least the smallest of the corners' (1/p is Σ exp of blended
+        # logit gaps, and exp is convex): corners all at or above the threshold keep the cell's label; a cell with
+        # a corner below it is blended pixel by pixel
+        sure = _corners(win >= threshold)
+        decided &= sure[0] & sure[1] & sure[2] & sure[3]
     r0, r1, ly = bilinear_taps(H, h)
     c0, c1, lx = bilinear_taps(W, w)
     code = torch.where(decided, label, -1).to(torch.int32)
@@ -202,8 +210,10 @@ def _label_cells(logits: torch.Tensor, size: tuple[int, int], n_labels: int, min
         got = torch.where(z_arg < n_labels, z_arg + 1, 0)
         if min_cosine is not None:
             got.masked_fill_(z_top / cos_scale < min_cosine, 0)
-        labels.view(-1).index_copy_(0, at, got.to(torch.int32))
         best = (z - z_top).exp_().sum(dim=0).reciprocal()
+        if threshold is not None:
+            got.masked_fill_(best < threshold, 0)
+        labels.view(-1).index_copy_(0, at, got.to(torch.int32))
         sums += torch.bincount(got, weights=best.double(), minlength=n_labels + 1)
         counts += torch.bincount(got, minlength=n_labels + 1).double()
     return _Partial(labels, sums, counts, None).finish()

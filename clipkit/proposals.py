@@ -24,15 +24,23 @@ for it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["ProposalConfig", "boxes_from_score_maps", "filter_boxes", "grow_boxes", "propose",
-           "score_maps_from_patches", "selective_search"]
+__all__ = [
+    "ProposalConfig",
+    "boxes_from_label_map",
+    "boxes_from_score_maps",
+    "filter_boxes",
+    "grow_boxes",
+    "propose",
+    "score_maps_from_patches",
+    "selective_search",
+]
 
 
 @dataclass(frozen=True)
@@ -131,36 +139,51 @@ def boxes_from_score_maps(score_maps: Any, *, threshold: float = 0.3, dilate: in
     Returns ``(boxes [K,4] float32 XYXY px, scores [K] float32 mean score inside the component,
     labels [K] int64)``.
     """
-    import cv2
-
     if hasattr(score_maps, "detach"):  # torch tensor
         score_maps = score_maps.detach().float().cpu().numpy()
     maps = np.asarray(score_maps)
     if maps.ndim != 3:
         raise ValueError(f"score_maps must be [N, H, W], got shape {maps.shape}")
     maps = maps.astype(np.float32, copy=False)
+    labels = maps.shape[0] if n_labels is None else min(n_labels, maps.shape[0])
     arg = maps.argmax(0)
-    best = maps.max(0)
+    label_map = np.where((maps.max(0) >= threshold) & (arg < labels), arg + 1, 0)
+    out = [(box, float(maps[k][comp == c].mean()), k)
+           for k, box, comp, c in _components(label_map, labels, dilate, min_area)]
+    if not out:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    return (np.asarray([o[0] for o in out], np.float32), np.asarray([o[1] for o in out], np.float32),
+            np.asarray([o[2] for o in out], np.int64))
+
+
+def boxes_from_label_map(label_map: Any, n_labels: int, *, dilate: int = 0,
+                         min_area: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The boxes of :func:`boxes_from_score_maps` from a decided label map (``[H, W]`` integers, 0 = no label,
+    k = label k - 1, e.g. :func:`clipkit.pixelwise.label_pixels` with the same threshold): ``(boxes [K, 4]
+    float32 XYXY px, labels [K] int64)``, in the same order, without the per-label score volume."""
+    out = [(box, k) for k, box, _, _ in _components(np.asarray(label_map), n_labels, dilate, min_area)]
+    if not out:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    return np.asarray([o[0] for o in out], np.float32), np.asarray([o[1] for o in out], np.int64)
+
+
+def _components(label_map: np.ndarray, n_labels: int, dilate: int,
+                min_area: float) -> Iterator[tuple[int, tuple[int, int, int, int], np.ndarray, int]]:
+    """``(label k, XYXY box, component map, component id)`` of each 8-connected component of each label's pixels
+    (``label_map == k + 1``, dilated by ``dilate`` px), labels in order, components in OpenCV's order."""
+    import cv2
+
     kernel = np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8) if dilate > 0 else None
-    out_boxes, out_scores, out_labels = [], [], []
-    for k in range(maps.shape[0] if n_labels is None else min(n_labels, maps.shape[0])):
-        mask = ((arg == k) & (best >= threshold)).astype(np.uint8)
-        if not mask.any():
-            continue
+    present = np.flatnonzero(np.bincount(label_map.ravel().astype(np.int64), minlength=n_labels + 1)[1:n_labels + 1])
+    for k in present:
+        mask = (label_map == k + 1).astype(np.uint8)
         if kernel is not None:
             mask = cv2.dilate(mask, kernel)
         n, comp, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         for c in range(1, n):  # component 0 is the unmasked rest
             x, y, bw, bh, area = stats[c]
-            if area < min_area:
-                continue
-            out_boxes.append((x, y, x + bw, y + bh))
-            out_scores.append(float(maps[k][comp == c].mean()))
-            out_labels.append(k)
-    if not out_boxes:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    return (np.asarray(out_boxes, np.float32), np.asarray(out_scores, np.float32),
-            np.asarray(out_labels, np.int64))
+            if area >= min_area:
+                yield int(k), (int(x), int(y), int(x + bw), int(y + bh)), comp, c
 
 
 def grow_boxes(boxes: np.ndarray, pixels: float, image_size: tuple[int, int]) -> np.ndarray:

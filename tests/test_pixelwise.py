@@ -58,9 +58,9 @@ def test_no_probability_volume_unless_asked():
     assert out.probs is None and out.label_map.shape == (64, 64)
 
 
-@pytest.mark.parametrize("min_cosine", [None, 0.5])
+@pytest.mark.parametrize(("min_cosine", "threshold"), [(None, None), (0.5, None), (None, 0.6), (0.5, 0.6)])
 @pytest.mark.parametrize(("smooth", "size"), [(True, (150, 170)), (False, (97, 131)), (False, (17, 23))])
-def test_cell_decisions_give_the_full_volume_labels(min_cosine, smooth, size):
+def test_cell_decisions_give_the_full_volume_labels(min_cosine, threshold, smooth, size):
     """Without --threshold or --scores, whole source cells are decided at the working resolution and only the
     cells where labels (or the cosine cut) disagree are blended: the label map must still be the full one's,
     on smooth logits (few edges), on noise (almost every cell an edge) and when downsampling."""
@@ -69,15 +69,16 @@ def test_cell_decisions_give_the_full_volume_labels(min_cosine, smooth, size):
         logits = F.interpolate(torch.randn(1, 6, 6, 8, generator=gen) * 4, size=(24, 32), mode="bilinear")[0]
     else:
         logits = torch.randn(6, 24, 32, generator=gen) * 4
-    ref, _, best = _reference(logits, size, 4, min_cosine=min_cosine, scale=2.0)
-    out = label_pixels(logits, size, 4, min_cosine=min_cosine, cos_scale=2.0)
+    ref, _, best = _reference(logits, size, 4, threshold=threshold, min_cosine=min_cosine, scale=2.0)
+    out = label_pixels(logits, size, 4, threshold=threshold, min_cosine=min_cosine, cos_scale=2.0)
     assert out.probs is None
     assert (out.label_map != ref).float().mean() < 1e-4  # only float ties may differ
     for k in range(1, 5):  # mean winning probability: exact on edges, blended inside decided cells
         inside = ref == k
         if inside.any():
             assert out.mean_scores[k - 1] == pytest.approx(float(best[inside].mean()), abs=0.02)
-    small = label_pixels(logits, size, 4, min_cosine=min_cosine, cos_scale=2.0, block_floats=7)  # edge chunks
+    small = label_pixels(logits, size, 4, threshold=threshold, min_cosine=min_cosine, cos_scale=2.0,
+                         block_floats=7)  # edge chunks
     assert torch.equal(small.label_map, out.label_map)
 
 

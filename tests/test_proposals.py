@@ -113,3 +113,22 @@ def test_background_channels_win_pixels_but_give_no_boxes():
     boxes, _, labels = boxes_from_score_maps(maps, threshold=0.3, n_labels=1)
     np.testing.assert_allclose(boxes, [[5, 5, 15, 15]])
     assert labels.tolist() == [0]
+
+
+def test_label_map_boxes_are_the_score_map_boxes():
+    """boxes_from_label_map on the decided label map gives boxes_from_score_maps' boxes and labels, in order."""
+    import numpy as np
+
+    from clipkit.proposals import boxes_from_label_map, boxes_from_score_maps
+
+    rng = np.random.default_rng(4)
+    maps = rng.random((5, 40, 60)).astype(np.float32)
+    maps[1, 5:15, 5:20] += 3
+    maps[3, 20:35, 30:55] += 3
+    maps[3, 2:6, 50:58] += 3
+    maps = maps / maps.sum(0, keepdims=True)
+    boxes, _, labels = boxes_from_score_maps(maps, threshold=0.3, n_labels=4, dilate=1)
+    arg = maps.argmax(0)
+    label_map = np.where((maps.max(0) >= 0.3) & (arg < 4), arg + 1, 0)
+    got_boxes, got_labels = boxes_from_label_map(label_map, 4, dilate=1)
+    assert len(boxes) >= 3 and np.array_equal(got_boxes, boxes) and np.array_equal(got_labels, labels)
