@@ -27,7 +27,6 @@ from clipkit.groupvit.segment import (
     OFFICIAL_TOPK,
     label_groups,
     preprocess,
-    segment,
     segment_batch,
 )
 from clipkit.groupvit.slide import segment_slide
@@ -130,14 +129,12 @@ class GroupPredictor:
     def group_image(self, image: Image.Image, path: str = "") -> Segmentation:
         """One RGB image → its :class:`Segmentation` named ``path``."""
         size = (image.height, image.width)
+        if self.is_groupvit and not self.window:
+            return self.predict([Sample(path, image=image)])[0]  # the batched path, a batch of one
         if self.is_groupvit:
             net = self.model.net
-            pixels = preprocess(image, net, self.short_side).to(self.model.device)
-            if self.window:
-                seg = segment_slide(net, pixels, self.text, size, window=self.window, stride=self.stride,
-                                    bg_thresh=self.bg_thresh, topk=self.topk)
-            else:
-                seg = segment(net, pixels, self.text, size, bg_thresh=self.bg_thresh, topk=self.topk)
+            seg = segment_slide(net, preprocess(image, net, self.short_side).to(self.model.device), self.text, size,
+                                window=self.window, stride=self.stride, bg_thresh=self.bg_thresh, topk=self.topk)
             method = "groupvit"
         else:
             from clipkit.dense import patch_embeddings
