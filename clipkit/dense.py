@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipkit.errors import ModelError, UsageError
-from clipkit.sliding import image_tensor, model_window, shifted_grid, sliding_logits, sliding_logits_batch
+from clipkit.sliding import image_tensor, model_window, shifted_grid, slide_images, sliding_logits
 
 VARIANTS = ("naclip", "clearclip", "sclip", "maskclip", "plain")
 DEFAULT_VARIANT = "naclip"
@@ -70,6 +70,7 @@ __all__ = [
     "image_tensor",
     "logit_scale_for",
     "min_cosine_for",
+    "model_window",
     "patch_embeddings",
     "patch_grid",
     "shifted_grid",
@@ -357,27 +358,13 @@ def dense_logits_batch(
     """:func:`dense_logits` of several images, one list entry each; their windows share the backbone's batches
     (:func:`clipkit.sliding.sliding_logits_batch`), the numbers are the same as image by image."""
     _check_variant(variant)
-    window = model_window(model)
-    if stride is None:
-        stride = (max(1, window[0] // 2), max(1, window[1] // 2))
-    elif isinstance(stride, int):
-        stride = (stride, stride)
-    if min(stride) < 1:
-        raise UsageError("stride must be a positive number of pixels")
     scale = logit_scale_for(model, variant) if scale is None else float(scale)
     text = F.normalize(text_emb.float(), dim=-1).to(getattr(model, "device", text_emb.device))
-    pixels = [image_tensor(model, image, short_side=short_side or min(window)) for image in images]
 
     def crop_fn(crops: torch.Tensor) -> torch.Tensor:
         emb = patch_embeddings(model, crops, variant, shifts=shifts)  # [b, h, w, D]
         return torch.einsum("bhwd,nd->bnhw", emb, text)
 
-    out = []
-    with torch.inference_mode():
-        for image, cos in zip(images, sliding_logits_batch(pixels, crop_fn, window=window, stride=stride,
-                                                           patch=patch_grid(model)), strict=True):
-            h, w = image.size[1], image.size[0]
-            if full_size and cos.shape[-2:] != (h, w):
-                cos = F.interpolate(cos[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-            out.append(cos * scale)
-    return out
+    cos = slide_images(model, images, crop_fn, patch=patch_grid(model), stride=stride, short_side=short_side,
+                       full_size=full_size)
+    return [c * scale for c in cos]

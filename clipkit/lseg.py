@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from clipkit import dense
 from clipkit.errors import ModelError
-from clipkit.sliding import sliding_logits_batch
+from clipkit.sliding import slide_images
 
 LSEG_TEMPERATURE = 0.07
 HEAD_WEIGHTS = "lseg_head.safetensors"
@@ -196,23 +196,9 @@ def lseg_logits_batch(
     stride: int | tuple[int, int] | None = None, short_side: int | None = None, full_size: bool = True,
 ) -> list[torch.Tensor]:
     """:func:`lseg_logits` of several images; their windows share the backbone's batches."""
-    window = dense.model_window(model)
-    if stride is None:
-        stride = (max(1, window[0] // 2), max(1, window[1] // 2))
-    elif isinstance(stride, int):
-        stride = (stride, stride)
     head.eval()
-    pixels = [dense.image_tensor(model, image, short_side=short_side or min(window)) for image in images]
-    out = []
-    with torch.inference_mode():
-        logits = sliding_logits_batch(pixels, lambda c: lseg_logits_crops(model, head, c, text_emb),
-                                      window=window, stride=stride, patch=dense.patch_grid(model))
-        for image, lg in zip(images, logits, strict=True):
-            size = (image.size[1], image.size[0])
-            if full_size and lg.shape[-2:] != size:
-                lg = F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)[0]
-            out.append(lg)
-    return out
+    return slide_images(model, images, lambda c: lseg_logits_crops(model, head, c, text_emb),
+                        patch=dense.patch_grid(model), stride=stride, short_side=short_side, full_size=full_size)
 
 
 def new_head(model: Any, *, clip_model: str = "", features: int = 32,

@@ -113,6 +113,34 @@ def sliding_logits_batch(
     return [total / count for total, count in zip(totals, counts, strict=True)]  # type: ignore[operator]
 
 
+def slide_images(model: Any, images: Sequence[Image.Image], crop_fn: Callable[[torch.Tensor], torch.Tensor], *,
+                 patch: tuple[int, int], stride: int | tuple[int, int] | None = None, short_side: int | None = None,
+                 full_size: bool = True) -> list[torch.Tensor]:
+    """The dense methods' sliding inference over PIL ``images``: each resized so its short side is
+    ``short_side`` (default: the model's window's), windows of the model's input size at ``stride`` (default:
+    half the window, the official 112 for 224) pooled across the images (:func:`sliding_logits_batch`), and the
+    ``[N, h, w]`` logits resized back to each image's size unless ``full_size`` is False."""
+    from clipkit.errors import UsageError
+
+    window = model_window(model)
+    if stride is None:
+        stride = (max(1, window[0] // 2), max(1, window[1] // 2))
+    elif isinstance(stride, int):
+        stride = (stride, stride)
+    if min(stride) < 1:
+        raise UsageError("stride must be a positive number of pixels")
+    pixels = [image_tensor(model, image, short_side=short_side or min(window)) for image in images]
+    out = []
+    with torch.inference_mode():
+        logits = sliding_logits_batch(pixels, crop_fn, window=window, stride=stride, patch=patch)
+        for image, lg in zip(images, logits, strict=True):
+            size = (image.size[1], image.size[0])
+            if full_size and lg.shape[-2:] != size:
+                lg = F.interpolate(lg[None], size=size, mode="bilinear", align_corners=False)[0]
+            out.append(lg)
+    return out
+
+
 def shifted_grid(
     pixels: torch.Tensor,
     embed_fn: Callable[[torch.Tensor], torch.Tensor],
