@@ -94,6 +94,9 @@ def train_clip(
     partial_names: Annotated[float | None, typer.Option("--partial-names", min=0.0, max=1.0,
                                                         help="Chance a caption names an object by shape or "
                                                              "colour alone ('a circle', 'a red one').")] = None,
+    pair_weight: Annotated[float | None, typer.Option("--pair-weight", min=0.0,
+                                                      help="Weight of the photo–drawing activation loss "
+                                                           "(clipkit.training.pairs; 0 = off).")] = None,
     init: Annotated[Path | None, typer.Option("--init", help="Start from this model folder (same "
                                                              "architecture), e.g. to continue a run.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -110,7 +113,7 @@ def train_clip(
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pool_size": pool_size,
              "threads": threads, "max_minutes": max_minutes, "mil_weight": mil_weight,
              "word_weight": word_weight, "drawings": drawings,
-             "partial_names": partial_names, "init": str(init) if init else None}
+             "partial_names": partial_names, "pair_weight": pair_weight, "init": str(init) if init else None}
     cfg = TrainClipConfig(**{k: v for k, v in given.items() if v is not None})
     # the model card records the exact command line that made the model
     args = sys.argv[1:]

@@ -153,20 +153,6 @@ def train_loop(model: torch.nn.Module, batch_iter: Iterable, loss_fn: Callable[[
     return res
 
 
-def image_and_patch_features(model: torch.nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image embedding [B, D], projected patch tokens [B, N, D]) of an avg-pooled open_clip ViT, unnormalised.
-
-    Same computation as ``model.encode_image`` (mean of ``ln_post(patch tokens)`` then ``proj``), keeping the
-    per-patch vectors, which live in the same space because ``proj`` is linear.
-    """
-    v = model.visual
-    if v.pool_type != "avg" or v.final_ln_after_pool or v.attn_pool is not None:
-        raise ValueError("patch features need pool_type 'avg' without final_ln_after_pool or attn pooling")
-    x = v.ln_post(v.transformer(v._embeds(pixels)))[:, 1:]
-    tokens = x @ v.proj
-    return tokens.mean(1), tokens
-
-
 def caption_mil_loss(tokens: torch.Tensor, label_txt: torch.Tensor, labels: torch.Tensor,
                      scale: float, bias: torch.Tensor) -> torch.Tensor:
     """Multiple-instance loss on patch tokens with caption-level labels.
@@ -210,11 +196,14 @@ def caption_word_loss(tokens: torch.Tensor, head: MilHead, words: torch.Tensor, 
 
 def clip_loss_fn(tokenizer, *, label_texts: list[str] | None = None, mil_weight: float = 0.0,
                  mil_scale: float = 10.0, mil_head: MilHead | None = None, word_weight: float = 0.0,
-                 ) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+                 pair_weight: float = 0.0) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
     """The loss for an open_clip CLIP on batches from :mod:`clipkit.world.data`: multi-positive contrastive
     on the pooled embedding, plus ``mil_weight`` × :func:`caption_mil_loss` on the patch tokens when > 0
     (needs ``label_texts`` in the order of the batch's ``labels`` columns and a ``mil_head``), plus
-    ``word_weight`` × :func:`caption_word_loss`."""
+    ``word_weight`` × :func:`caption_word_loss`, plus ``pair_weight`` ×
+    :func:`clipkit.training.pairs.paired_drawing_loss` on the batch's ``pair`` drawings."""
+    from clipkit.training.pairs import PAIR_BLOCKS, paired_drawing_loss, tower_with_blocks
+
     label_tokens = tokenizer(label_texts) if mil_weight > 0 else None
 
     def fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
@@ -222,7 +211,8 @@ def clip_loss_fn(tokenizer, *, label_texts: list[str] | None = None, mil_weight:
         if mil_weight <= 0:
             img = F.normalize(model.encode_image(batch["image"]), dim=-1)
             return multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"], batch.get("positives"))
-        pooled, tokens = image_and_patch_features(model, batch["image"])
+        pair = pair_weight > 0 and "pair" in batch
+        pooled, tokens, photo_blocks = tower_with_blocks(model, batch["image"], PAIR_BLOCKS if pair else ())
         img = F.normalize(pooled, dim=-1)
         loss = multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"], batch.get("positives"))
         lab = F.normalize(model.encode_text(label_tokens), dim=-1)
@@ -231,6 +221,11 @@ def clip_loss_fn(tokenizer, *, label_texts: list[str] | None = None, mil_weight:
         loss = loss + mil_weight * mil
         if word_weight > 0:
             loss = loss + word_weight * caption_word_loss(tokens, mil_head, batch["words"], mil_scale)
+        if pair:
+            n = len(batch["pair"])  # drawings and scribbles in one pass
+            both = tower_with_blocks(model, torch.cat([batch["pair"], batch["scribble"]]), PAIR_BLOCKS)[2]
+            loss = loss + pair_weight * paired_drawing_loss(photo_blocks, [b[:n] for b in both],
+                                                            [b[n:] for b in both])
         return loss
 
     return fn
@@ -276,6 +271,7 @@ class PoolRunConfig:
     threads: int = 2
     max_minutes: float | None = None
     drawings: float = 0.0
+    pairs: bool = False  # every scene also drawn as a line drawing of the same layout (ScenePool.pair_images)
 
 
 def start_run(cfg: PoolRunConfig) -> tuple[torch.nn.Module, Any]:
@@ -293,7 +289,7 @@ def draw_pool(cfg: PoolRunConfig) -> ScenePool:
     """The run's pool: ``cfg.pool_size`` scenes of stream ``cfg.seed`` at the model's input size."""
     return ScenePool(PoolConfig(n=cfg.pool_size, seed=cfg.seed, image_size=cfg.model_cfg["vision_cfg"]["image_size"],
                                 render_range=cfg.render_range, object_probs=cfg.object_probs,
-                                drawings=cfg.drawings))
+                                drawings=cfg.drawings, pairs=cfg.pairs))
 
 
 @dataclass
@@ -308,6 +304,12 @@ class TrainClipConfig(PoolRunConfig):
     # issue #17: chance that a caption names an object by its shape alone or its colour alone ("a circle",
     # "a red one"); 0 = captions as before. CLI: `clipkit world train-clip --partial-names P`.
     partial_names: float = 0.0
+    # issue #18: weight of the photo–drawing activation loss (clipkit.training.pairs); > 0 draws the pairs.
+    # CLI: `clipkit world train-clip --pair-weight W`.
+    pair_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.pairs = self.pairs or self.pair_weight > 0
 
 
 def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str], None] | None = None,
@@ -343,7 +345,8 @@ def train_clip(cfg: TrainClipConfig, *, quiet: bool = False, log: Callable[[str]
 
     head = MilHead(len(CATEGORIES), len(WORDS), cfg.model_cfg["embed_dim"])
     loss_fn = clip_loss_fn(tokenizer, label_texts=list(CATEGORIES), mil_weight=cfg.mil_weight,
-                           mil_scale=cfg.mil_scale, mil_head=head, word_weight=cfg.word_weight)
+                           mil_scale=cfg.mil_scale, mil_head=head, word_weight=cfg.word_weight,
+                           pair_weight=cfg.pair_weight)
     res = train_loop(model, it, loss_fn, steps=cfg.steps, lr=cfg.lr, extra_params=head.parameters(),
                      weight_decay=cfg.weight_decay, warmup=cfg.warmup,
                      max_seconds=cfg.max_minutes * 60 if cfg.max_minutes else None, quiet=quiet,

@@ -71,6 +71,10 @@ def model_card(cfg: TrainClipConfig, *, steps_done: int, train_s: float, pool_s:
                      f" alone (\"a red one\" / shape / object) with probability {cfg.partial_names}; a"
                      "\n  caption's positives are the scenes it fits (\"a circle\" fits every circle scene, not"
                      " the reverse).")
+    if cfg.pair_weight:
+        extra_md += (f"\n- photo–drawing pairs: plus {cfg.pair_weight} × clipkit.training.pairs.paired_drawing_loss"
+                     " (each scene's line drawing pulled to its photo at blocks 2 and 3, scribbles over its"
+                     "\n  objects kept e times farther).")
     return f"""# {cfg.name}
 
 A tiny CLIP (open_clip ViT, {v['layers']}×{v['width']} vision, {t['layers']}×{t['width']} text,

@@ -12,6 +12,8 @@ relation words of the caption). Items are dicts of tensors:
     "words":     float32 [14], multi-hot over WORDS (colour and shape words) of the objects shown
     "content":   tuple of (colour | None, shape) per object as a viewer sees it (colour None: black ink)
     "named":     tuple of (colour | None, shape | None) per object as the caption names it (partial names)
+    "pair":      float32 [3, S, S], only with ``PoolConfig.pairs``: the same scene, same flips, as a line drawing
+    "scribble":  float32 [3, S, S], only with ``PoolConfig.pairs``: scribbles over the same objects, same flips
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from clipkit.world.drawings import scribble_objects
 from clipkit.world.scenes import CATEGORIES, COLOURS, SHAPES, SceneConfig, generate_scene
 
 WORDS: tuple[str, ...] = (*COLOURS, *SHAPES)  # the caption's content words, for word-level targets
@@ -113,6 +116,10 @@ class PoolConfig:
     # opt-in (issue #18): this fraction of the scenes is rendered as line drawings (clipkit.world.drawings),
     # captioned by what they show ("a star" for black ink); 0 keeps the pool exactly as before
     drawings: float = 0.0
+    # opt-in (issue #18): every scene also as a line drawing of the same layout (``pair_images``) and as
+    # scribbles over its objects (``scribble_images``), so a trainer can ask a drawing's activations to equal its
+    # photo's and a scribble's not to (what CLIPasso's geometric loss assumes of CLIP)
+    pairs: bool = False
 
 
 class ScenePool:
@@ -120,6 +127,9 @@ class ScenePool:
     and relations. Scene i is ``generate_scene(seed, i, ...)``: pools are reproducible, disjoint across seeds.
     With ``cfg.drawings`` > 0, ``drawn`` bool [n] marks the scenes rendered as line drawings; their ``names``
     are the captioned ones (shape alone for black ink), their label maps still hold the objects' categories.
+    With ``cfg.pairs``, ``pair_images`` [n, S, S, 3] holds each scene as a line drawing of the same layout (a
+    drawn scene is its own pair) and ``scribble_images`` [n, S, S, 3] scribbles over its objects
+    (:func:`clipkit.world.drawings.scribble_objects`).
     """
 
     def __init__(self, cfg: PoolConfig, progress=None) -> None:
@@ -133,6 +143,8 @@ class ScenePool:
         probs = np.asarray(cfg.object_probs, float) / sum(cfg.object_probs)
         counts = rng.choice(np.arange(1, len(probs) + 1), size=cfg.n, p=probs)
         sides = rng.integers(cfg.render_range[0], cfg.render_range[1] + 1, size=cfg.n)
+        self.pair_images = np.zeros((cfg.n, s, s, 3), np.uint8) if cfg.pairs else None
+        self.scribble_images = np.zeros((cfg.n, s, s, 3), np.uint8) if cfg.pairs else None
         self.drawn = np.zeros(cfg.n, bool)
         if cfg.drawings > 0:  # its own stream, so the photo scenes' draws above stay as they were
             self.drawn = np.random.default_rng([cfg.seed, 0xD7]).random(cfg.n) < cfg.drawings
@@ -141,10 +153,21 @@ class ScenePool:
             scene = generate_scene(cfg.seed, i, SceneConfig(size=(side, side), max_objects=8),
                                    n_objects=int(counts[i]), drawing=bool(self.drawn[i]))
             img, lm = scene.image, Image.fromarray(scene.label_map())
+            pair = scribble = img
+            if cfg.pairs:
+                if not self.drawn[i]:
+                    pair = generate_scene(cfg.seed, i, SceneConfig(size=(side, side), max_objects=8),
+                                          n_objects=int(counts[i]), drawing=True).image
+                scribble = scribble_objects([o.mask for o in scene.objects], np.random.default_rng([cfg.seed, i, 0x5C]))
             if side != s:
                 img = img.resize((s, s), Image.Resampling.BICUBIC)
                 lm = lm.resize((s, s), Image.Resampling.NEAREST)
+                pair = pair.resize((s, s), Image.Resampling.BICUBIC)
+                scribble = scribble.resize((s, s), Image.Resampling.BICUBIC)
             self.images[i] = np.asarray(img)
+            if self.pair_images is not None:
+                self.pair_images[i] = np.asarray(pair)
+                self.scribble_images[i] = np.asarray(scribble)
             self.label_maps[i] = np.asarray(lm)
             self.names.append(scene.meta.get("names", scene.names))
             self.relations.append(scene.relation)
@@ -185,13 +208,16 @@ class SceneCaptionDataset(Dataset):
         j = i % len(self.pool)
         img = torch.from_numpy(self.pool.images[j]).permute(2, 0, 1)
         lm = torch.from_numpy(self.pool.label_maps[j].astype(np.int64))
+        extra = {}  # the scene's line drawing and scribbles, flipped with it
+        if self.pool.pair_images is not None:
+            extra = {"pair": torch.from_numpy(self.pool.pair_images[j]).permute(2, 0, 1),
+                     "scribble": torch.from_numpy(self.pool.scribble_images[j]).permute(2, 0, 1)}
         rel = self.pool.relations[j]
-        if self.flips and rng.random() < 0.5:
-            img, lm = img.flip(-1), lm.flip(-1)
-            rel = None if rel is None else (rel[0], _FLIP_H.get(rel[1], rel[1]), rel[2])
-        if self.flips and rng.random() < 0.5:
-            img, lm = img.flip(-2), lm.flip(-2)
-            rel = None if rel is None else (rel[0], _FLIP_V.get(rel[1], rel[1]), rel[2])
+        for dim, swap in ((-1, _FLIP_H), (-2, _FLIP_V)):
+            if self.flips and rng.random() < 0.5:
+                img, lm = img.flip(dim), lm.flip(dim)
+                extra = {k: v.flip(dim) for k, v in extra.items()}
+                rel = None if rel is None else (rel[0], swap.get(rel[1], rel[1]), rel[2])
         x = (img.float() / 255.0 - self.mean) / self.std
         names = self.pool.names[j]
         said = names
@@ -203,8 +229,10 @@ class SceneCaptionDataset(Dataset):
         words = torch.zeros(len(WORDS))
         words[[WORDS.index(w) for n in self.pool.names[j] for w in n.split()]] = 1.0
         content = tuple((c, sh) for c, sh in map(parse_name, names))
-        return {"image": x, "label_map": lm, "caption": cap, "key": int(self.pool.keys[j]), "labels": labels,
+        item = {"image": x, "label_map": lm, "caption": cap, "key": int(self.pool.keys[j]), "labels": labels,
                 "words": words, "content": content, "named": tuple(parse_name(n) for n in said)}
+        item.update({k: (v.float() / 255.0 - self.mean) / self.std for k, v in extra.items()})
+        return item
 
     def __getitem__(self, i: int) -> dict:
         return self.item(i)
@@ -213,13 +241,17 @@ class SceneCaptionDataset(Dataset):
 def collate(items: list[dict]) -> dict:
     """Stack tensors, keep captions as a list of str, keys as int64 [B], labels/words float32 [B, C];
     ``positives`` bool [B, B] (scene i fits caption j, :func:`positives`)."""
-    return {"image": torch.stack([it["image"] for it in items]),
+    out = {"image": torch.stack([it["image"] for it in items]),
             "label_map": torch.stack([it["label_map"] for it in items]),
             "caption": [it["caption"] for it in items],
             "key": torch.tensor([it["key"] for it in items], dtype=torch.int64),
             "labels": torch.stack([it["labels"] for it in items]),
             "words": torch.stack([it["words"] for it in items]),
             "positives": positives([it["content"] for it in items], [it["named"] for it in items])}
+    for k in ("pair", "scribble"):
+        if k in items[0]:
+            out[k] = torch.stack([it[k] for it in items])
+    return out
 
 
 def batches(dataset: SceneCaptionDataset, batch_size: int, steps: int, seed: int = 0):

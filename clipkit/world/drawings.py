@@ -150,3 +150,47 @@ def choose_inks(
         inks.append((grey, grey, grey) if is_black else tuple(round(c) for c in rgb))
         black.append(is_black)
     return inks, black
+
+
+def scribble_objects(masks: Sequence[np.ndarray], rng: np.random.Generator,
+                     style: DrawingStyle | None = None) -> Image.Image:
+    """Scribbles on plain paper: what a sketch looks like when it does *not* trace the objects' outlines.
+
+    Each object's visible mask (bool [H, W]) is covered by 6–14 short black random-walk strokes that stay inside
+    it (a filled-in blob of ink where the drawing has an outline), and with probability 0.5 a few dashes are
+    scattered over the paper. Stroke widths as :class:`DrawingStyle`'s. Training uses these as the pairs'
+    negatives (:mod:`clipkit.training.pairs`): a scribble over an object must not pass for its photo.
+    """
+    st = style or DrawingStyle()
+    h, w = masks[0].shape if masks else (96, 96)
+    ss = _SUPERSAMPLE
+    paper = tuple(int(c) for c in st.papers[int(rng.integers(0, len(st.papers)))])
+    canvas = Image.new("RGB", (w * ss, h * ss), paper)
+    draw = ImageDraw.Draw(canvas)
+    side = min(w, h)
+    grey = int(rng.integers(0, 51))
+    ink = (grey, grey, grey)
+    for mask in masks:
+        ys, xs = np.nonzero(mask)
+        if len(xs) == 0:
+            continue
+        reach = max(2.0, 0.25 * math.sqrt(len(xs)))
+        for _ in range(int(rng.integers(6, 15))):
+            k = int(rng.integers(len(xs)))
+            p = np.array([xs[k], ys[k]], float)
+            pts = [p]
+            for _step in range(int(rng.integers(2, 6))):
+                q = p + rng.normal(0, reach, 2)
+                qi = np.clip(np.round(q).astype(int), 0, [w - 1, h - 1])
+                if mask[qi[1], qi[0]]:
+                    p = q
+                    pts.append(p)
+            if len(pts) > 1:
+                width = rng.uniform(*st.width_range) * side * ss
+                _draw_stroke(draw, np.asarray(pts) * ss, width, st.width_variation, ink, rng)
+    if rng.random() < 0.5:
+        for _ in range(int(rng.integers(4, 16))):
+            p = rng.uniform(0, 1, 2) * (w, h)
+            q = p + rng.normal(0, 0.04 * side, 2)
+            _draw_stroke(draw, np.stack([p, q]) * ss, rng.uniform(*st.width_range) * side * ss, 0.0, ink, rng)
+    return canvas.resize((w, h), Image.Resampling.BOX)
