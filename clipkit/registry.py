@@ -8,7 +8,8 @@ Accepted specs (``load_model(model, pretrained)``):
 * an open_clip architecture plus a pretrained tag (``ViT-B-32`` + ``openai``, or ``ViT-B-32:openai``); OpenAI tags
   are mapped to the ``-quickgelu`` architectures they were trained with;
 * an architecture plus ``pretrained=FILE`` (.safetensors, or .pt/.bin/.pth loaded with ``weights_only=True``
-  unless ``trust_checkpoint``), or ``pretrained="random"`` for random weights (benchmarks, tests).
+  unless ``trust_checkpoint``), or ``pretrained="random"`` for random weights (benchmarks, tests; seeded: the
+  same weights in every process).
 
 One model is loaded per (spec, device, precision) per process.
 
@@ -224,6 +225,9 @@ def _model_config(resolved: dict, open_clip: Any) -> dict | None:
     return open_clip.get_model_config(resolved["name"])
 
 
+RANDOM_WEIGHTS_SEED = 0  # pretrained="random": the same weights in every process
+
+
 def _create(resolved: dict, device: torch.device, trust_checkpoint: bool) -> tuple[torch.nn.Module, Any]:
     """Build the open_clip model and its eval transform, turning loader failures into one-line ModelErrors."""
     open_clip = open_clip_module()
@@ -233,7 +237,11 @@ def _create(resolved: dict, device: torch.device, trust_checkpoint: bool) -> tup
     has_weights = resolved["pretrained"] or resolved["folder"] or resolved["name"].startswith("hf-hub:")
     try:
         if not has_weights:  # pretrained="random"
-            model, _, preprocess = open_clip.create_model_and_transforms(resolved["name"], device=device)
+            # seeded, without touching the caller's RNG: every process (decode workers, Ray actors, the shards
+            # of a split run) builds the same random model, so their results agree
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_WEIGHTS_SEED)
+                model, _, preprocess = open_clip.create_model_and_transforms(resolved["name"], device=device)
             return model, preprocess
         return open_clip.create_model_from_pretrained(
             resolved["name"], pretrained=resolved["pretrained"], device=device, weights_only=not trust_checkpoint

@@ -151,3 +151,15 @@ def test_transformers_waits_until_a_model_needs_it():
             "print(hf.transformers is not None, open_clip.model.HFTextEncoder is hf.HFTextEncoder)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True", "True"]
+
+
+def test_random_weights_are_the_same_in_every_process_and_leave_the_callers_rng_alone(tiny_arch):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first, _ = registry._create({"name": tiny_arch, "pretrained": None, "folder": None}, torch.device("cpu"), False)
+    assert torch.equal(torch.rand(1), expected_next)  # the caller's stream is untouched
+    torch.manual_seed(999)  # another process, another global seed
+    second, _ = registry._create({"name": tiny_arch, "pretrained": None, "folder": None}, torch.device("cpu"), False)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name

@@ -152,14 +152,23 @@ def choose_inks(
     return inks, black
 
 
+def _cubic(ctrl: np.ndarray, n: int = 24) -> np.ndarray:
+    """Points float [n, 2] along the cubic Bézier curve with control points ``ctrl`` [4, 2]."""
+    t = np.linspace(0, 1, n)[:, None]
+    return ((1 - t) ** 3 * ctrl[0] + 3 * (1 - t) ** 2 * t * ctrl[1] + 3 * (1 - t) * t**2 * ctrl[2]
+            + t**3 * ctrl[3])
+
+
 def scribble_objects(masks: Sequence[np.ndarray], rng: np.random.Generator,
                      style: DrawingStyle | None = None) -> Image.Image:
     """Scribbles on plain paper: what a sketch looks like when it does *not* trace the objects' outlines.
 
-    Each object's visible mask (bool [H, W]) is covered by 6–14 short black random-walk strokes that stay inside
-    it (a filled-in blob of ink where the drawing has an outline), and with probability 0.5 a few dashes are
-    scattered over the paper. Stroke widths as :class:`DrawingStyle`'s. Training uses these as the pairs'
-    negatives (:mod:`clipkit.training.pairs`): a scribble over an object must not pass for its photo.
+    Per scene, one of two kinds, each object by its visible mask (bool [H, W]): 6–14 short random-walk strokes
+    that stay inside it (a filled-in blob of ink where the drawing has an outline), or 4–10 long cubic curves
+    with control points over its box and a margin of 20 % (lines across the object, hatching). With
+    probability 0.5 a few dashes are scattered over the paper. Black-ish ink, stroke widths as
+    :class:`DrawingStyle`'s. Training uses these as the pairs' negatives (:mod:`clipkit.training.pairs`): a
+    scribble over an object must not pass for its photo.
     """
     st = style or DrawingStyle()
     h, w = masks[0].shape if masks else (96, 96)
@@ -170,9 +179,20 @@ def scribble_objects(masks: Sequence[np.ndarray], rng: np.random.Generator,
     side = min(w, h)
     grey = int(rng.integers(0, 51))
     ink = (grey, grey, grey)
+    curves = bool(rng.random() < 0.5)
+
+    def stroke(pts: np.ndarray, variation: float = st.width_variation) -> None:
+        _draw_stroke(draw, pts * ss, rng.uniform(*st.width_range) * side * ss, variation, ink, rng)
+
     for mask in masks:
         ys, xs = np.nonzero(mask)
         if len(xs) == 0:
+            continue
+        if curves:
+            lo, hi = np.array([xs.min(), ys.min()], float), np.array([xs.max(), ys.max()], float)
+            margin = 0.2 * (hi - lo + 1)
+            for _ in range(int(rng.integers(4, 11))):
+                stroke(_cubic(rng.uniform(lo - margin, hi + margin, (4, 2))))
             continue
         reach = max(2.0, 0.25 * math.sqrt(len(xs)))
         for _ in range(int(rng.integers(6, 15))):
@@ -186,11 +206,9 @@ def scribble_objects(masks: Sequence[np.ndarray], rng: np.random.Generator,
                     p = q
                     pts.append(p)
             if len(pts) > 1:
-                width = rng.uniform(*st.width_range) * side * ss
-                _draw_stroke(draw, np.asarray(pts) * ss, width, st.width_variation, ink, rng)
+                stroke(np.asarray(pts))
     if rng.random() < 0.5:
         for _ in range(int(rng.integers(4, 16))):
             p = rng.uniform(0, 1, 2) * (w, h)
-            q = p + rng.normal(0, 0.04 * side, 2)
-            _draw_stroke(draw, np.stack([p, q]) * ss, rng.uniform(*st.width_range) * side * ss, 0.0, ink, rng)
+            stroke(np.stack([p, p + rng.normal(0, 0.04 * side, 2)]), 0.0)
     return canvas.resize((w, h), Image.Resampling.BOX)
