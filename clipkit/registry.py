@@ -236,10 +236,8 @@ def _create(resolved: dict, device: torch.device, trust_checkpoint: bool) -> tup
 
     has_weights = resolved["pretrained"] or resolved["folder"] or resolved["name"].startswith("hf-hub:")
     try:
-        if not has_weights:  # pretrained="random"
-            # seeded, without touching the caller's RNG: every process (decode workers, Ray actors, the shards
-            # of a split run) builds the same random model, so their results agree
-            with torch.random.fork_rng(devices=[]):
+        if not has_weights:  # pretrained="random": seeded apart from the caller's RNG, so that every process
+            with torch.random.fork_rng(devices=[]):  # (workers, Ray actors, shards of a split run) agrees
                 torch.manual_seed(RANDOM_WEIGHTS_SEED)
                 model, _, preprocess = open_clip.create_model_and_transforms(resolved["name"], device=device)
             return model, preprocess
