@@ -225,9 +225,6 @@ def _model_config(resolved: dict, open_clip: Any) -> dict | None:
     return open_clip.get_model_config(resolved["name"])
 
 
-RANDOM_WEIGHTS_SEED = 0  # pretrained="random": the same weights in every process
-
-
 def _create(resolved: dict, device: torch.device, trust_checkpoint: bool) -> tuple[torch.nn.Module, Any]:
     """Build the open_clip model and its eval transform, turning loader failures into one-line ModelErrors."""
     open_clip = open_clip_module()
@@ -238,7 +235,7 @@ def _create(resolved: dict, device: torch.device, trust_checkpoint: bool) -> tup
     try:
         if not has_weights:  # pretrained="random": seeded apart from the caller's RNG, so that every process
             with torch.random.fork_rng(devices=[]):  # (workers, Ray actors, shards of a split run) agrees
-                torch.manual_seed(RANDOM_WEIGHTS_SEED)
+                torch.manual_seed(0)
                 model, _, preprocess = open_clip.create_model_and_transforms(resolved["name"], device=device)
             return model, preprocess
         return open_clip.create_model_from_pretrained(

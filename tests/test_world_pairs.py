@@ -4,8 +4,8 @@ that keeps CLIPasso's blocks, and the paired loss (clipkit.training.pairs)."""
 import numpy as np
 import torch
 
-from clipkit.training.clip import TrainClipConfig, start_run, train_clip
-from clipkit.training.pairs import activation_distance, paired_drawing_loss, tower_with_blocks
+from clipkit.training.clip import TrainClipConfig, clip_loss_fn, start_run, train_clip
+from clipkit.training.pairs import PAIR_BLOCKS, activation_distance, paired_drawing_loss, tower_with_blocks
 from clipkit.world.data import PoolConfig, SceneCaptionDataset, ScenePool, collate
 from clipkit.world.scenes import SceneConfig, generate_scene
 from tests.test_world_drawings import TINY
@@ -93,3 +93,17 @@ def test_train_clip_with_pairs_smoke():
     assert cfg.pairs
     _, _, res, _ = train_clip(cfg, quiet=True)
     assert res.steps == 2 and all(np.isfinite(res.losses))
+
+
+def test_the_pair_term_is_added_with_or_without_the_patch_losses():
+    cfg = TrainClipConfig(name="clipkit-test-tiny-pairs3", model_cfg={**TINY, "vision_cfg": {**TINY["vision_cfg"],
+                                                                                            "layers": 4}})
+    model, tok = start_run(cfg)
+    pool = ScenePool(PoolConfig(n=4, seed=2, image_size=32, render_range=(32, 48), pairs=True))
+    batch = collate([SceneCaptionDataset(pool, seed=0).item(i) for i in range(4)])
+    _, _, photo = tower_with_blocks(model, batch["image"], PAIR_BLOCKS)
+    both = tower_with_blocks(model, torch.cat([batch["pair"], batch["scribble"]]), PAIR_BLOCKS)[2]
+    expected = float(paired_drawing_loss(photo, [b[:4] for b in both], [b[4:] for b in both]))
+    plain = float(clip_loss_fn(tok, pair_weight=0.0)(model, batch))
+    with_pairs = float(clip_loss_fn(tok, pair_weight=2.0)(model, batch))
+    assert expected > 0 and abs(with_pairs - plain - 2.0 * expected) < 1e-4 * max(1.0, expected)

@@ -208,19 +208,19 @@ def clip_loss_fn(tokenizer, *, label_texts: list[str] | None = None, mil_weight:
 
     def fn(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         txt = F.normalize(model.encode_text(tokenizer(batch["caption"])), dim=-1)
-        if mil_weight <= 0:
+        pair = pair_weight > 0 and "pair" in batch
+        if mil_weight <= 0 and not pair:
             img = F.normalize(model.encode_image(batch["image"]), dim=-1)
             return multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"], batch.get("positives"))
-        pair = pair_weight > 0 and "pair" in batch
         pooled, tokens, photo_blocks = tower_with_blocks(model, batch["image"], PAIR_BLOCKS if pair else ())
         img = F.normalize(pooled, dim=-1)
         loss = multi_positive_clip_loss(img, txt, model.logit_scale.exp(), batch["key"], batch.get("positives"))
-        lab = F.normalize(model.encode_text(label_tokens), dim=-1)
-        tokens = F.normalize(tokens, dim=-1)
-        mil = caption_mil_loss(tokens, lab, batch["labels"], mil_scale, mil_head.bias)
-        loss = loss + mil_weight * mil
-        if word_weight > 0:
-            loss = loss + word_weight * caption_word_loss(tokens, mil_head, batch["words"], mil_scale)
+        if mil_weight > 0:
+            lab = F.normalize(model.encode_text(label_tokens), dim=-1)
+            tokens = F.normalize(tokens, dim=-1)
+            loss = loss + mil_weight * caption_mil_loss(tokens, lab, batch["labels"], mil_scale, mil_head.bias)
+            if word_weight > 0:
+                loss = loss + word_weight * caption_word_loss(tokens, mil_head, batch["words"], mil_scale)
         if pair:
             n = len(batch["pair"])  # drawings and scribbles in one pass
             both = tower_with_blocks(model, torch.cat([batch["pair"], batch["scribble"]]), PAIR_BLOCKS)[2]
