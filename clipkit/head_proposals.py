@@ -30,8 +30,9 @@ TOUCH_IOU = 0.2
 #: duplicates would split a phrase's probability and miscount ordinals).
 SAME_IOU = 0.5
 
-#: (head spec, id of the model) -> (model, head, text embeddings of vocabulary + the head's background prompts)
-_HEADS: dict[tuple[str, int], tuple[Any, Any, torch.Tensor]] = {}
+#: (head spec, id of the model) -> (model, head): one load per process (the text embeddings are cached by the prompt
+#: engine)
+_HEADS: dict[tuple[str, int], tuple[Any, Any]] = {}
 
 
 def proposal_head(model: Any, requested: str | None) -> str | None:
@@ -47,11 +48,9 @@ def _head(model: Any, spec: str, names: list[str]) -> tuple[Any, torch.Tensor]:
 
     key = (spec, id(model))
     if key not in _HEADS:
-        head = load_head(spec, model).eval()
-        text = text_embeddings(model, [*names, *head.cfg.background], head.cfg.templates)
-        _HEADS[key] = (model, head, text)  # the model is kept so its id stays unique while cached
-    _, head, text = _HEADS[key]
-    return head, text
+        _HEADS[key] = (model, load_head(spec, model).eval())  # the model is kept so its id stays unique
+    head = _HEADS[key][1]
+    return head, text_embeddings(model, [*names, *head.cfg.background], head.cfg.templates)
 
 
 @torch.inference_mode()
