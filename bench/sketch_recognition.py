@@ -1,17 +1,18 @@
 """Does a judge model recognise the shape in a CLIPasso sketch? (The CLIPasso paper's recognition test.)
 
-For ``--scenes`` held-out one-object shapes-world scenes (stream ``--seed``, disjoint from the training streams
-of both models: shapes-clip 0-6, shapes-judge 4242), sketch the image with the loss model (``--model``, default
-the bundled ViT shapes-clip), then classify the finished sketch — the PNG a user gets, grey ink on white,
-through the judge's own preprocessing — among the six shape names ("circle", "square", ...; colour-agnostic,
-since a black sketch has no colour) with the judge (``--judge``, default the bundled ResNet shapes-judge,
+For ``--scenes`` held-out one-object shapes-world scenes (stream ``--seed``, disjoint from the training streams of
+every bundled model: shapes-clip 0-6, shapes-judge 4242, shapes-sketch 5151), sketch the image with the loss model
+(``--model``, default ``clipkit sketch``'s: the bundled ResNet shapes-sketch, saliency from the ViT shapes-clip, as
+CLIPasso pairs an RN101 loss with ViT saliency), then classify the finished sketch — the PNG a user gets, grey ink
+on white, through the judge's own preprocessing — among the six shape names ("circle", "square", ...; colour-
+agnostic, since a black sketch has no colour) with the judge (``--judge``, default the bundled ResNet shapes-judge,
 trained independently on photos and line drawings), zero-shot with the judge's default templates (both bundled
-models: ``none``, i.e. the bare shape name as the prompt). Reported next to it, with the same judge: the
-original images (the ceiling), the world's own black line drawing of the same scene, the initial strokes and
-random strokes (same count and length, start points uniform); chance is 1/6.
+models: ``none``, i.e. the bare shape name as the prompt). Reported next to it, with the same judge: the original
+images (the ceiling), the world's own black line drawing of the same scene, the initial strokes and random strokes
+(same count and length, start points uniform); chance is 1/6.
 
-The schedule is the loss model's own (``clipkit.clipasso.prepare.model_schedule``: shapes-clip ships
-``sketch_schedule`` in its clipkit.json) unless ``--iterations`` / ``--seeds`` are given.
+The schedule is the loss model's own (``clipkit.clipasso.prepare.model_schedule``: both bundled CLIPs ship
+``sketch_schedule`` in their clipkit.json) unless ``--iterations`` / ``--seeds`` are given.
 
     PYTHONPATH=. nice -n 10 python bench/sketch_recognition.py --scenes 24 --threads 1 \\
         --out-dir /tmp/sketch-rec --sheet docs/img/sketch_contact.png
@@ -74,7 +75,8 @@ def contact_sheet(rows: list[tuple[list[Image.Image], list[str]]], cell: int = 1
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="shapes-clip", help="loss model: bundled name or a folder")
+    ap.add_argument("--model", default="shapes-sketch",
+                    help="loss model: bundled name or a folder (default: `clipkit sketch`'s, shapes-sketch)")
     ap.add_argument("--judge", default="shapes-judge", help="judge model (bundled name or folder)")
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--seed", type=int, default=11)

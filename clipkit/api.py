@@ -51,7 +51,8 @@ def load_for(spec: MethodSpec, model: Any = None, **model_options: Any) -> Any:
     if model is not None and not isinstance(model, str | Path):
         return model
     options = {k: v for k, v in model_options.items() if v is not None}
-    return registry.load(str(model) if model is not None else None, kind=spec.model_kind, **options)
+    name = str(model) if model is not None else spec.default_model
+    return registry.load(name, kind=spec.model_kind, **options)
 
 
 def build_predictor(spec: MethodSpec, model: Any, model_options: dict[str, Any], text: Any,

@@ -277,13 +277,13 @@ class SketchConfig(MethodConfig):
     width: float = option(3.0, "Full stroke width in canvas pixels (diffvg half-width 1.5).", short="-w", gt=0)
     canvas: int = option(224, "Canvas side in pixels.", ge=16)
     iterations: int = option(2001, "Maximum optimisation steps per seed (stops early when the loss stalls). "
-                                   "Unset: the loss model's sketch_schedule if it ships one (shapes-clip: 300), "
+                                   "Unset: the loss model's sketch_schedule if it ships one (the bundled: 300), "
                                    "else CLIPasso's 2001.", short="-i", ge=1)
     lr: float = option(1.0, "Adam learning rate on the points.", cli=False, gt=0)
     eval_interval: int = option(10, "Evaluate (and keep the best) every this many steps.", cli=False, ge=1)
     min_delta: float = option(1e-5, "Early-stop tolerance on the eval loss.", cli=False, ge=0)
     seeds: int = option(3, "Sketches from different seeds; the lowest loss is kept. Unset: the loss model's "
-                           "sketch_schedule if it ships one (shapes-clip: 1), else CLIPasso's 3.", ge=1)
+                           "sketch_schedule if it ships one (the bundled: 1), else CLIPasso's 3.", ge=1)
     seed: int = option(0, "First seed; the others are seed+1000, seed+2000, …")
     seed_step: int = option(1000, "Step between seeds.", cli=False)
     renderer: Literal["auto", "torch", "diffvg"] = option(

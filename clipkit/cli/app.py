@@ -23,6 +23,7 @@ COMMANDS = [
     ("world", "train-lseg", "world_lseg", "train_lseg"),
     ("world", "train-groupvit", "world_groupvit", "train_groupvit"),
     ("world", "train-judge", "world", "train_judge"),
+    ("world", "train-sketch-model", "world", "train_sketch_model"),
 ]
 
 app = typer.Typer(

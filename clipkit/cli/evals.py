@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from clipkit.cli import options as o
-from clipkit.cli.factory import SHARED, TEXT, config_parameters
+from clipkit.cli.factory import SHARED, TEXT, config_parameters, model_option_for
 from clipkit.methods import METHODS
 
 DataArg = Annotated[Path, typer.Argument(help="A dataset folder written by 'clipkit world export'.",
@@ -58,7 +58,7 @@ def eval_command(method: str) -> Any:
     skip = {"coco", "coco_categories", "scores", "rle", "overlay"}  # picture/side-file options of the method
     params = [("data", DataArg), *(TEXT[spec.text] if spec.text == "labels" else []), *extra,
               *[(n, a) for n, a in config_parameters(spec) if n not in skip], ("limit", LimitOpt),
-              ("model", o.GroupModelOpt if spec.model_kind == "group" else o.ModelOpt),
+              ("model", model_option_for(spec)),
               *[(n, a) for n, a in SHARED if n in ("pretrained", "device", "precision", "offline",
                                                    "trust_checkpoint", "threads", "quiet")],
               ("format", ReportFormatOpt), ("output", o.OutputOpt)]

@@ -80,13 +80,20 @@ def config_parameters(spec: MethodSpec) -> list[tuple[str, Any]]:
     return out
 
 
+def model_option_for(spec: MethodSpec) -> Any:
+    """The ``--model`` option of ``spec``'s commands (its help names the model loaded by default)."""
+    if spec.model_kind == "group":
+        return o.GroupModelOpt
+    return o.model_option(spec.default_model) if spec.default_model else o.ModelOpt
+
+
 def method_command(spec: MethodSpec) -> Any:
     """The Typer command function of ``spec`` (see the module docstring)."""
     params = [("images", o.Inputs), *TEXT[spec.text], *config_parameters(spec)]
     if spec.out_dir != "none":
         params.append(("out_dir", o.OutDirRequiredOpt if spec.out_dir == "required" else o.OutDirOpt))
     if spec.model_kind != "none":
-        params += [("model", o.GroupModelOpt if spec.model_kind == "group" else o.ModelOpt)]
+        params += [("model", model_option_for(spec))]
     params += [(n, a) for n, a in SHARED if spec.model_kind != "none" or n not in MODEL_OPTIONS]
 
     def command(**kwargs: Any) -> None:

@@ -5,7 +5,7 @@ default applies: the CLI never holds a default of its own.
 """
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,10 +18,17 @@ Inputs = Annotated[
     typer.Argument(help="Image files, folders (recursive), glob patterns, or '-' to read paths from stdin.",
                    show_default=False),
 ]
-ModelOpt = Annotated[str | None, typer.Option(
-    "--model", "-m", help="Bundled model name, open_clip architecture (ViT-B-32, also ViT-B-32:openai), "
-    "hf-hub:org/repo, or a folder with open_clip_config.json + open_clip_model.safetensors. "
-    "Default: shapes-clip.", rich_help_panel=MODEL, show_default=False)]
+
+
+def model_option(default: str = "shapes-clip") -> Any:
+    """The ``--model`` option, its help naming ``default`` (the model loaded when none is given)."""
+    return Annotated[str | None, typer.Option(
+        "--model", "-m", help="Bundled model name, open_clip architecture (ViT-B-32, also ViT-B-32:openai), "
+        "hf-hub:org/repo, or a folder with open_clip_config.json + open_clip_model.safetensors. "
+        f"Default: {default}.", rich_help_panel=MODEL, show_default=False)]
+
+
+ModelOpt = model_option()
 PretrainedOpt = Annotated[str | None, typer.Option(
     "--pretrained", "-p", help="Weights for an open_clip architecture: a tag (openai, laion2b_s34b_b79k…), "
     "a .safetensors/.pt file, or 'random'.", rich_help_panel=MODEL, show_default=False)]

@@ -131,42 +131,77 @@ def train_clip(
         typer.echo(f"wrote {out}", err=True)
 
 
-def train_judge(
-    out: Annotated[Path, typer.Argument(help="Output model folder (open_clip hub layout + model card).")],
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=2, help="Scenes per step.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of scenes, batches and initialisation "
-                                                            "(keep it off shapes-clip's 0-6).")] = None,
-    pool_size: Annotated[int | None, typer.Option("--pool-size", min=1,
-                                                  help="Scenes drawn once and sampled from.")] = None,
-    drawings: Annotated[float | None, typer.Option("--drawings", min=0.0, max=1.0,
-                                                   help="Fraction of the pool drawn as line drawings.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
-    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Stop early after this long.")] = None,
-    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Measure the model-card metrics.")] = True,
-    eval_every: Annotated[int, typer.Option("--eval-every", min=0,
-                                            help="Log a quick shape accuracy every N steps (multiple of 50).")] = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-) -> None:
+# the options of the two ResNet trainers (train-judge, train-sketch-model); unset = the config's default
+_Out = Annotated[Path, typer.Argument(help="Output model folder (open_clip hub layout + model card).")]
+_Steps = Annotated[int | None, typer.Option("--steps", min=1, help="Optimiser steps.")]
+_Batch = Annotated[int | None, typer.Option("--batch-size", min=2, help="Scenes per step.")]
+_Lr = Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")]
+_Seed = Annotated[int | None, typer.Option("--seed", help="Seed of scenes, batches and initialisation (keep it off "
+                                                         "shapes-clip's 0-6).")]
+_Pool = Annotated[int | None, typer.Option("--pool-size", min=1, help="Scenes drawn once and sampled from.")]
+_Drawings = Annotated[float | None, typer.Option("--drawings", min=0.0, max=1.0,
+                                                 help="Fraction of the pool drawn as line drawings.")]
+_Threads = Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")]
+_MaxMinutes = Annotated[float | None, typer.Option("--max-minutes", help="Stop early after this long.")]
+_Eval = Annotated[bool, typer.Option("--eval/--no-eval", help="Measure the model-card metrics.")]
+_EvalEvery = Annotated[int, typer.Option("--eval-every", min=0,
+                                         help="Log a quick shape accuracy every N steps (multiple of 50).")]
+_Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def train_judge(out: _Out, steps: _Steps = None, batch_size: _Batch = None, lr: _Lr = None, seed: _Seed = None,
+                pool_size: _Pool = None, drawings: _Drawings = None, threads: _Threads = None,
+                max_minutes: _MaxMinutes = None, evaluate: _Eval = True, eval_every: _EvalEvery = 0,
+                quiet: _Quiet = False) -> None:
     """Train the small ResNet CLIP that judges sketches (how shapes-judge was made).
 
     Example:
 
       clipkit world train-judge runs/shapes-judge --max-minutes 25
     """
+    from clipkit.training.judge import TrainJudgeConfig
+
+    _train_resnet("train-judge", TrainJudgeConfig, out, locals(), evaluate, eval_every, quiet)
+
+
+def train_sketch_model(
+    out: _Out, steps: _Steps = None, batch_size: _Batch = None, lr: _Lr = None, seed: _Seed = None,
+    pool_size: _Pool = None, drawings: _Drawings = None,
+    pair_weight: Annotated[float | None, typer.Option(
+        "--pair-weight", min=0.0, help="Weight of the photo–drawing activation loss at layer2/layer3.")] = None,
+    edge_stem: Annotated[bool | None, typer.Option(
+        "--edge-stem/--no-edge-stem", help="Fix the first convolution to oriented edge filters.",
+        show_default=False)] = None,
+    threads: _Threads = None, max_minutes: _MaxMinutes = None, evaluate: _Eval = True, eval_every: _EvalEvery = 0,
+    quiet: _Quiet = False,
+) -> None:
+    """Train the small ResNet CLIP that `clipkit sketch` optimises against (how shapes-sketch was made).
+
+    Defaults: clipkit.training.judge.TrainSketchModelConfig (96 px, edge stem, pairs at layer2/layer3).
+
+    Example:
+
+      clipkit world train-sketch-model runs/shapes-sketch
+    """
+    from clipkit.training.judge import TrainSketchModelConfig
+
+    _train_resnet("train-sketch-model", TrainSketchModelConfig, out, locals(), evaluate, eval_every, quiet)
+
+
+def _train_resnet(name: str, config: type, out: Path, given: dict, evaluate: bool, eval_every: int,
+                  quiet: bool) -> None:
+    """Train, evaluate and write a ResNet world CLIP with ``config``'s defaults overridden by the options given."""
     import shlex
     import sys
 
-    from clipkit.training.judge import TrainJudgeConfig
     from clipkit.training.judge_card import build
 
-    given = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "pool_size": pool_size,
-             "drawings": drawings, "threads": threads, "max_minutes": max_minutes}
-    cfg = TrainJudgeConfig(**{k: v for k, v in given.items() if v is not None})
+    fields = ("steps", "batch_size", "lr", "seed", "pool_size", "drawings", "pair_weight", "edge_stem", "threads",
+              "max_minutes")
+    cfg = config(**{k: given[k] for k in fields if given.get(k) is not None})
     args = sys.argv[1:]
-    rest = args[args.index("train-judge") + 1:] if "train-judge" in args else [str(out)]
-    command = "clipkit world train-judge " + " ".join(shlex.quote(a) for a in rest)
+    rest = args[args.index(name) + 1:] if name in args else [str(out)]
+    command = f"clipkit world {name} " + " ".join(shlex.quote(a) for a in rest)
     metrics = build(out, cfg, command=command, evaluate=evaluate, quiet=quiet,
                     log=lambda s: typer.echo(s, err=True), checkpoint_every=eval_every)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "n")

@@ -49,7 +49,8 @@ class MethodSpec:
     ``predictor``: ``"module:Class"``, imported only when a run starts (so specs stay torch-free); the class is
     called as ``Class(model, text, config)``. ``text``: ``"labels"`` (a list of label strings), ``"caption"``
     (``(caption, phrases)``) or ``"none"``. ``model_kind``: what the registry loads (``"clip"``; ``"group"``:
-    a GroupViT, or a CLIP for the fallback; ``"none"``: no model, the predictor gets None). ``out_dir``:
+    a GroupViT, or a CLIP for the fallback; ``"none"``: no model, the predictor gets None). ``default_model``: the
+    bundled model loaded when the user names none (None: the registry's own default). ``out_dir``:
     ``"optional"``, ``"required"`` or ``"none"``.
     """
 
@@ -59,6 +60,7 @@ class MethodSpec:
     summary: str
     text: Literal["labels", "caption", "none"] = "labels"
     model_kind: Literal["clip", "group", "none"] = "clip"
+    default_model: str | None = None
     out_dir: Literal["optional", "required", "none"] = "optional"
     batch_size: int = 1
     max_side: int | None = 1344  # working resolution: longer inputs are downscaled, results mapped back
@@ -135,7 +137,7 @@ def _builtin() -> None:
     register(MethodSpec(
         "sketch", c.SketchConfig, "clipkit.methods.sketch:SketchPredictor",
         "Draw each image as a few black strokes, optimised so CLIP sees the same object (CLIPasso).",
-        text="none", out_dir="required",
+        text="none", out_dir="required", default_model="shapes-sketch",
         description="Writes DIR/<stem>.sketch.svg and DIR/<stem>.sketch.png per image; one JSON line per image "
                     "with the loss and time.",
         examples=("clipkit sketch examples/scenes/images/scene_000000.png --out-dir sketches/ --iterations 300 "

@@ -1,8 +1,10 @@
-"""Train, evaluate and write ``shapes-judge`` with its model card (`clipkit world train-judge`)."""
+"""Train, evaluate and write ``shapes-judge`` or ``shapes-sketch`` with its model card (`clipkit world train-judge`,
+`clipkit world train-sketch-model`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 
 from clipkit.training.clip import save_hub_folder
 from clipkit.training.clip_card import eval_transform  # same mean/std/resize as JUDGE_PREPROCESS, at any size
-from clipkit.training.judge import JUDGE_PREPROCESS, META, TrainJudgeConfig, train_judge
+from clipkit.training.judge import JUDGE_PREPROCESS, TrainJudgeConfig, TrainSketchModelConfig, meta_for, train_judge
 from clipkit.world.scenes import SHAPES, SceneConfig, generate_scene
 
 EVAL_SEED = 1000  # held-out stream (the judge trains on 4242, shapes-clip on 0-6, the sketch bench uses 11)
@@ -41,6 +43,32 @@ def shape_accuracy(model, tokenizer, preprocess, n: int = 240, seed: int = EVAL_
     return out
 
 
+_SKETCH_ROLE = """It is the **loss model** of `clipkit sketch` (CLIPasso's role for RN101): the sketch's
+layer2/layer3 activations are matched to the image's. Its first convolution is fixed to oriented edge filters
+(`clipkit.training.pairs.edge_filters`), as a web CLIP's first layer learns them, and a line drawing's
+layer2/layer3 activations are trained to equal its photo's (scribbles kept e× farther), so strokes on an
+object's outline lower the loss and hatching does not. The sketch bench judges its sketches with the
+independently trained `shapes-judge`. It knows the shapes world's 6 shapes and 8 colours and nothing else."""
+_JUDGE_ROLE = """It is the **judge** of the sketch recognition test (`bench/sketch_recognition.py`): CLIPasso
+optimises a sketch with one CLIP and checks it with another, so the sketch is made with the loss model and
+judged by this independently trained ResNet. It knows the shapes world's 6 shapes and 8 colours and nothing
+else."""
+
+
+def _role(cfg: TrainJudgeConfig) -> str:
+    """The card's paragraph on what the model is for."""
+    return _SKETCH_ROLE if isinstance(cfg, TrainSketchModelConfig) else _JUDGE_ROLE
+
+
+def _pairs_line(cfg: TrainJudgeConfig) -> str:
+    if not (cfg.edge_stem or cfg.pair_weight):
+        return ""
+    return (f"- edge stem: {cfg.edge_stem} (conv1 fixed to `edge_filters`, not trained); pairs: {cfg.pair_weight}"
+            " ×\n  `clipkit.training.pairs.paired_drawing_loss` at layer2/layer3: every scene also as a line\n"
+            "  drawing of the same layout (pulled to the photo's activations) and as scribbles over its objects\n"
+            "  (kept e× farther).\n")
+
+
 def model_card(cfg: TrainJudgeConfig, *, steps_done: int, train_s: float, pool_s: float, metrics: dict | None,
                command: str, final_loss: float) -> str:
     """The README.md of the judge's folder."""
@@ -52,12 +80,9 @@ def model_card(cfg: TrainJudgeConfig, *, steps_done: int, train_s: float, pool_s
 
 A small ResNet CLIP (open_clip `ModifiedResNet`, layers {v['layers']}, width {v['width']}, {v['image_size']} px;
 text {t['layers']}×{t['width']}; {cfg.model_cfg['embed_dim']}-d joint space) trained from scratch on clipkit's
-synthetic shapes world, photos **and line drawings**. It is the **judge** of the sketch recognition test
-(`bench/sketch_recognition.py`): CLIPasso optimises a sketch with one CLIP and checks it with another, so the
-sketch is made with the ViT `shapes-clip` and judged by this independently trained ResNet (the paper's split
-— RN101 loss, ViT judge — in reverse). It knows the shapes world's 6 shapes and 8 colours and nothing else.
+synthetic shapes world, photos **and line drawings**. {_role(cfg)}
 
-Use bare labels (template set `none`): `clipkit classify drawing.png -m shapes-judge --labels
+Use bare labels (template set `none`): `clipkit classify drawing.png -m {cfg.name} --labels
 "circle,square,triangle,star,hexagon,cross"`.
 
 ## Reproduce
@@ -82,12 +107,12 @@ Deterministic given the seed; float results can differ in the last digits across
   plus {cfg.word_weight} × shapes-clip's caption-word loss on the pooled image embedding (free vectors for the 8
   colour and 6 shape words, dropped after training, predict which of them name the image: a direct shape signal for the
   image tower; a 3.5-minute trial without it named only 35 % of photo shapes and 28 % of drawing shapes).
-- optimiser: AdamW (β = 0.9, 0.98; wd {cfg.weight_decay}, none on gains/biases/batch-norm/embeddings), lr
-  {cfg.lr}, {cfg.warmup} warm-up steps then cosine; gradient clip 1.0.
+{_pairs_line(cfg)}- optimiser: AdamW (β = 0.9, 0.98; wd {cfg.weight_decay}, none on gains/biases/batch-norm/
+  embeddings), lr {cfg.lr}, {cfg.warmup} warm-up steps then cosine; gradient clip 1.0.
 - steps: {steps_done} of {cfg.steps} × batch {cfg.batch_size}; final loss {final_loss:.3f}.
 - wall time: {train_s / 60:.1f} min training + {pool_s:.0f} s drawing the pool, {cfg.threads} CPU
-  thread{'s' if cfg.threads > 1 else ''} ({platform.processor() or platform.machine()}, shared 2-core machine,
-  `nice -n 10`, other jobs running).
+  thread{'s' if cfg.threads > 1 else ''} ({platform.processor() or platform.machine()}, 2 cores shared with
+  other jobs; load average {os.getloadavg()[0]:.1f} at the end).
 
 ## Metrics (held-out stream {EVAL_SEED}, one object per scene, random sides 96–448 px, eval transform)
 
@@ -134,7 +159,8 @@ def build(out: str | Path, cfg: TrainJudgeConfig, *, command: str, evaluate: boo
         log("final: " + json.dumps(metrics))
     card = model_card(cfg, steps_done=res.steps, train_s=res.seconds, pool_s=pool_s, metrics=metrics or None,
                       command=command, final_loss=res.losses[-1])
-    save_hub_folder(model, cfg.model_cfg, out, preprocess_cfg=JUDGE_PREPROCESS, meta=META, card=card)
+    save_hub_folder(model, cfg.model_cfg, out, preprocess_cfg={**JUDGE_PREPROCESS, "size": size},
+                    meta=meta_for(cfg), card=card)
     (out / "train_log.json").write_text(json.dumps(
         {"config": asdict(cfg), "steps": res.steps, "train_seconds": res.seconds, "pool_seconds": pool_s,
          "total_seconds": total_s, "losses": res.losses[::10], "final_loss": res.losses[-1],

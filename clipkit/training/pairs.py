@@ -11,6 +11,12 @@ other ink pattern free, and a sketch optimiser finds them: filling the object wi
 activations better than its outline did. So each scene also comes as scribbles over its objects
 (:func:`clipkit.world.drawings.scribble_objects`), which must stay at least ``e`` times farther from the photo
 than the outline (a hinge on the log ratio of the two distances).
+
+For a ResNet (:func:`resnet_with_blocks`) the pairs work once the stem sees edges rather than colour: a web
+CLIP's first convolutions are oriented edge detectors, a tiny model trained for minutes on flat-coloured shapes
+learns colour-blob detectors, and a CLIPasso sketch on those middle layers fills the object with hatching
+instead of tracing it (session 7: 2/8 sketches recognised). :func:`freeze_edge_stem` fixes the first convolution
+to oriented luminance gradients (what the web models learn there), so an ink line and a colour edge start alike.
 """
 
 from __future__ import annotations
@@ -22,6 +28,44 @@ import torch
 # CLIPasso's layers: clip_conv_layer_weights 0,0,1,1,0 = the outputs of blocks 2 and 3 of a ViT
 # (clipkit.clipasso.loss maps the five weights onto the transformer blocks the same way)
 PAIR_BLOCKS: tuple[int, ...] = (2, 3)
+
+
+def edge_filters(channels: int = 8) -> torch.Tensor:
+    """Float32 [channels, 3, 3, 3]: Sobel gradients at 0°, 90°, 45° and 135°, each in both polarities (so that
+    after the stem's ReLU a dark line on light paper and a colour edge of either sign both respond), on the
+    channel mean (luminance), cycled over ``channels``."""
+    sx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4
+    sd = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 0.0, 1.0], [0.0, 1.0, 2.0]]) / 4
+    oriented = (sx, sx.T, sd, sd.flip(1))
+    out = torch.empty(channels, 3, 3, 3)
+    for o in range(channels):
+        sign = 1.0 if (o // 4) % 2 == 0 else -1.0
+        out[o] = (sign * oriented[o % 4])[None].expand(3, 3, 3) / 3
+    return out
+
+
+def freeze_edge_stem(model: torch.nn.Module) -> None:
+    """Set the first convolution of an open_clip ``ModifiedResNet`` image tower to :func:`edge_filters` and
+    freeze it (no gradient, so no optimiser updates it). Raises ValueError for other towers."""
+    conv = getattr(model.visual, "conv1", None)
+    if not isinstance(conv, torch.nn.Conv2d) or tuple(conv.weight.shape[1:]) != (3, 3, 3):
+        raise ValueError("the edge stem needs an open_clip ModifiedResNet (a 3x3 RGB conv1)")
+    with torch.no_grad():
+        conv.weight.copy_(edge_filters(conv.weight.shape[0]))
+    conv.weight.requires_grad_(False)
+
+
+def resnet_with_blocks(visual: torch.nn.Module, pixels: torch.Tensor, blocks: Sequence[int]
+                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One pass of an open_clip ``ModifiedResNet``: (the pooled embedding [B, D] = ``visual(pixels)``, the
+    outputs of ``blocks`` — indices into [stem, layer1, layer2, layer3, layer4], CLIPasso's numbering — as
+    tokens [B, H·W, C])."""
+    h, kept = pixels, []
+    for i, block in enumerate((visual.stem, visual.layer1, visual.layer2, visual.layer3, visual.layer4)):
+        h = block(h)
+        if i in blocks:
+            kept.append(h.flatten(2).transpose(1, 2))
+    return visual.attnpool(h), kept
 
 
 def tower_with_blocks(model: torch.nn.Module, pixels: torch.Tensor, blocks: Sequence[int]
