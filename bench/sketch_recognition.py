@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--judge", default="shapes-judge", help="judge model (bundled name or folder)")
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--first", type=int, default=0,
+                    help="index of the first scene (split a run over processes: --first 12 --scenes 12)")
     ap.add_argument("--iterations", type=int, default=None, help="default: the loss model's schedule")
     ap.add_argument("--seeds", type=int, default=None, help="default: the loss model's schedule")
     ap.add_argument("--strokes", type=int, default=16)
@@ -112,7 +114,7 @@ def main() -> None:
     cfg = SceneConfig(size=(224, 224), max_objects=1)
     if args.out_dir:
         args.out_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(args.scenes):
+    for i in range(args.first, args.first + args.scenes):
         scene = generate_scene(args.seed, i, cfg)
         truth = SHAPES.index(scene.objects[0].shape)
         prepared, _ = prepare_target(scene.image, opts)
@@ -154,12 +156,12 @@ def main() -> None:
               + f" ({took})", flush=True)
     n = args.scenes
     load_after = os.getloadavg()
-    print(f"\n{n} one-object scenes (seed {args.seed}), loss model {loaded.name}, judge {judge.name}, canvas "
-          f"{opts.canvas}, {opts.strokes} strokes, ≤{opts.iterations} it × {opts.seeds} seed(s), mask_object "
-          f"{opts.mask_object}, threads {torch.get_num_threads()}, judge prompts: templates "
+    print(f"\n{n} one-object scenes (seed {args.seed}, from {args.first}), loss model {loaded.name}, judge "
+          f"{judge.name}, canvas {opts.canvas}, {opts.strokes} strokes, ≤{opts.iterations} it × {opts.seeds} "
+          f"seed(s), mask_object {opts.mask_object}, threads {torch.get_num_threads()}, judge prompts: templates "
           f"{judge.default_templates!r} over {', '.join(SHAPES)}; load average before {load_before[0]:.1f}, "
           f"after {load_after[0]:.1f} (1 min)")
-    truths = Counter(generate_scene(args.seed, i, cfg).objects[0].shape for i in range(n))
+    truths = Counter(generate_scene(args.seed, i, cfg).objects[0].shape for i in range(args.first, args.first + n))
     print(f"| input to the judge ({judge.name}) | top-1 (of 6 shapes) | mean per-shape recall | the judge's answers |")
     print("|---|---|---|---|")
     for name, k in hits.items():
