@@ -5,8 +5,9 @@ Parses and formats only; the library (clipkit.world) owns every default. No torc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -177,18 +178,18 @@ def train_sketch_model(
 ) -> None:
     """Train the small ResNet CLIP that `clipkit sketch` optimises against (how shapes-sketch was made).
 
-    Defaults: clipkit.training.judge.TrainSketchModelConfig (96 px, edge stem, pairs at layer2/layer3).
+    Defaults: clipkit.training.judge.sketch_model_config (96 px, edge stem, pairs at layer2/layer3).
 
     Example:
 
       clipkit world train-sketch-model runs/shapes-sketch
     """
-    from clipkit.training.judge import TrainSketchModelConfig
+    from clipkit.training.judge import sketch_model_config
 
-    _train_resnet("train-sketch-model", TrainSketchModelConfig, out, locals(), evaluate, eval_every, quiet)
+    _train_resnet("train-sketch-model", sketch_model_config, out, locals(), evaluate, eval_every, quiet)
 
 
-def _train_resnet(name: str, config: type, out: Path, given: dict, evaluate: bool, eval_every: int,
+def _train_resnet(name: str, config: Callable[..., Any], out: Path, given: dict, evaluate: bool, eval_every: int,
                   quiet: bool) -> None:
     """Train, evaluate and write a ResNet world CLIP with ``config``'s defaults overridden by the options given."""
     import shlex

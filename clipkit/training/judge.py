@@ -202,21 +202,21 @@ SKETCH_META = {"kind": "clip", "default_templates": "none", "sketch_schedule": {
                "role": "sketch loss model: the ResNet `clipkit sketch` optimises against by default (CLIPasso's RN101)"}
 
 
-@dataclass
-class TrainSketchModelConfig(TrainJudgeConfig):
-    """Everything that determines a shapes-sketch run (the judge's trainer with the edge stem and the pairs)."""
+#: What a shapes-sketch run changes of :class:`TrainJudgeConfig` (the judge's trainer with the edge stem and pairs).
+SKETCH_MODEL_DEFAULTS: dict = {"name": "shapes-sketch", "batch_size": 32, "seed": 5151, "pool_size": 4000,
+                               "drawings": 0.3, "edge_stem": True, "pair_weight": 1.0}
 
-    name: str = "shapes-sketch"
-    model_cfg: dict = field(default_factory=lambda: json.loads(json.dumps(SKETCH_CFG)))
-    steps: int = 800
-    batch_size: int = 32
-    seed: int = 5151
-    pool_size: int = 4000
-    drawings: float = 0.3
-    edge_stem: bool = True
-    pair_weight: float = 1.0
+
+def sketch_model_config(**given) -> TrainJudgeConfig:
+    """The config of a shapes-sketch run: :data:`SKETCH_MODEL_DEFAULTS` and :data:`SKETCH_CFG`, then ``given``."""
+    return TrainJudgeConfig(**{"model_cfg": json.loads(json.dumps(SKETCH_CFG)), **SKETCH_MODEL_DEFAULTS, **given})
+
+
+def is_sketch_model(cfg: TrainJudgeConfig) -> bool:
+    """Whether a run trains a sketch loss model (edge stem or pairs) rather than a judge."""
+    return cfg.edge_stem or cfg.pair_weight > 0
 
 
 def meta_for(cfg: TrainJudgeConfig) -> dict:
     """clipkit.json of the trained folder: the sketch model's (with its sketch schedule) or the judge's."""
-    return SKETCH_META if isinstance(cfg, TrainSketchModelConfig) else META
+    return SKETCH_META if is_sketch_model(cfg) else META

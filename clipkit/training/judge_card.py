@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from clipkit.training.clip import save_hub_folder
 from clipkit.training.clip_card import eval_transform  # same mean/std/resize as JUDGE_PREPROCESS, at any size
-from clipkit.training.judge import JUDGE_PREPROCESS, TrainJudgeConfig, TrainSketchModelConfig, meta_for, train_judge
+from clipkit.training.judge import JUDGE_PREPROCESS, TrainJudgeConfig, is_sketch_model, meta_for, train_judge
 from clipkit.world.scenes import SHAPES, SceneConfig, generate_scene
 
 EVAL_SEED = 1000  # held-out stream (the judge trains on 4242, shapes-clip on 0-6, the sketch bench uses 11)
@@ -57,7 +57,7 @@ else."""
 
 def _role(cfg: TrainJudgeConfig) -> str:
     """The card's paragraph on what the model is for."""
-    return _SKETCH_ROLE if isinstance(cfg, TrainSketchModelConfig) else _JUDGE_ROLE
+    return _SKETCH_ROLE if is_sketch_model(cfg) else _JUDGE_ROLE
 
 
 def _pairs_line(cfg: TrainJudgeConfig) -> str:
