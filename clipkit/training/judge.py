@@ -1,10 +1,11 @@
 """Train ``shapes-judge``: a small ResNet CLIP, independent of shapes-clip, that names shapes in photos and drawings.
 
 CLIPasso's recognition test optimises a sketch with one CLIP and judges it with another (the paper: RN101 for the
-loss, a ViT to judge). clipkit mirrors the split in reverse: the sketch is optimised with the bundled ViT
-``shapes-clip`` and judged by this ResNet — another architecture (open_clip ``ModifiedResNet``: 3-conv stem,
-bottleneck blocks, attention pooling), another initialisation and another pool of scenes (stream seed 4242;
-shapes-clip trains on streams 0–6, the recognition bench sketches stream 11, the card's metrics use 1000).
+loss, a ViT to judge). clipkit's sketch is optimised with ``shapes-sketch`` and judged by this ResNet — trained
+independently: another initialisation, input size and stem, another pool of scenes (stream seed 4242;
+shapes-clip trains on streams 0–6, shapes-sketch on 5151, the recognition bench sketches stream 11, the card's
+metrics use 1000). The same trainer makes ``shapes-sketch`` (:func:`sketch_model_config`: 96 px, the first
+convolution fixed to edge filters, photo–drawing pairs at layer2/layer3).
 
 Data: a :class:`~clipkit.world.data.ScenePool` with a share of line drawings (``PoolConfig.drawings``), sampled
 through :class:`ShapeCaptionDataset`, which drops the colour words of a caption with probability
