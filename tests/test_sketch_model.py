@@ -39,6 +39,11 @@ def test_edge_filters_see_edges_by_orientation_and_sign_and_ignore_flat_colour()
     assert dark_to_light[0] > 0 and dark_to_light[4] == 0  # the x gradient, one sign each
     assert light_to_dark[4] > 0 and light_to_dark[0] == 0
     assert horizontal[1] > 0 and horizontal[0] == 0 and horizontal[4] == 0  # a horizontal edge: the y channel
+    ii, jj = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
+    diagonal = conv((ii + jj >= 12).float().expand(1, 3, 12, 12)).amax(dim=(0, 2, 3))  # light lower-right half
+    anti = conv((jj - ii >= 0).float().expand(1, 3, 12, 12)).amax(dim=(0, 2, 3))  # light upper-right half
+    # the two diagonals are told apart (channel 7: the 135° filter, negative sign)
+    assert diagonal[2] > 1.5 * max(diagonal[3], diagonal[7]) and anti[7] > 1.5 * max(anti[2], anti[6])
 
 
 def test_the_edge_stem_is_frozen_and_refuses_a_vit(tiny_model):
