@@ -108,8 +108,8 @@ def test_sketch_help_names_its_default_model():
     assert "Default: shapes-sketch" in " ".join(out.split())
 
 
-def _scene(seed: int, i: int):
-    return generate_scene(seed, i, SceneConfig(size=(224, 224), max_objects=1))
+def _scene(seed: int, i: int, **kw):
+    return generate_scene(seed, i, SceneConfig(size=(224, 224), max_objects=1), **kw)
 
 
 @bundled
@@ -124,8 +124,7 @@ def test_clipasso_loss_on_shapes_sketch_prefers_the_outline_to_hatching_and_a_bl
     for i in range(6):  # fresh scenes of a stream no bundled model trained on
         scene = _scene(13, i)
         loss = SketchLoss(loaded, target_tensor(scene.image, 224), generator=torch.Generator().manual_seed(0))
-        outline = loss.evaluate(target_tensor(generate_scene(13, i, SceneConfig(size=(224, 224), max_objects=1),
-                                                             drawing=black).image, 224))
+        outline = loss.evaluate(target_tensor(_scene(13, i, drawing=black).image, 224))
         hatching = loss.evaluate(target_tensor(scribble_objects([o.mask for o in scene.objects],
                                                                 np.random.default_rng(i)), 224))
         blank = loss.evaluate(torch.ones(1, 3, 224, 224))

@@ -162,7 +162,7 @@ def train_judge(out: _Out, steps: _Steps = None, batch_size: _Batch = None, lr: 
     """
     from clipkit.training.judge import TrainJudgeConfig
 
-    _train_resnet("train-judge", TrainJudgeConfig, out, locals(), evaluate, eval_every, quiet)
+    _train_resnet("train-judge", TrainJudgeConfig, locals())
 
 
 def train_sketch_model(
@@ -186,12 +186,12 @@ def train_sketch_model(
     """
     from clipkit.training.judge import sketch_model_config
 
-    _train_resnet("train-sketch-model", sketch_model_config, out, locals(), evaluate, eval_every, quiet)
+    _train_resnet("train-sketch-model", sketch_model_config, locals())
 
 
-def _train_resnet(name: str, config: Callable[..., Any], out: Path, given: dict, evaluate: bool, eval_every: int,
-                  quiet: bool) -> None:
-    """Train, evaluate and write a ResNet world CLIP with ``config``'s defaults overridden by the options given."""
+def _train_resnet(name: str, config: Callable[..., Any], given: dict[str, Any]) -> None:
+    """Train, evaluate and write a ResNet world CLIP: ``config(**options)`` with the command's options that were
+    given (``given``: the command function's arguments; None = unset, the config's default)."""
     import shlex
     import sys
 
@@ -200,10 +200,11 @@ def _train_resnet(name: str, config: Callable[..., Any], out: Path, given: dict,
     fields = ("steps", "batch_size", "lr", "seed", "pool_size", "drawings", "pair_weight", "edge_stem", "threads",
               "max_minutes")
     cfg = config(**{k: given[k] for k in fields if given.get(k) is not None})
+    out, quiet = given["out"], given["quiet"]
     args = sys.argv[1:]
     rest = args[args.index(name) + 1:] if name in args else [str(out)]
     command = f"clipkit world {name} " + " ".join(shlex.quote(a) for a in rest)
-    metrics = build(out, cfg, command=command, evaluate=evaluate, quiet=quiet,
-                    log=lambda s: typer.echo(s, err=True), checkpoint_every=eval_every)
+    metrics = build(out, cfg, command=command, evaluate=given["evaluate"], quiet=quiet,
+                    log=lambda s: typer.echo(s, err=True), checkpoint_every=given["eval_every"])
     shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "n")
     typer.echo(f"wrote {out}" + (f": zero-shot shape top-1 {shown}" if metrics else ""), err=True)

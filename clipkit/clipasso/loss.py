@@ -42,6 +42,23 @@ DISTORTION = 0.5                                # RandomPerspective(distortion_s
 CROP_SCALE = 0.8                                # RandomResizedCrop(scale=(0.8, 0.8), ratio=(1, 1))
 
 
+def resnet_stages(visual: ModifiedResNet, x: torch.Tensor, indices: Sequence[int]
+                  ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One pass of an open_clip ``ModifiedResNet`` on normalised pixels Tensor[B, 3, H, W]: (the outputs of the
+    stages at ``indices`` — into [stem, layer1, layer2, layer3, layer4], CLIPasso's numbering — as Tensor[B, C,
+    h, w], in order; the pooled embedding Tensor[B, D], equal to ``visual(x)``).
+
+    Our own walk through the tower: open_clip 3.3's ``ModifiedResNet.forward_intermediates`` truncates the blocks
+    after the last requested index even when ``stop_early`` is False, then feeds that to ``attnpool``.
+    """
+    feats, h = [], x
+    for i, block in enumerate((visual.stem, visual.layer1, visual.layer2, visual.layer3, visual.layer4)):
+        h = block(h)
+        if i in indices:
+            feats.append(h)
+    return feats, visual.attnpool(h)
+
+
 def _randint(low: int, high: int, gen: torch.Generator) -> int:
     return int(torch.randint(low, high, (1,), generator=gen).item())
 
@@ -156,15 +173,7 @@ class SketchLoss:
         """(intermediate activations at ``self.layers``, final embedding Tensor[B, D]) of normalised input."""
         idx = sorted(self.layers)
         if self.is_resnet:
-            # Our own walk through the tower: open_clip 3.3's ModifiedResNet.forward_intermediates truncates the
-            # blocks after the last requested index even when stop_early is False, then feeds that to attnpool.
-            v = self.visual
-            feats, h = [], x
-            for i, block in enumerate((v.stem, v.layer1, v.layer2, v.layer3, v.layer4)):
-                h = block(h)
-                if i in self.layers:
-                    feats.append(h)
-            return feats, v.attnpool(h)
+            return resnet_stages(self.visual, x, idx)
         out = self.visual.forward_intermediates(x, indices=idx, output_fmt="NLC", output_extra_tokens=True)
         prefix, tokens = out["image_intermediates_prefix"], out["image_intermediates"]
         feats = [torch.cat([pre, tok], dim=1) for pre, tok in zip(prefix, tokens, strict=True)]

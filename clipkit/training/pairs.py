@@ -15,8 +15,9 @@ than the outline (a hinge on the log ratio of the two distances).
 For a ResNet (:func:`resnet_with_blocks`) the pairs work once the stem sees edges rather than colour: a web
 CLIP's first convolutions are oriented edge detectors, a tiny model trained for minutes on flat-coloured shapes
 learns colour-blob detectors, and a CLIPasso sketch on those middle layers fills the object with hatching
-instead of tracing it (session 7: 2/8 sketches recognised). :func:`freeze_edge_stem` fixes the first convolution
-to oriented luminance gradients (what the web models learn there), so an ink line and a colour edge start alike.
+instead of tracing it (session 7 pilots: 2–3 of 8 sketches recognised). :func:`freeze_edge_stem` fixes the
+first convolution to oriented luminance gradients (what the web models learn there), so an ink line and a colour
+edge start alike.
 """
 
 from __future__ import annotations
@@ -59,13 +60,12 @@ def resnet_with_blocks(visual: torch.nn.Module, pixels: torch.Tensor, blocks: Se
                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One pass of an open_clip ``ModifiedResNet``: (the pooled embedding [B, D] = ``visual(pixels)``, the
     outputs of ``blocks`` — indices into [stem, layer1, layer2, layer3, layer4], CLIPasso's numbering — as
-    tokens [B, H·W, C])."""
-    h, kept = pixels, []
-    for i, block in enumerate((visual.stem, visual.layer1, visual.layer2, visual.layer3, visual.layer4)):
-        h = block(h)
-        if i in blocks:
-            kept.append(h.flatten(2).transpose(1, 2))
-    return visual.attnpool(h), kept
+    tokens [B, H·W, C]). The walk is CLIPasso's loss's own (:func:`clipkit.clipasso.loss.resnet_stages`), so
+    training pairs the very activations the sketch loss compares."""
+    from clipkit.clipasso.loss import resnet_stages
+
+    kept, pooled = resnet_stages(visual, pixels, blocks)
+    return pooled, [h.flatten(2).transpose(1, 2) for h in kept]
 
 
 def tower_with_blocks(model: torch.nn.Module, pixels: torch.Tensor, blocks: Sequence[int]
