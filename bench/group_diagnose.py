@@ -66,7 +66,7 @@ def diagnose(model_dir: str, seed: int, n: int, size: int = 224, short_side: int
             maps = stage_maps(out, (size, size))
             gn, im = F.normalize(group_x[0], dim=-1), F.normalize(image_x[0], dim=-1)
             scale = model.logit_scale_value
-            seg = label_groups(maps, gn, im, text, scale, bg_thresh=None)
+            seg = label_groups(maps, gn, im, text, scale, bg_thresh=None, keep_scores=True)
             best = seg.scores.max(axis=0)
             gmax = float(seg.group_score.max())
             for t in thresholds:

@@ -108,6 +108,8 @@ class GroupConfig(MethodConfig):
     groups: tuple[int, int] = option((64, 8), "Fallback only: groups of the two stages, e.g. 64,8.")
     iters: int = option(10, "Fallback only: soft-assignment iterations per stage.", cli=False, ge=1)
     tau: float = option(0.05, "Fallback only: assignment temperature.", cli=False, gt=0)
+    scores: bool = option(False, "Also write per-class scores as DIR/<stem>.scores.npz (float16; each pixel its "
+                                 "group's).")
     overlay: bool = option(True, "Write DIR/<stem>.overlay.png and the stage maps <stem>.stage1/2.png.")
     coco_dataset: str | None = option(None, "Also write the predictions as a COCO dataset JSON (images, categories, "
                                             "annotations with boxes and RLE masks) to this file, for pycocotools and "

@@ -68,7 +68,7 @@ def test_segmentation_rule_matches_nvlabs(golden, model, shape, b):
     x = torch.from_numpy(golden[f"pixels_{shape}"][b : b + 1])
     text = torch.from_numpy(golden[f"text_{shape}{b}"])
     ref = torch.from_numpy(golden[f"seg_logits_{shape}{b}"])  # [1 + N, H, W]; channel 0 = background
-    res = segment(model, x, text, tuple(x.shape[-2:]))
+    res = segment(model, x, text, tuple(x.shape[-2:]), keep_scores=True)
     torch.testing.assert_close(torch.from_numpy(res.scores), ref[1:], rtol=0, atol=1e-4)
     assert np.array_equal(res.label_map.astype(np.int64), ref.argmax(0).numpy())
 

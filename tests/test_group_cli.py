@@ -55,6 +55,26 @@ def test_group_writes_labels_overlay_and_stage_maps(groupvit_dir, images, tmp_pa
     assert lines[0]["stages"][0] >= lines[0]["stages"][1] >= 1
 
 
+def test_scores_are_written_only_when_asked(groupvit_dir, images, tmp_path):
+    """``--scores`` writes each pixel's per-label scores (its group's) beside the mask; without it none are
+    formed, and the JSON's class scores are the same either way (the mean over the label's pixels)."""
+    args = ["group", str(images / "scene0.png"), "-m", str(groupvit_dir), "-l", "red circle,blue circle",
+            "--bg-thresh", "none", "-f", "jsonl"]
+    lean = runner.invoke(app, [*args, "-d", str(tmp_path / "lean")])
+    kept = runner.invoke(app, [*args, "-d", str(tmp_path / "kept"), "--scores"])
+    assert lean.exit_code == 0 and kept.exit_code == 0, lean.output + kept.output
+    assert not (tmp_path / "lean" / "scene0.scores.npz").exists()
+    with np.load(tmp_path / "kept" / "scene0.scores.npz") as npz:
+        scores, labels = npz["scores"], list(npz["labels"])
+    assert labels == ["red circle", "blue circle"] and scores.shape == (2, 48, 64)
+    mask = np.asarray(Image.open(tmp_path / "kept" / "scene0.mask.png"))
+    classes = json.loads(kept.stdout)["classes"]
+    assert classes == json.loads(lean.stdout)["classes"] and classes
+    for c in classes:
+        k = labels.index(c["label"]) + 1
+        assert c["score"] == pytest.approx(float(scores[k - 1][mask == k].astype(np.float64).mean()), abs=1e-3)
+
+
 def test_bad_input_becomes_an_error_record(groupvit_dir, images):
     res = runner.invoke(app, ["group", str(images), "-m", str(groupvit_dir), "-l", "a,b", "-f", "jsonl"])
     assert res.exit_code == 1

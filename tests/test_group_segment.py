@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -32,7 +33,8 @@ def test_rule_names_groups_and_leaves_unmatched_group_as_background():
     groups = torch.stack([bg, text[2], text[0]])  # group 0 = background-ish, group 1 = "c", group 2 = "a"
     image = F.normalize(text[0] + text[2], dim=-1)
     layout = _layout()
-    seg = label_groups(_one_hot_maps(layout, 3), groups, image, text, 100.0, bg_thresh=0.5, topk=2)
+    seg = label_groups(_one_hot_maps(layout, 3), groups, image, text, 100.0, bg_thresh=0.5, topk=2,
+                       keep_scores=True)
     assert seg.label_map.shape == layout.shape and seg.label_map.dtype == np.uint8
     assert (seg.label_map[layout == 1] == 3).all()  # "c" is label 3 (1-based)
     assert (seg.label_map[layout == 2] == 1).all()
@@ -46,7 +48,8 @@ def test_rule_keeps_only_image_top_k_classes():
     text = F.normalize(torch.randn(3, 16), dim=-1)
     groups = torch.stack([text[1], text[1]])
     image = text[2]  # the image-level top-1 is "label 3": the group's own best label is masked out
-    seg = label_groups(_one_hot_maps(_layout() > 0, 2), groups, image, text, 10.0, bg_thresh=None, topk=1)
+    seg = label_groups(_one_hot_maps(_layout() > 0, 2), groups, image, text, 10.0, bg_thresh=None, topk=1,
+                       keep_scores=True)
     assert set(np.unique(seg.label_map)) == {3}
     assert seg.scores[[0, 1]].max() == 0.0
 
@@ -103,19 +106,45 @@ def test_fallback_groups_separate_regions_of_distinct_features():
     assert len(np.unique(maps[0][0].argmax(dim=0))) > len(np.unique(final))
 
 
-def test_grid_maps_with_a_size_decide_as_the_resized_maps():
-    """label_groups on patch-grid maps with ``size=`` (the upsampled arg-max, no full-size maps) gives the group
-    maps, labels and scores of label_groups on the bilinearly resized maps; one int32 map per stage."""
-    gen = torch.Generator().manual_seed(3)
+def _random_grid_outputs(seed: int) -> tuple[SimpleNamespace, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Encoder outputs of a 5x7 patch grid (6 then 3 groups), with group, image and 4 label embeddings."""
+    gen = torch.Generator().manual_seed(seed)
     soft = [torch.rand(1, 6, 35, generator=gen).softmax(1), torch.rand(1, 3, 6, generator=gen).softmax(1)]
     out = SimpleNamespace(soft=soft, grid=(5, 7))
     groups = F.normalize(torch.randn(3, 8, generator=gen), dim=-1)
     image = F.normalize(torch.randn(8, generator=gen), dim=0)
     text = F.normalize(torch.randn(4, 8, generator=gen), dim=-1)
-    full = label_groups(stage_maps(out, (37, 51)), groups, image, text, 20.0, bg_thresh=None)
-    grid = label_groups(stage_maps(out, None), groups, image, text, 20.0, bg_thresh=None, size=(37, 51))
+    return out, groups, image, text
+
+
+def test_grid_maps_with_a_size_decide_as_the_resized_maps():
+    """label_groups on patch-grid maps with ``size=`` (the upsampled arg-max, no full-size maps) gives the group
+    maps, labels and scores of label_groups on the bilinearly resized maps; one int32 map per stage."""
+    out, groups, image, text = _random_grid_outputs(3)
+    full = label_groups(stage_maps(out, (37, 51)), groups, image, text, 20.0, bg_thresh=None, keep_scores=True)
+    grid = label_groups(stage_maps(out, None), groups, image, text, 20.0, bg_thresh=None, size=(37, 51),
+                        keep_scores=True)
     assert len(grid.group_maps) == 2 and all(m.dtype == np.int32 and m.shape == (37, 51) for m in grid.group_maps)
     for a, b in zip(full.group_maps, grid.group_maps, strict=True):
         assert (a != b).mean() < 1e-3  # float ties only
     assert (full.label_map != grid.label_map).mean() < 1e-3
     np.testing.assert_allclose(grid.scores, full.scores, atol=1e-6)
+
+
+def test_mean_scores_are_the_kept_scores_averaged_and_scores_are_formed_only_when_asked():
+    """Without ``keep_scores`` no ``[N, H, W]`` volume is formed; each label's mean score (what the JSON reports)
+    is then the groups' scores weighted by their pixels, the same as averaging the kept per-pixel scores."""
+    out, groups, image, text = _random_grid_outputs(4)
+    args = (stage_maps(out, None), groups, image, text, 20.0)
+    kept = label_groups(*args, bg_thresh=0.2, size=(37, 51), keep_scores=True)
+    lean = label_groups(*args, bg_thresh=0.2, size=(37, 51))
+    assert lean.scores is None
+    np.testing.assert_array_equal(lean.label_map, kept.label_map)
+    present = [k for k in range(1, 5) if (kept.label_map == k).any()]
+    assert len(present) >= 2  # the check below compares more than one label
+    for k in range(1, 5):
+        inside = kept.label_map == k
+        if inside.any():
+            assert lean.mean_scores[k - 1] == pytest.approx(float(kept.scores[k - 1][inside].mean()), rel=1e-6)
+        else:
+            assert np.isnan(lean.mean_scores[k - 1])

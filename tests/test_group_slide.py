@@ -30,7 +30,7 @@ def test_one_window_covering_the_image_is_the_whole_image_rule(model):
     torch.manual_seed(1)
     pixels = torch.randn(1, 3, 32, 48)
     text = F.normalize(torch.randn(5, 16), dim=-1)
-    whole = segment(model, pixels, text, (64, 96), bg_thresh=0.3, topk=3)
+    whole = segment(model, pixels, text, (64, 96), bg_thresh=0.3, topk=3, keep_scores=True)
     slid = segment_slide(model, pixels, text, (64, 96), window=48, stride=24, bg_thresh=0.3, topk=3)
     np.testing.assert_array_equal(slid.label_map, whole.label_map)
     np.testing.assert_allclose(slid.scores, whole.scores, atol=1e-5)

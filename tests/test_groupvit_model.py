@@ -85,6 +85,29 @@ def test_other_input_sizes_interpolate_positions():
     assert out.grid == (12, 8) and out.soft[0].shape == (1, 8, 96)
 
 
+def test_resized_positions_are_reused_only_while_the_parameter_is_unchanged():
+    """Inference reuses the last resize of the positional grid; new weights (an optimiser step, a loaded state)
+    must not see a stale one, and with autograd the resize is always recomputed (gradients reach pos_embed)."""
+    model = tiny().eval()
+    enc = model.img_encoder
+    x = torch.randn(2, 3, 48, 32)
+    with torch.inference_mode():
+        first = enc(x).tokens
+        assert torch.equal(enc(x).tokens, first)
+    with torch.no_grad():
+        enc.pos_embed.add_(0.5)  # what an optimiser step or load_state_dict does: in place
+    with torch.inference_mode():
+        moved = enc(x).tokens
+    assert not torch.allclose(moved, first)
+    fresh = tiny().eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.inference_mode():
+        assert torch.equal(fresh.img_encoder(x).tokens, moved)
+    enc.pos_embed.grad = None
+    enc(x).tokens.sum().backward()
+    assert enc.pos_embed.grad is not None and enc.pos_embed.grad.abs().sum() > 0
+
+
 def test_text_pools_at_eot_and_ignores_padding():
     model = tiny().eval()
     ids = torch.zeros(2, 16, dtype=torch.long)

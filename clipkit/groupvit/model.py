@@ -21,7 +21,11 @@ from clipkit.groupvit.layers import GroupingBlock, GroupingLayer
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patches: ``[B, 3, H, W] -> [B, (H/p)(W/p), C]`` then LayerNorm."""
+    """Non-overlapping patches: ``[B, 3, H, W] -> [B, (H/p)(W/p), C]`` then LayerNorm.
+
+    The convolution runs on channels-last pixels (oneDNN's fast layout on CPU, the same numbers), so its output
+    flattens to contiguous ``[B, N, C]`` tokens without a copy.
+    """
 
     def __init__(self, patch_size: int, dim: int, eps: float) -> None:
         super().__init__()
@@ -29,7 +33,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        x = self.proj(x)
+        x = self.proj(x.contiguous(memory_format=torch.channels_last))
         hw = (x.shape[2], x.shape[3])
         return self.norm(x.flatten(2).transpose(1, 2)), hw
 
@@ -100,14 +104,25 @@ class VisionTransformer(nn.Module):
                 nn.init.trunc_normal_(layer.group_token, std=0.02)
 
     def pos_embed_for(self, h: int, w: int) -> Tensor:
-        """Positional embedding for an ``h x w`` grid: bicubic resize of the square training grid."""
+        """Positional embedding for an ``h x w`` grid: bicubic resize of the square training grid.
+
+        Without autograd the last resize is reused while ``pos_embed`` is unchanged (same grid, same version of
+        the parameter): a stream of same-shape images resizes it once.
+        """
         n = self.pos_embed.shape[1]
         side = math.isqrt(n)
         if h * w == n and h == w:
             return self.pos_embed
+        key = (h, w, self.pos_embed._version, self.pos_embed.data_ptr(), self.pos_embed.device, self.pos_embed.dtype)
+        cached = self.__dict__.get("_pos_cache")
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+            return cached[1]
         grid = self.pos_embed.reshape(1, side, side, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
-        return grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)
+        resized = grid.permute(0, 2, 3, 1).reshape(1, h * w, -1)
+        if not torch.is_grad_enabled():
+            self.__dict__["_pos_cache"] = (key, resized)
+        return resized
 
     def forward(self, pixels: Tensor) -> VisionOutput:
         """``pixels [B, 3, H, W]`` (normalised; H, W multiples of the patch size) -> :class:`VisionOutput`."""

@@ -33,19 +33,20 @@ OFFICIAL_TOPK = 5
 
 
 def preprocess(image: Image.Image, model: GroupViT, short_side: int | None = None) -> Tensor:
-    """RGB PIL image -> ``[1, 3, h, w]`` float32, short side ``short_side`` (default: the training size),
-    both sides rounded to multiples of the patch size, normalised with the model's mean/std."""
+    """RGB PIL image -> ``[1, 3, h, w]`` float32 (channels-last in memory), short side ``short_side`` (default:
+    the training size), both sides rounded to multiples of the patch size, normalised with the model's mean/std."""
     cfg = model.cfg
     p = cfg.vision.patch_size
     s = short_side or cfg.vision.image_size
     w, h = image.size
     scale = s / min(w, h)
     nw, nh = max(p, round(w * scale / p) * p), max(p, round(h * scale / p) * p)
-    arr = np.asarray(image.convert("RGB").resize((nw, nh), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
-    x = torch.from_numpy(arr).permute(2, 0, 1)
-    mean = torch.tensor(cfg.image_mean).view(3, 1, 1)
-    std = torch.tensor(cfg.image_std).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    # normalised in place in the decoder's [h, w, 3] layout (the patch embedding wants channels-last anyway)
+    x = torch.from_numpy(np.asarray(rgb.resize((nw, nh), Image.Resampling.BICUBIC), dtype=np.float32)).div_(255.0)
+    rows = x.view(nh, nw * 3)  # mean and std tiled along a row: a long inner loop instead of one of 3
+    rows.sub_(torch.tensor(cfg.image_mean).repeat(nw)).div_(torch.tensor(cfg.image_std).repeat(nw))
+    return x.permute(2, 0, 1).unsqueeze(0)
 
 
 def stage_maps(out: VisionOutput, size: tuple[int, int] | None) -> list[Tensor]:
@@ -69,18 +70,22 @@ class GroupSegmentation:
     """One image's result.
 
     label_map: ``[H, W]`` uint8/uint16, 0 = background, k = ``labels[k-1]``.
-    scores: ``[N, H, W]`` float32 per-label score of each pixel (its group's score; 0 outside the top-k).
+    scores: ``[N, H, W]`` float32 per-label score of each pixel (its group's score; 0 outside the top-k), only
+    when asked for (``keep_scores``; else None: it is the one O(labels·H·W) output).
+    mean_scores: ``[N]`` float64, each label's mean score over its pixels (NaN where it has none), from the
+    groups' scores weighted by their pixels: what ``scores`` would give, without forming it.
     group_maps: per stage ``[H, W]`` int32 group index (argmax of the cumulative soft assignment).
     group_label: ``[G]`` int, final-stage group -> label index (1-based; 0 = background or unused).
     group_score: ``[G]`` float32, that group's best score.
     """
 
     label_map: np.ndarray
-    scores: np.ndarray
+    scores: np.ndarray | None
     group_maps: list[np.ndarray]
     group_label: np.ndarray
     group_score: np.ndarray
     image_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    mean_scores: np.ndarray | None = None
 
 
 @torch.inference_mode()
@@ -92,13 +97,16 @@ def segment(
     *,
     bg_thresh: float | None = OFFICIAL_BG_THRESH,
     topk: int = OFFICIAL_TOPK,
+    keep_scores: bool = False,
 ) -> GroupSegmentation:
     """Segment one image with a GroupViT.
 
     pixels: ``[1, 3, h, w]`` from :func:`preprocess`; text_emb: ``[N, D]`` L2-normalised label embeddings;
-    size: ``(H, W)`` of the output (the original image); ``bg_thresh=None`` disables background.
+    size: ``(H, W)`` of the output (the original image); ``bg_thresh=None`` disables background;
+    ``keep_scores``: also the per-pixel ``[N, H, W]`` scores.
     """
-    return segment_batch(model, [pixels], text_emb, [size], bg_thresh=bg_thresh, topk=topk)[0]
+    return segment_batch(model, [pixels], text_emb, [size], bg_thresh=bg_thresh, topk=topk,
+                         keep_scores=keep_scores)[0]
 
 
 @torch.inference_mode()
@@ -110,6 +118,7 @@ def segment_batch(
     *,
     bg_thresh: float | None = OFFICIAL_BG_THRESH,
     topk: int = OFFICIAL_TOPK,
+    keep_scores: bool = False,
 ) -> list[GroupSegmentation]:
     """:func:`segment` of several images (``pixels[i]`` ``[1, 3, h_i, w_i]``, output size ``sizes[i]``); the
     images whose preprocessed shapes match go through the encoder as one batch."""
@@ -118,12 +127,14 @@ def segment_batch(
     for i, px in enumerate(pixels):
         same_shape.setdefault(tuple(px.shape[-2:]), []).append(i)
     for members in same_shape.values():
-        image_x, group_x, out = model.encode_image_groups(torch.cat([pixels[i] for i in members]))
+        # stacked channels-last (preprocess's layout; a plain cat would copy them to channels-first)
+        batch = torch.cat([pixels[i].permute(0, 2, 3, 1) for i in members]).permute(0, 3, 1, 2)
+        image_x, group_x, out = model.encode_image_groups(batch)
         for j, i in enumerate(members):
             maps = stage_maps(replace(out, soft=[s[j:j + 1] for s in out.soft]), None)
             results[i] = label_groups(maps, F.normalize(group_x[j], dim=-1), F.normalize(image_x[j], dim=-1),
                                       text_emb, model.logit_scale_value, bg_thresh=bg_thresh, topk=topk,
-                                      size=sizes[i])
+                                      size=sizes[i], keep_scores=keep_scores)
     return results  # type: ignore[return-value]
 
 
@@ -137,13 +148,15 @@ def label_groups(
     bg_thresh: float | None = OFFICIAL_BG_THRESH,
     topk: int = OFFICIAL_TOPK,
     size: tuple[int, int] | None = None,
+    keep_scores: bool = False,
 ) -> GroupSegmentation:
     """Steps 2-3 of the official rule (module docstring) for one image.
 
     maps: per stage ``[1, G_i, H, W]`` cumulative soft assignments (last = final groups), or at the patch grid
     with ``size = (H, W)`` (the arg-max of their bilinear resize is then taken without forming it:
     :func:`clipkit.pixelwise.upsampled_argmax`); groups: ``[G, D]`` and image: ``[D]`` L2-normalised embeddings;
-    text_emb: ``[N, D]`` L2-normalised; scale: the softmax scale.
+    text_emb: ``[N, D]`` L2-normalised; scale: the softmax scale; ``keep_scores``: also the ``[N, H, W]``
+    per-pixel scores (each pixel its group's).
     """
 
     def pixel_group(m: Tensor) -> Tensor:  # [1, G, ·, ·] -> [H, W]; max's indices: argmax(dim=0) is 5x slower
@@ -165,19 +178,26 @@ def label_groups(
         group_label = torch.where(best < thresh, 0, best_idx + 1)
     else:
         group_label = best_idx + 1
-    label = group_label[group_of_pixel]  # [H, W]
-    used = torch.bincount(group_of_pixel.flatten(), minlength=g) > 0
-    group_label = torch.where(used, group_label, 0)
+    flat = group_of_pixel.cpu().view(-1)
+    group_aff, group_label = group_aff.float().cpu(), group_label.cpu()
+    label = group_label.index_select(0, flat).view(group_of_pixel.shape)  # [H, W] (a flat gather: 3x faster)
+    pixels = torch.bincount(flat, minlength=g)
+    group_label = torch.where(pixels > 0, group_label, 0)
+    # a label's mean score over its pixels: its groups' scores weighted by their pixels (what ``scores`` averages)
+    weight = torch.zeros(g, n + 1, dtype=torch.float64).index_put_((torch.arange(g), group_label), pixels.double())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_scores = ((weight[:, 1:] * group_aff.double()).sum(0) / weight[:, 1:].sum(0)).numpy()
     dtype = np.uint8 if n < 255 else np.uint16
     return GroupSegmentation(
-        label_map=label.cpu().numpy().astype(dtype),
-        scores=group_aff.t().float().index_select(1, group_of_pixel.flatten()).view(n, *group_of_pixel.shape)
-        .cpu().numpy(),  # [N, H, W]: each pixel its group's scores
+        label_map=label.numpy().astype(dtype),
+        scores=group_aff.t().contiguous().index_select(1, flat).view(n, *group_of_pixel.shape).numpy()
+        if keep_scores else None,  # [N, H, W]: each pixel its group's scores
         group_maps=[*(pixel_group(m).cpu().numpy().astype(np.int32) for m in maps[:-1]),
                     group_of_pixel.cpu().numpy().astype(np.int32)],
-        group_label=group_label.cpu().numpy(),
+        group_label=group_label.numpy(),
         group_score=best.float().cpu().numpy(),
         image_scores=image_aff.float().cpu().numpy(),
+        mean_scores=mean_scores,
     )
 
 

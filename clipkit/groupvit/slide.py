@@ -65,7 +65,8 @@ def segment_windows(model: GroupViT, pixels: Tensor, text_emb: Tensor, *, window
     result = []
     for i, (y, x) in enumerate(corners):
         seg = label_groups([m[i:i + 1] for m in maps], F.normalize(group_x[i], dim=-1),
-                           F.normalize(image_x[i], dim=-1), text_emb, scale, bg_thresh=None, topk=topk)
+                           F.normalize(image_x[i], dim=-1), text_emb, scale, bg_thresh=None, topk=topk,
+                           keep_scores=True)
         result.append(WindowSegmentation(y, x, seg))
     return result
 

@@ -122,7 +122,7 @@ class GroupPredictor:
         net = self.model.net
         pixels = [preprocess(s.image, net, self.short_side).to(self.model.device) for s in samples]
         segs = segment_batch(net, pixels, self.text, [(s.image.height, s.image.width) for s in samples],
-                             bg_thresh=self.bg_thresh, topk=self.topk)
+                             bg_thresh=self.bg_thresh, topk=self.topk, keep_scores=self.config.scores)
         return [_result(s.key, self.labels, seg, "groupvit") for s, seg in zip(samples, segs, strict=True)]
 
     @torch.inference_mode()
@@ -146,7 +146,7 @@ class GroupPredictor:
             # the image-level top-k filter uses the ordinary global embedding (model's own eval transform)
             image_emb = self.model.encode_image(self.model.preprocess(image).unsqueeze(0))[0]
             seg = label_groups(maps, group_emb, image_emb, self.text, self.model.logit_scale,
-                               bg_thresh=self.bg_thresh, topk=self.topk)
+                               bg_thresh=self.bg_thresh, topk=self.topk, keep_scores=self.config.scores)
             method = f"dense-grouping ({self.variant})"
         return _result(path, self.labels, seg, method)
 
@@ -167,7 +167,8 @@ def _fallback_pixels(model: LoadedModel, image: Image.Image, short_side: int | N
 def _result(path: str, labels: list[str], seg: Any, method: str) -> Segmentation:
     final = seg.group_maps[-1]
     total = final.size
-    pixels = np.bincount(final.ravel())  # per group (a sort-free unique: these maps have 10^5-10^7 pixels)
+    counts = [np.bincount(m.ravel()) for m in seg.group_maps]  # per group (a sort-free unique: 10^5-10^7 pixels)
+    pixels = counts[-1]
     groups = []
     for g in np.flatnonzero(pixels):
         k = int(seg.group_label[g])
@@ -176,6 +177,6 @@ def _result(path: str, labels: list[str], seg: Any, method: str) -> Segmentation
                        "fraction": round(float(pixels[g] / total), 4)})
     extras: dict[str, Any] = {f"stage{i + 1}": m for i, m in enumerate(seg.group_maps)}
     extras["method"] = method
-    extras["stages"] = [int(np.count_nonzero(np.bincount(m.ravel()))) for m in seg.group_maps]
+    extras["stages"] = [int(np.count_nonzero(c)) for c in counts]
     extras["groups"] = sorted(groups, key=lambda d: -d["fraction"])
-    return Segmentation(path, labels, seg.label_map, seg.scores, extras)
+    return Segmentation(path, labels, seg.label_map, seg.scores, extras, mean_scores=seg.mean_scores)

@@ -60,7 +60,8 @@ def sweep_world(
             maps = stage_maps(out, (size, size))
             groups, image = F.normalize(group_x[0], dim=-1), F.normalize(image_x[0], dim=-1)
             for q in top_ks:
-                seg = label_groups(maps, groups, image, text, model.logit_scale_value, bg_thresh=None, topk=q)
+                seg = label_groups(maps, groups, image, text, model.logit_scale_value, bg_thresh=None, topk=q,
+                                   keep_scores=True)
                 best = seg.scores.max(axis=0)
                 arg = seg.label_map.astype(np.int64)
                 gmax = float(seg.group_score.max())
