@@ -4,7 +4,8 @@
    measured), two decode paths: (a) the runner's CPU decode workers (PIL, draft mode, resize in the worker),
    (b) GPU decode (``torchvision.io.decode_jpeg(device="cuda")`` on the file bytes, resize + normalise on the
    device), each beside (c) the model alone on pre-decoded tensors (the ceiling) — interleaved rounds, medians;
-2. segment and detect per-image ms at the defaults (ViT-B-32 dense path, shapes-world scenes at 640×480);
+2. segment and detect per-image ms at the defaults (ViT-B-32 dense path, shapes-world scenes at 640×480), and
+   group's with the bundled shapes-groupvit;
 3. one finished sketch (CLIPasso, RN50 random weights for speed, default schedule capped by ``--sketch-iters``).
 
 Without CUDA it says so and exits 0 (``--device cpu --quick`` runs every path small, to check the script).
@@ -141,6 +142,10 @@ def main() -> int:
         vit = load_model("ViT-B-32", "random", device=args.device)
         out["segment_ms"] = per_image_ms("segment", few, vit, labels=["red circle", "blue square"])
         out["detect_ms"] = per_image_ms("detect", few, vit, labels=["red circle", "blue square"])
+        from clipkit.registry import load_groupvit_model
+
+        groupvit = load_groupvit_model("shapes-groupvit", device=args.device)
+        out["group_ms"] = per_image_ms("group", few, groupvit, labels=["red circle", "blue square"])
         print(json.dumps(out), flush=True)
         import clipkit
 
