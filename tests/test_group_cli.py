@@ -75,6 +75,26 @@ def test_scores_are_written_only_when_asked(groupvit_dir, images, tmp_path):
         assert c["score"] == pytest.approx(float(scores[k - 1][mask == k].astype(np.float64).mean()), abs=1e-3)
 
 
+def test_a_decoding_worker_preprocesses_with_the_same_result(groupvit_dir, images):
+    """A GroupViT's resize and normalisation run in the decoding workers (the predictor's picklable transform);
+    the maps are the in-process ones."""
+    import clipkit
+    from clipkit.groupvit.segment import Pixels
+
+    paths = [str(images / f"scene{i}.png") for i in range(2)]
+    from clipkit.registry import load_groupvit_model
+
+    model = load_groupvit_model(str(groupvit_dir))
+    here = clipkit.group(paths, ["red circle", "blue circle"], model=model, workers=0)
+    worker = clipkit.group(paths, ["red circle", "blue circle"], model=model, workers=1, batch_size=1)
+    for a, b in zip(here, worker, strict=True):
+        np.testing.assert_array_equal(a.label_map, b.label_map)
+        np.testing.assert_array_equal(a.extras["stage1"], b.extras["stage1"])
+    from clipkit.methods.group import GroupPredictor
+
+    assert isinstance(GroupPredictor(model, ["a"]).transform, Pixels)
+
+
 def test_bad_input_becomes_an_error_record(groupvit_dir, images):
     res = runner.invoke(app, ["group", str(images), "-m", str(groupvit_dir), "-l", "a,b", "-f", "jsonl"])
     assert res.exit_code == 1

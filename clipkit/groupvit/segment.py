@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from clipkit.groupvit.config import GroupViTConfig
 from clipkit.groupvit.model import GroupViT, VisionOutput
 from clipkit.pixelwise import upsampled_argmax
 
@@ -35,18 +36,30 @@ OFFICIAL_TOPK = 5
 def preprocess(image: Image.Image, model: GroupViT, short_side: int | None = None) -> Tensor:
     """RGB PIL image -> ``[1, 3, h, w]`` float32 (channels-last in memory), short side ``short_side`` (default:
     the training size), both sides rounded to multiples of the patch size, normalised with the model's mean/std."""
-    cfg = model.cfg
-    p = cfg.vision.patch_size
-    s = short_side or cfg.vision.image_size
-    w, h = image.size
-    scale = s / min(w, h)
-    nw, nh = max(p, round(w * scale / p) * p), max(p, round(h * scale / p) * p)
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    # normalised in place in the decoder's [h, w, 3] layout (the patch embedding wants channels-last anyway)
-    x = torch.from_numpy(np.asarray(rgb.resize((nw, nh), Image.Resampling.BICUBIC), dtype=np.float32)).div_(255.0)
-    rows = x.view(nh, nw * 3)  # mean and std tiled along a row: a long inner loop instead of one of 3
-    rows.sub_(torch.tensor(cfg.image_mean).repeat(nw)).div_(torch.tensor(cfg.image_std).repeat(nw))
-    return x.permute(2, 0, 1).unsqueeze(0)
+    return Pixels(model.cfg, short_side)(image)[None]
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """:func:`preprocess` without the model: a picklable ``image -> [3, h, w]`` for the runner's decoding workers,
+    which then resize and normalise beside the model instead of before it."""
+
+    cfg: GroupViTConfig
+    short_side: int | None = None
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        cfg = self.cfg
+        p = cfg.vision.patch_size
+        s = self.short_side or cfg.vision.image_size
+        w, h = image.size
+        scale = s / min(w, h)
+        nw, nh = max(p, round(w * scale / p) * p), max(p, round(h * scale / p) * p)
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        # normalised in place in the decoder's [h, w, 3] layout (the patch embedding wants channels-last anyway)
+        x = torch.from_numpy(np.asarray(rgb.resize((nw, nh), Image.Resampling.BICUBIC), dtype=np.float32))
+        rows = x.div_(255.0).view(nh, nw * 3)  # mean and std tiled along a row: a long inner loop, not one of 3
+        rows.sub_(torch.tensor(cfg.image_mean).repeat(nw)).div_(torch.tensor(cfg.image_std).repeat(nw))
+        return x.permute(2, 0, 1)
 
 
 def stage_maps(out: VisionOutput, size: tuple[int, int] | None) -> list[Tensor]:

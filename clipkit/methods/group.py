@@ -25,6 +25,7 @@ from clipkit.groupvit import fallback as fb
 from clipkit.groupvit.segment import (
     OFFICIAL_BG_THRESH,
     OFFICIAL_TOPK,
+    Pixels,
     label_groups,
     preprocess,
     segment_batch,
@@ -105,6 +106,8 @@ class GroupPredictor:
                 meta.get("templates") or list(OFFICIAL_TEMPLATES))
             self.templates = resolve_templates(templates)
             self.text = label_embeddings(model.net, self.labels, self.templates).to(model.device)
+            if cfg.window is None:  # whole images: the decoding workers resize and normalise them
+                self.transform = Pixels(model.net.cfg, self.short_side)
         else:
             if cfg.window is not None:
                 raise UsageError("--window (sliding-window inference) needs a GroupViT model")
@@ -120,7 +123,8 @@ class GroupPredictor:
             return [self.group_image(s.image, s.key) for s in samples]
         # whole images through a GroupViT: same-shape inputs share the encoder's batches
         net = self.model.net
-        pixels = [preprocess(s.image, net, self.short_side).to(self.model.device) for s in samples]
+        pixels = [(s.pixels if s.pixels is not None else self.transform(s.image))[None].to(self.model.device)
+                  for s in samples]
         segs = segment_batch(net, pixels, self.text, [(s.image.height, s.image.width) for s in samples],
                              bg_thresh=self.bg_thresh, topk=self.topk, keep_scores=self.config.scores)
         return [_result(s.key, self.labels, seg, "groupvit") for s, seg in zip(samples, segs, strict=True)]
