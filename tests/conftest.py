@@ -97,3 +97,16 @@ def image_dir(tmp_path) -> Path:
     make_image(folder / "sub" / "c.png", (20, 200, 20))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     return folder
+
+
+def train_tiny_world_model(command: str, out: Path):
+    """``clipkit world <command> OUT`` for two tiny steps without evaluation; returns the registry's load of OUT."""
+    from typer.testing import CliRunner
+
+    from clipkit.cli.app import app
+    from clipkit.registry import load_model
+
+    result = CliRunner().invoke(app, ["world", command, str(out), "--steps", "2", "--pool-size", "12",
+                                      "--batch-size", "6", "--no-eval", "-q"])
+    assert result.exit_code == 0, result.output
+    return load_model(str(out), device="cpu")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import train_tiny_world_model
 
 from clipkit.clipasso.prepare import model_schedule
 from clipkit.configs import SketchConfig
@@ -81,15 +82,8 @@ def test_fit_matrix_marks_every_true_caption_of_a_batch():
 
 
 def test_train_judge_writes_a_folder_the_registry_loads(tmp_path):
-    from typer.testing import CliRunner
-
-    from clipkit.cli.app import app
-
     out = tmp_path / "judge"
-    result = CliRunner().invoke(app, ["world", "train-judge", str(out), "--steps", "2", "--pool-size", "12",
-                                      "--batch-size", "6", "--no-eval", "-q"])
-    assert result.exit_code == 0, result.output
-    loaded = load_model(str(out), device="cpu")
+    loaded = train_tiny_world_model("train-judge", out)
     assert type(loaded.model.visual).__name__ == "ModifiedResNet" and loaded.image_size == (64, 64)
     assert "clipkit world train-judge" in (out / "README.md").read_text()
     assert json.loads((out / "train_log.json").read_text())["steps"] == 2

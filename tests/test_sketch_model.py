@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import train_tiny_world_model
 from PIL import Image
 
 from clipkit.registry import bundled_models, load_model
@@ -71,15 +72,8 @@ def test_resnet_with_blocks_is_the_tower_and_keeps_clipasso_layers():
 
 
 def test_train_sketch_model_writes_a_loadable_edge_stem_model_with_its_schedule(tmp_path):
-    from typer.testing import CliRunner
-
-    from clipkit.cli.app import app
-
     out = tmp_path / "sketcher"
-    result = CliRunner().invoke(app, ["world", "train-sketch-model", str(out), "--steps", "2", "--pool-size", "12",
-                                      "--batch-size", "6", "--no-eval", "-q"])
-    assert result.exit_code == 0, result.output
-    loaded = load_model(str(out), device="cpu")
+    loaded = train_tiny_world_model("train-sketch-model", out)
     conv1 = loaded.model.visual.conv1.weight.float()
     assert loaded.image_size == (96, 96)
     assert torch.allclose(conv1, edge_filters(conv1.shape[0]), atol=1e-3)  # trained two steps, still the filters
