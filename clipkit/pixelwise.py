@@ -243,12 +243,20 @@ def _edge_blends(maps: torch.Tensor, code: torch.Tensor, rows: Taps, cols: Taps,
     for s0 in range(0, len(edge), step):
         at = edge[s0:s0 + step]
         y, x = at // W, at % W
-        top, bottom = r0.index_select(0, y) * w, r1.index_select(0, y) * w
-        left, right = c0.index_select(0, x), c1.index_select(0, x)
-        wy, wx = ly.index_select(0, y)[:, None], lx.index_select(0, x)[:, None]
-        yield at, ((pixels.index_select(0, top + left) * (1 - wx) + pixels.index_select(0, top + right) * wx)
-                   * (1 - wy) + (pixels.index_select(0, bottom + left) * (1 - wx)
-                                 + pixels.index_select(0, bottom + right) * wx) * wy)
+        # the column blend of (source row, output column) serves every output row of the cell: blend each needed
+        # pair once, then each pixel blends its two rows
+        top, bottom = r0.index_select(0, y) * W + x, r1.index_select(0, y) * W + x  # pairs, as r * W + X
+        needed = np.zeros(h * W, dtype=bool)
+        needed[top.numpy()] = needed[bottom.numpy()] = True
+        pairs = torch.from_numpy(np.flatnonzero(needed))
+        slot = torch.empty(h * W, dtype=torch.int64).index_copy_(0, pairs, torch.arange(len(pairs)))
+        px, source_row = pairs % W, (pairs // W) * w
+        wx = lx.index_select(0, px)[:, None]
+        columns = (pixels.index_select(0, source_row + c0.index_select(0, px)) * (1 - wx)
+                   + pixels.index_select(0, source_row + c1.index_select(0, px)) * wx)  # [pairs, C]
+        wy = ly.index_select(0, y)[:, None]
+        yield at, (columns.index_select(0, slot.index_select(0, top)) * (1 - wy)
+                   + columns.index_select(0, slot.index_select(0, bottom)) * wy)
 
 
 def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], *, block_floats: int = BLOCK_FLOATS) -> torch.Tensor:
