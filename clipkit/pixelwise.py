@@ -231,8 +231,9 @@ def _source_cells(r0: torch.Tensor, c0: torch.Tensor, w: int) -> torch.Tensor:
 def _edge_blends(maps: torch.Tensor, code: torch.Tensor, rows: Taps, cols: Taps,
                  block_floats: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(flat pixel indices [n], blended maps [n, C])`` for the pixels where ``code`` (CPU ``[H, W]``) is
-    negative, in chunks of at most ``block_floats`` floats; each pixel blends its four source values as
-    ``F.interpolate`` does, term by term (columns, then rows), so the values are bit for bit its own."""
+    negative, in chunks of at most ``block_floats`` blended floats (the shared column blends of a chunk are at
+    most twice that); each pixel blends its four source values as ``F.interpolate`` does, term by term
+    (columns, then rows), so the values are bit for bit its own."""
     c, h, w = maps.shape
     W = code.shape[1]
     (r0, r1, ly), (c0, c1, lx) = rows, cols

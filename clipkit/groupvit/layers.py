@@ -214,7 +214,6 @@ class GroupingBlock(nn.Module):
         new_x = new_x + projected
         return new_x + self.mlp_channels(self.norm_new_x(new_x)), attn
 
-
     def _image_token_projections(self, x: Tensor) -> tuple[Tensor, ...]:
         """The pre-assignment keys and values and the assignment keys and values of the image tokens ``x``
         ``[B, N, C]``, four ``[B, N, C]`` views of one matrix product: the same numbers as four, in half the time
