@@ -2,7 +2,9 @@
 
 The methods run interleaved over several rounds on the same shapes-world scenes (JPEG, 500×400), through the
 library as the CLI runs them (``clipkit.<method>(paths, …)``: runner, decode, predictor), with the bundled
-models loaded once, one torch thread and no decode workers (so the figure is the method's own work):
+models loaded once, one torch thread and no decode workers (so the figure is the method's own work); the
+minor page faults per image show how much fresh memory each call asks the kernel for (``$CLIPKIT_MALLOC=system``
+leaves glibc's own malloc thresholds, for comparison with :func:`clipkit.device.keep_freed_memory`):
 
     python bench/per_image.py --n 20 --rounds 3
 """
@@ -58,18 +60,30 @@ def main() -> None:
         for name in chosen:  # warm-up: text caches, lazy imports, the GroupViT load
             calls[name](paths[:1])
         ms: dict[str, list[float]] = {m: [] for m in chosen}
+        faults: dict[str, list[float]] = {m: [] for m in chosen}
         for _ in range(args.rounds):
             for name in chosen:
-                t0 = time.perf_counter()
+                f0, t0 = minor_faults(), time.perf_counter()
                 out = calls[name](paths)
                 ms[name].append(1000 * (time.perf_counter() - t0) / len(paths))
+                faults[name].append((minor_faults() - f0) / len(paths))
                 assert not any(type(r).__name__ == "ErrorRecord" for r in out), name
     base = statistics.median(ms["classify"]) if "classify" in ms else None
-    print("| method | ms/image (median) | range | ratio to classify |")
-    print("|---|---:|---:|---:|")
+    print("| method | ms/image (median) | range | ratio to classify | page faults/image |")
+    print("|---|---:|---:|---:|---:|")
     for name, values in ms.items():
         ratio = f"{statistics.median(values) / base:.1f}" if base else "–"
-        print(f"| {name} | {statistics.median(values):.1f} | {min(values):.1f}–{max(values):.1f} | {ratio} |")
+        print(f"| {name} | {statistics.median(values):.1f} | {min(values):.1f}–{max(values):.1f} | {ratio} "
+              f"| {statistics.median(faults[name]):.0f} |")
+
+
+def minor_faults() -> int:
+    """The process's minor page faults so far (each a fresh 4 KiB page the kernel zeroes; 0 off Unix)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 if __name__ == "__main__":

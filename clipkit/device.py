@@ -89,3 +89,42 @@ def threads_beside(workers: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# glibc's malloc gives a freed block above its mmap threshold back to the kernel at once, and trims the heap's
+# free top above its trim threshold; both thresholds start low (128 KiB) and only ratchet up as mmapped blocks are
+# freed, to at most 32 and 64 MiB. A forward pass then pays a page fault per 4 KiB of a large activation, again for
+# every batch: on group ~2,000 faults and 2-4 ms an image (bench/README.md, "page faults"). clipkit fixes both at
+# that ceiling from the start: blocks up to 32 MiB come from the heap, and up to 64 MiB of free heap is kept.
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 64 << 20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+_ALLOCATOR: list[bool] = []  # set once the allocator was (or could not be) tuned
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed activation memory for reuse (once per process; True if it did).
+
+    A no-op off glibc (macOS, Windows, musl), under ``$CLIPKIT_MALLOC=system``, and where the user already tuned
+    malloc (``$MALLOC_MMAP_THRESHOLD_``, ``$MALLOC_TRIM_THRESHOLD_`` or ``$GLIBC_TUNABLES``). Changes no result:
+    only where freed memory goes. The process keeps up to :data:`TRIM_THRESHOLD` bytes of freed memory.
+    """
+    if not _ALLOCATOR:
+        _ALLOCATOR.append(_tune_glibc_malloc())
+    return _ALLOCATOR[0]
+
+
+def _tune_glibc_malloc() -> bool:
+    user_set = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+    if os.environ.get("CLIPKIT_MALLOC", "").lower() == "system" or any(v in os.environ for v in user_set):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 -- raises AttributeError off glibc
+        mallopt = libc.mallopt
+    except (AttributeError, OSError):
+        return False
+    # the mmap threshold first: setting it switches off glibc's own adaptive thresholds
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))

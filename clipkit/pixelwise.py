@@ -263,7 +263,7 @@ def _edge_blends(maps: torch.Tensor, code: torch.Tensor, rows: Taps, cols: Taps,
 def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], *, block_floats: int = BLOCK_FLOATS) -> torch.Tensor:
     """``argmax(F.interpolate(maps, size, bilinear), dim=0)`` without the ``[C, H, W]`` upsampled volume.
 
-    ``maps``: float ``[C, h, w]`` on any device; ``size``: ``(H, W)``. Returns int64 ``[H, W]`` on the CPU.
+    ``maps``: float ``[C, h, w]`` on any device; ``size``: ``(H, W)``. Returns int32 ``[H, W]`` on the CPU.
     Cells of the source grid whose four corners share their arg-max keep it (see :func:`_label_cells`); only
     the pixels of the other cells are blended class by class. The same indices as the full computation,
     float ties aside.
@@ -271,7 +271,7 @@ def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], *, block_floats:
     maps = maps.float().cpu()
     h, w = maps.shape[1:]
     H, W = size
-    arg = maps.max(dim=0).indices
+    arg = maps.max(dim=0).indices.to(torch.int32)  # int32: half the bytes through the full-size gathers
     if (h, w) == (H, W):
         return arg
     a = _corners(arg)
@@ -279,5 +279,5 @@ def upsampled_argmax(maps: torch.Tensor, size: tuple[int, int], *, block_floats:
     rows, cols = bilinear_taps(H, h), bilinear_taps(W, w)
     index = torch.where(decided, arg, -1).view(-1).index_select(0, _source_cells(rows[0], cols[0], w)).view(H, W)
     for at, z in _edge_blends(maps, index, rows, cols, block_floats):
-        index.view(-1).index_copy_(0, at, z.max(dim=1).indices)
+        index.view(-1).index_copy_(0, at, z.max(dim=1).indices.to(torch.int32))
     return index

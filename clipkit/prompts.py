@@ -6,7 +6,8 @@ with the label, encode, L2-normalise, average, renormalise. Named template sets 
 give a file (one template per line, ``{}`` or ``{label}`` marks the label) or inline templates containing ``{}``.
 
 Ensembled embeddings are cached in memory and on disk under ``$XDG_CACHE_HOME/clipkit/text/`` keyed by the model's
-identity, the template list and the label, so re-running over a folder does not re-encode thousands of prompts.
+identity, the template list and the label, so re-running over a folder does not re-encode thousands of prompts
+(:func:`cached_embeddings`, shared with GroupViT's own text tower).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import csv
 import hashlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -171,13 +172,31 @@ def text_embeddings(
     cache: bool = True,
 ) -> torch.Tensor:
     """Ensembled, L2-normalised text embeddings ``[N, D]`` float32 on ``model.device``, one row per label."""
+    rendered = resolve_templates(templates, model)
+    rows = cached_embeddings(model.identity, model.precision, rendered, labels,
+                             lambda missing: _encode_labels(model, missing, rendered), cache=cache)
+    return rows.to(model.device)
+
+
+def cached_embeddings(
+    identity: str,
+    precision: str,
+    templates: Sequence[str],
+    labels: Sequence[str],
+    encode: Callable[[list[str]], torch.Tensor],
+    *,
+    cache: bool = True,
+) -> torch.Tensor:
+    """The one text cache: ``[N, D]`` float32 CPU rows, one per label, from memory, else from the disk cache
+    (``cache``), else ``encode(missing labels)`` (``[len(missing), D]``, then cached). Keyed by the model's
+    ``identity``, its ``precision``, the rendered ``templates`` and the label: CLIP models
+    (:func:`text_embeddings`) and GroupViT's own text tower (``clipkit group``) share it."""
     import numpy as np
     import torch
 
     from clipkit.writers import atomic_write_bytes
 
-    rendered = resolve_templates(templates, model)
-    keys = [_key(model.identity, model.precision, rendered, label) for label in labels]
+    keys = [_key(identity, precision, templates, label) for label in labels]
     folder = cache_dir() / "text"
     rows: dict[int, torch.Tensor] = {}
     for i, key in enumerate(keys):
@@ -190,7 +209,7 @@ def text_embeddings(
                     rows[i] = torch.from_numpy(row)
     missing = [i for i in range(len(labels)) if i not in rows]
     if missing:
-        fresh = _encode_labels(model, [labels[i] for i in missing], rendered)
+        fresh = encode([labels[i] for i in missing]).float().cpu()
         for i, row in zip(missing, fresh, strict=True):
             rows[i] = row
             if cache:
@@ -204,4 +223,4 @@ def text_embeddings(
                     cache = False
     for i, key in enumerate(keys):
         _MEMORY[key] = rows[i]
-    return torch.stack([rows[i] for i in range(len(labels))]).float().to(model.device)
+    return torch.stack([rows[i] for i in range(len(labels))]).float()

@@ -316,6 +316,7 @@ class GroupViTModel:
     net: Any
     name: str
     device: torch.device
+    identity: str  # the text cache's key for these weights (:func:`clipkit.prompts.cached_embeddings`)
     path: Path | None = None
     meta: dict = field(default_factory=dict)
 
@@ -372,7 +373,9 @@ def load_groupvit_model(model: str | None = None, pretrained: str | None = None,
         raise ModelError(f"could not load GroupViT weights from {source}: {str(exc).splitlines()[0][:300]}") from exc
     meta_path = (source if source.is_dir() else source.parent) / "clipkit.json"
     meta = json.loads(meta_path.read_text()) if source.is_dir() and meta_path.is_file() else {}
-    loaded = GroupViTModel(net.to(dev).eval().requires_grad_(False), model or DEFAULT_GROUPVIT, dev, source, meta)
+    weights = next((source / n for n in ("model.safetensors", "pytorch_model.bin") if (source / n).is_file()), source)
+    loaded = GroupViTModel(net.to(dev).eval().requires_grad_(False), model or DEFAULT_GROUPVIT, dev,
+                           f"groupvit:{source.name}:{_file_identity(weights)}", source, meta)
     _CACHE[key] = loaded  # type: ignore[assignment]
     return loaded
 

@@ -264,6 +264,9 @@ def run(predictor: Predictor, items: Sequence[Input], *, batch_size: int = 1, wo
         from clipkit.errors import UsageError
 
         raise UsageError("--batch-size must be at least 1")
+    from clipkit.device import keep_freed_memory
+
+    keep_freed_memory()
     todo = pending(items, skip)
     keep = keep_image or predictor.keep_image
     with progress(len(todo), description, quiet) as bar:

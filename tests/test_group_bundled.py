@@ -124,3 +124,34 @@ def test_images_batched_together_group_as_one_by_one(model, scenes, results):
         for stage in ("stage1", "stage2"):
             assert np.array_equal(got.extras[stage], want.extras[stage])
         assert got.extras["groups"] == want.extras["groups"]
+
+
+def test_label_embeddings_come_from_the_shared_text_cache(model, monkeypatch):
+    """GroupViT's label embeddings are encoded once per weights, template set and label, kept in memory and on
+    disk as CLIP models' are, and are the text tower's own numbers; other weights get their own."""
+    from dataclasses import replace
+
+    from clipkit import prompts
+    from clipkit.groupvit.text import label_embeddings
+    from clipkit.methods import group
+
+    labels = ["red circle", "a label no other test uses"]
+    monkeypatch.setattr(prompts, "_MEMORY", {})
+    first = group.GroupPredictor(model, labels)
+    assert torch_equal(first.text, label_embeddings(model.net, labels, first.templates))
+    assert len(list((prompts.cache_dir() / "text").glob("*.npy"))) >= 2
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(group, "label_embeddings", fail)
+    prompts._MEMORY.clear()  # from the disk cache
+    assert torch_equal(group.GroupPredictor(model, labels).text, first.text)
+    with pytest.raises(AssertionError, match="should have answered"):
+        group.GroupPredictor(replace(model, identity=model.identity + "-retrained"), labels)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a.cpu(), b.cpu()))

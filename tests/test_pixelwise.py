@@ -93,7 +93,8 @@ def test_upsampled_argmax_is_the_full_volume_argmax(smooth, size):
         maps = F.interpolate(maps, size=(24, 32), mode="bilinear")
     ref = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)[0].argmax(0)
     out = upsampled_argmax(maps[0], size)
-    assert out.shape == ref.shape and (out != ref).float().mean() < 1e-4  # float ties only
+    assert out.shape == ref.shape and out.dtype == torch.int32
+    assert (out != ref).float().mean() < 1e-4  # float ties only
     assert torch.equal(upsampled_argmax(maps[0], size, block_floats=5), out)
 
 

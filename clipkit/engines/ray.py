@@ -86,6 +86,9 @@ class _Predict:
     """A Ray ``map_batches`` callable class: one predictor (one model) per actor, built by ``factory()``."""
 
     def __init__(self, factory: Callable[[], Any], keep_image: bool):
+        from clipkit.device import keep_freed_memory
+
+        keep_freed_memory()
         self.predictor = factory()
         self.keep_image = keep_image
 

@@ -172,8 +172,8 @@ def label_groups(
     per-pixel scores (each pixel its group's).
     """
 
-    def pixel_group(m: Tensor) -> Tensor:  # [1, G, ·, ·] -> [H, W]; max's indices: argmax(dim=0) is 5x slower
-        return m[0].max(dim=0).indices if size is None else upsampled_argmax(m[0], size)
+    def pixel_group(m: Tensor) -> Tensor:  # [1, G, ·, ·] -> int32 [H, W]; max's indices: argmax is 5x slower
+        return m[0].max(dim=0).indices.int() if size is None else upsampled_argmax(m[0], size)
 
     g = maps[-1].shape[1]
     group_of_pixel = pixel_group(maps[-1])  # [H, W]
@@ -191,22 +191,22 @@ def label_groups(
         group_label = torch.where(best < thresh, 0, best_idx + 1)
     else:
         group_label = best_idx + 1
-    flat = group_of_pixel.cpu().view(-1)
+    flat = group_of_pixel.cpu().view(-1)  # int32: half the bytes of int64 through the gather and the count
     group_aff, group_label = group_aff.float().cpu(), group_label.cpu()
-    label = group_label.index_select(0, flat).view(group_of_pixel.shape)  # [H, W] (a flat gather: 3x faster)
+    dtype = np.uint8 if n < 255 else np.uint16
+    small = torch.uint8 if n < 255 else torch.int32  # gathered at the output's width where torch has it
+    label = group_label.to(small).index_select(0, flat).view(group_of_pixel.shape)  # [H, W] (a flat gather)
     pixels = torch.bincount(flat, minlength=g)
     group_label = torch.where(pixels > 0, group_label, 0)
     # a label's mean score over its pixels: its groups' scores weighted by their pixels (what ``scores`` averages)
     weight = torch.zeros(g, n + 1, dtype=torch.float64).index_put_((torch.arange(g), group_label), pixels.double())
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_scores = ((weight[:, 1:] * group_aff.double()).sum(0) / weight[:, 1:].sum(0)).numpy()
-    dtype = np.uint8 if n < 255 else np.uint16
     return GroupSegmentation(
-        label_map=label.numpy().astype(dtype),
+        label_map=label.numpy().astype(dtype, copy=False),
         scores=group_aff.t().contiguous().index_select(1, flat).view(n, *group_of_pixel.shape).numpy()
         if keep_scores else None,  # [N, H, W]: each pixel its group's scores
-        group_maps=[*(pixel_group(m).cpu().numpy().astype(np.int32) for m in maps[:-1]),
-                    group_of_pixel.cpu().numpy().astype(np.int32)],
+        group_maps=[*(pixel_group(m).cpu().numpy() for m in maps[:-1]), group_of_pixel.cpu().numpy()],
         group_label=group_label.numpy(),
         group_score=best.float().cpu().numpy(),
         image_scores=image_aff.float().cpu().numpy(),

@@ -33,7 +33,7 @@ from clipkit.groupvit.segment import (
 from clipkit.groupvit.slide import segment_slide
 from clipkit.groupvit.text import label_embeddings
 from clipkit.methods import Sample
-from clipkit.prompts import resolve_templates, text_embeddings
+from clipkit.prompts import cached_embeddings, resolve_templates, text_embeddings
 from clipkit.registry import GroupViTModel, LoadedModel
 from clipkit.results import Segmentation
 
@@ -105,7 +105,9 @@ class GroupPredictor:
             templates = cfg.templates if cfg.templates is not None else (
                 meta.get("templates") or list(OFFICIAL_TEMPLATES))
             self.templates = resolve_templates(templates)
-            self.text = label_embeddings(model.net, self.labels, self.templates).to(model.device)
+            self.text = cached_embeddings(model.identity, "fp32", self.templates, self.labels,
+                                          lambda missing: label_embeddings(model.net, missing, self.templates)
+                                          ).to(model.device)
             if cfg.window is None:  # whole images: the decoding workers resize and normalise them
                 self.transform = Pixels(model.net.cfg, self.short_side)
         else:
@@ -171,7 +173,8 @@ def _fallback_pixels(model: LoadedModel, image: Image.Image, short_side: int | N
 def _result(path: str, labels: list[str], seg: Any, method: str) -> Segmentation:
     final = seg.group_maps[-1]
     total = final.size
-    counts = [np.bincount(m.ravel()) for m in seg.group_maps]  # per group (a sort-free unique: 10^5-10^7 pixels)
+    # pixels per group (a sort-free unique of 10^5-10^7 pixels; torch's count takes int32 as it is, numpy's casts)
+    counts = [torch.bincount(torch.from_numpy(m.ravel())).numpy() for m in seg.group_maps]
     pixels = counts[-1]
     groups = []
     for g in np.flatnonzero(pixels):
