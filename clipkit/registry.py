@@ -121,11 +121,8 @@ def bundled_models() -> dict[str, Path]:
     """Bundled model name -> its folder (only folders that hold an open_clip or clipkit config)."""
     if not ASSETS.is_dir():
         return {}
-    return {
-        p.name: p
-        for p in sorted(ASSETS.iterdir())
-        if p.is_dir() and any((p / n).is_file() for n in ("open_clip_config.json", "clipkit.json", "lseg_config.json"))
-    }
+    configs = ("open_clip_config.json", "clipkit.json", "lseg_config.json")
+    return {p.name: p for p in sorted(ASSETS.iterdir()) if p.is_dir() and any((p / n).is_file() for n in configs)}
 
 
 def _split_spec(model: str, pretrained: str | None) -> tuple[str, str | None]:
@@ -371,8 +368,7 @@ def load_groupvit_model(model: str | None = None, pretrained: str | None = None,
         net = load_groupvit(source)
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         raise ModelError(f"could not load GroupViT weights from {source}: {str(exc).splitlines()[0][:300]}") from exc
-    meta_path = (source if source.is_dir() else source.parent) / "clipkit.json"
-    meta = json.loads(meta_path.read_text()) if source.is_dir() and meta_path.is_file() else {}
+    meta = json.loads((source / "clipkit.json").read_text()) if (source / "clipkit.json").is_file() else {}
     weights = next((source / n for n in ("model.safetensors", "pytorch_model.bin") if (source / n).is_file()), source)
     loaded = GroupViTModel(net.to(dev).eval().requires_grad_(False), model or DEFAULT_GROUPVIT, dev,
                            f"groupvit:{source.name}:{_file_identity(weights)}", source, meta)
