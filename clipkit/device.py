@@ -94,7 +94,7 @@ def threads_beside(workers: int) -> Iterator[None]:
 # glibc's malloc gives a freed block above its mmap threshold back to the kernel at once, and trims the heap's
 # free top above its trim threshold; both thresholds start low (128 KiB) and only ratchet up as mmapped blocks are
 # freed, to at most 32 and 64 MiB. A forward pass then pays a page fault per 4 KiB of a large activation, again for
-# every batch: on group ~2,000 faults and 2-4 ms an image (bench/README.md, "page faults"). clipkit fixes both at
+# every batch: on group 600-2,200 faults and 3-4 ms an image (bench/README.md, "page faults"). clipkit fixes both at
 # that ceiling from the start: blocks up to 32 MiB come from the heap, and up to 64 MiB of free heap is kept.
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 64 << 20
