@@ -22,9 +22,9 @@ glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0
 class _FakeLibc:
     """``ctypes.CDLL(None)`` as seen by the policy: records mallopt calls."""
 
-    def __init__(self, glibc: bool = True) -> None:
+    def __init__(self, is_glibc: bool = True) -> None:
         self.calls: list[tuple[int, int]] = []
-        if glibc:
+        if is_glibc:
             self.gnu_get_libc_version = lambda: b"2.36"
 
     def mallopt(self, param: int, value: int) -> int:
@@ -65,7 +65,7 @@ def test_a_users_own_choice_is_left_alone(fresh_policy, env):
 def test_other_c_libraries_are_left_alone(fresh_policy):
     import ctypes
 
-    libc = _FakeLibc(glibc=False)  # musl, macOS: no gnu_get_libc_version
+    libc = _FakeLibc(is_glibc=False)  # musl, macOS: no gnu_get_libc_version
     fresh_policy.setattr(ctypes, "CDLL", lambda name: libc)
     assert device.keep_freed_memory() is False and libc.calls == []
 

@@ -131,6 +131,8 @@ def test_label_embeddings_come_from_the_shared_text_cache(model, monkeypatch):
     disk as CLIP models' are, and are the text tower's own numbers; other weights get their own."""
     from dataclasses import replace
 
+    import torch
+
     from clipkit import prompts
     from clipkit.groupvit.text import label_embeddings
     from clipkit.methods import group
@@ -138,7 +140,7 @@ def test_label_embeddings_come_from_the_shared_text_cache(model, monkeypatch):
     labels = ["red circle", "a label no other test uses"]
     monkeypatch.setattr(prompts, "_MEMORY", {})
     first = group.GroupPredictor(model, labels)
-    assert torch_equal(first.text, label_embeddings(model.net, labels, first.templates))
+    assert torch.equal(first.text, label_embeddings(model.net, labels, first.templates))
     assert len(list((prompts.cache_dir() / "text").glob("*.npy"))) >= 2
 
     def fail(*args, **kwargs):
@@ -146,12 +148,6 @@ def test_label_embeddings_come_from_the_shared_text_cache(model, monkeypatch):
 
     monkeypatch.setattr(group, "label_embeddings", fail)
     prompts._MEMORY.clear()  # from the disk cache
-    assert torch_equal(group.GroupPredictor(model, labels).text, first.text)
+    assert torch.equal(group.GroupPredictor(model, labels).text, first.text)
     with pytest.raises(AssertionError, match="should have answered"):
         group.GroupPredictor(replace(model, identity=model.identity + "-retrained"), labels)
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a.cpu(), b.cpu()))

@@ -61,7 +61,7 @@ def _role(cfg: TrainJudgeConfig) -> str:
 
 
 def _pairs_line(cfg: TrainJudgeConfig) -> str:
-    if not (cfg.edge_stem or cfg.pair_weight):
+    if not is_sketch_model(cfg):
         return ""
     return (f"- edge stem: {cfg.edge_stem} (conv1 fixed to `edge_filters`, not trained); pairs: {cfg.pair_weight}"
             " ×\n  `clipkit.training.pairs.paired_drawing_loss` at layer2/layer3: every scene also as a line\n"
